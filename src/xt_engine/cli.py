@@ -1,0 +1,150 @@
+"""The ``xt`` command line: thin shells around the engine.
+
+Exit codes: 0 done, 2 bad input or usage (one line naming the problem and the fix; ``--debug``
+shows the traceback), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from xt_engine.errors import XTError
+
+
+def _progress(events: Iterable[object], quiet: bool = False) -> object:
+    """Drain a run's events, drawing a one-line progress bar on a terminal; return Finished."""
+    from xt_engine.engine import Finished, Progress
+
+    tty = sys.stderr.isatty() and not quiet
+    finished = None
+    for event in events:
+        if isinstance(event, Progress) and tty:
+            width = 30
+            filled = int(width * event.done / max(event.total, 1))
+            sys.stderr.write(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] {event.done}/{event.total} "
+                f"{event.regions_per_s:.1f} regions/s ETA {event.eta_s:.0f}s "
+            )
+            sys.stderr.flush()
+        if isinstance(event, Finished):
+            finished = event
+    if tty:
+        sys.stderr.write("\n")
+    return finished
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from xt_engine.models import list_models, model_config
+
+    for name in list_models():
+        cfg = model_config(name)
+        print(f"{name:28s} {cfg.region_encoder.name:26s} {cfg.context_encoder.kind:16s} "
+              f"{cfg.head.task} ({cfg.head.num_classes} classes)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from xt_engine.io import open_image
+
+    source = open_image(args.image)
+    info = {
+        "name": source.name,
+        "axes": source.axes,
+        "dtype": str(source.dtype),
+        "channels": source.num_channels,
+        "levels": [list(source.shape_yx(k)) for k in range(source.num_levels)],
+        "pixel_size": list(source.pixel_size) if source.pixel_size else None,
+        "unit": source.unit,
+    }
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for key, value in info.items():
+            print(f"{key:11s} {value}")
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from xt_engine.engine import run_inference
+    from xt_engine.loading import load_model
+
+    model = load_model(args.model)
+    finished = _progress(
+        run_inference(args.image, model, output=args.out, level=args.level,
+                      roi=tuple(args.roi) if args.roi else None, batch_size=args.batch_size,
+                      device=args.device)
+    )
+    print(f"wrote {args.out}: {finished.done} regions in {finished.seconds:.1f} s")  # type: ignore[attr-defined]
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from xt_engine.demo import run_demo
+
+    run_demo(
+        out_dir=Path(args.out), size=args.size, seed=args.seed, model_spec=args.model,
+        batch_size=args.batch_size, progress=_progress,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from xt_engine import __version__
+
+    parser = argparse.ArgumentParser(prog="xt", description="xT for extremely large images.")
+    parser.add_argument("--version", action="version", version=f"napari-xt {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="synthetic scene -> xT -> OME-Zarr + overview PNG + summary")
+    p.add_argument("--size", type=int, default=4096, help="side of the square scene in px")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="xt-demo", help="output folder")
+    p.add_argument("--model", default="xt_demo_sar", help="registered name or checkpoint")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("info", help="shape, dtype, axes, levels and pixel size of an image")
+    p.add_argument("image")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("infer", help="run a model over an image, writing an OME-Zarr result")
+    p.add_argument("image")
+    p.add_argument("--model", required=True, help="checkpoint (.safetensors) or registered name")
+    p.add_argument("--out", required=True, help="output .zarr path")
+    p.add_argument("--level", type=int, default=0)
+    p.add_argument("--roi", type=int, nargs=4, metavar=("Y0", "X0", "Y1", "X1"))
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("models", help="list the registered model variants")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        return int(args.func(args))
+    except XTError as err:
+        if args.debug:
+            raise
+        print(f"xt {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"\nxt {args.command}: interrupted after {time.perf_counter() - started:.0f} s",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Events yielded by :func:`xt_engine.engine.run_inference`.
+
+A run yields exactly one :class:`Started`, then :class:`RegionDone` / :class:`Progress` as
+batches finish, then exactly one :class:`Finished` (also when cancelled).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from xt_engine.tiling import Region, RegionGrid
+
+
+@dataclass(frozen=True)
+class Started:
+    total: int
+    grid: RegionGrid
+    level: int
+    shape_yx: tuple[int, int]
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class RegionDone:
+    """One region's results, cropped to its valid (unpadded) part.
+
+    ``labels`` (h, w) uint8 class indices at the inference level, placed at ``region.y0, x0``.
+    """
+
+    region: Region
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+    regions_per_s: float
+    eta_s: float
+
+
+@dataclass(frozen=True)
+class Finished:
+    done: int
+    total: int
+    seconds: float
+    cancelled: bool
+    output: str | None
+    peak_rss_mb: float
+
+
+Event = Started | RegionDone | Progress | Finished

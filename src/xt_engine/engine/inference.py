@@ -1,0 +1,135 @@
+"""``run_inference``: the whole image through the model region by region, as a generator.
+
+Memory is bounded by the batch of regions, the context state and one read-ahead batch, never by
+the image: pixels are read per region from the source, outputs go straight to the store.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xt_engine.engine.cancel import CancelToken
+from xt_engine.engine.events import Event, Finished, Progress, RegionDone, Started
+from xt_engine.errors import InputError
+from xt_engine.io import ImageSource, open_image
+from xt_engine.models import XTModel
+from xt_engine.outputs import OutputStore
+from xt_engine.tiling import Region, RegionGrid
+
+
+def run_inference(
+    image: object,
+    model: XTModel,
+    *,
+    output: str | os.PathLike[str] | None = None,
+    level: int = 0,
+    roi: tuple[int, int, int, int] | None = None,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    cancel: CancelToken | None = None,
+) -> Iterator[Event]:
+    """Yield events while running ``model`` over ``image`` (a path, array or ImageSource).
+
+    Args:
+        output: an OME-Zarr path to write results to (optional: events carry results too).
+        level: pyramid level to run on; ``roi`` is ``(y0, x0, y1, x1)`` in that level's pixels.
+        batch_size: regions per forward pass; the context state is carried between batches.
+        cancel: checked between batches; a cancelled run ends with ``Finished(cancelled=True)``
+            and leaves the output store marked incomplete.
+    """
+    source = open_image(image)
+    config = model.config
+    if source.num_channels != config.region_encoder.in_chans:
+        raise InputError(
+            f"{source.name} has {source.num_channels} channel(s) but the model takes "
+            f"{config.region_encoder.in_chans}",
+            "pick a model trained for this channel count or convert the image",
+        )
+    if batch_size < 1:
+        raise InputError(f"batch_size={batch_size} < 1", "use a batch size of 1 or more")
+    grid = RegionGrid.for_image(source.shape_yx(level), config.tiling.region_size, roi)
+    device = torch.device(device)
+    model = model.to(device).eval()
+    store = (
+        OutputStore.create(Path(output), source=source, level=level, grid=grid, config=config)
+        if output is not None
+        else None
+    )
+    scale = _pixel_scale(source.dtype, config.region_encoder.input_scaling)
+    yield Started(len(grid), grid, level, source.shape_yx(level), config.head.num_classes)
+
+    batches = [list(range(i, min(i + batch_size, len(grid)))) for i in range(0, len(grid), batch_size)]
+    start = time.perf_counter()
+    done = 0
+    cancelled = False
+    state = model.init_state(1, device)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xt-prefetch") as pool:
+        pending: Future[np.ndarray] | None = (
+            pool.submit(_read_batch, source, level, grid, batches[0]) if batches else None
+        )
+        for number, indices in enumerate(batches):
+            if cancel is not None and cancel.cancelled:
+                cancelled = True
+                break
+            assert pending is not None
+            pixels = pending.result()  # (N, C, R, R) source dtype
+            pending = (
+                pool.submit(_read_batch, source, level, grid, batches[number + 1])
+                if number + 1 < len(batches)
+                else None
+            )
+            regions = [grid.region(i) for i in indices]
+            with torch.inference_mode():
+                batch = torch.from_numpy(pixels).to(device, torch.float32).mul_(scale)
+                rc = torch.tensor([[r.row, r.col] for r in regions], device=device)
+                outputs, state = model(batch[None], rc, state)
+                labels = outputs.logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+            for region, region_labels in zip(regions, labels, strict=True):
+                valid = region_labels[: region.height, : region.width]
+                if store is not None:
+                    store.write_region(region, valid)
+                yield RegionDone(region, valid)
+            done += len(regions)
+            elapsed = time.perf_counter() - start
+            rate = done / elapsed if elapsed > 0 else 0.0
+            yield Progress(done, len(grid), rate, (len(grid) - done) / rate if rate else float("inf"))
+    if store is not None and not cancelled:
+        store.mark_complete()
+    yield Finished(
+        done=done,
+        total=len(grid),
+        seconds=time.perf_counter() - start,
+        cancelled=cancelled,
+        output=str(store.path) if store is not None else None,
+        peak_rss_mb=peak_rss_mb(),
+    )
+
+
+def _read_batch(source: ImageSource, level: int, grid: RegionGrid, indices: list[int]) -> np.ndarray:
+    """(N, C, R, R) pixels of the given regions, zero-padded at the image edge."""
+    regions: list[Region] = [grid.region(i) for i in indices]
+    return np.stack([source.read_padded(level, r.y0, r.x0, r.size) for r in regions])
+
+
+def _pixel_scale(dtype: np.dtype, scaling: str) -> float:
+    """Factor mapping raw pixels to [0, 1]: 1/255 for uint8, 1/65535 for uint16, 1 for floats."""
+    if scaling == "uint8" or (scaling == "auto" and dtype == np.uint8):
+        return 1.0 / 255.0
+    if scaling == "uint16" or (scaling == "auto" and dtype == np.uint16):
+        return 1.0 / 65535.0
+    if scaling == "auto" and np.issubdtype(dtype, np.integer):
+        return 1.0 / float(np.iinfo(dtype).max)
+    return 1.0
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -1,0 +1,13 @@
+"""Models: region encoders (timm), context encoders, heads, the composed XTModel, the registry."""
+
+from xt_engine.models.registry import create_model, list_models, model_config, register_model
+from xt_engine.models.xt_model import RegionOutputs, XTModel
+
+__all__ = [
+    "RegionOutputs",
+    "XTModel",
+    "create_model",
+    "list_models",
+    "model_config",
+    "register_model",
+]

@@ -1,0 +1,57 @@
+"""The streaming interface every context encoder implements.
+
+A context encoder relates the tokens of all regions of an image. Tokens arrive chunk by chunk in
+raster order of regions; whatever a kind remembers between chunks (Transformer-XL memory, a
+Mamba state) is an explicit state value that the caller passes back in, never stored on the
+module. For causal kinds, running a sequence in chunks with carried state equals running it
+whole (tested per kind).
+
+Shapes: ``tokens`` (B, L, D) float; ``positions`` (L, 2) long, the global (row, col) of each token
+in the image's token grid; the state is kind-specific and opaque to callers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+ContextState = Any
+
+
+class ContextEncoder(nn.Module):
+    """Base class: subclasses implement :meth:`init_state` and :meth:`forward`."""
+
+    kind: str = "base"
+
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> ContextState:
+        """The state before the first chunk of an image."""
+        return None
+
+    def forward(
+        self, tokens: torch.Tensor, positions: torch.Tensor, state: ContextState
+    ) -> tuple[torch.Tensor, ContextState]:
+        """``tokens`` (B, L, D), ``positions`` (L, 2) -> contextualised (B, L, D), next state."""
+        raise NotImplementedError
+
+
+def sincos_position_embedding(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """2-D sin-cos embedding: ``positions`` (L, 2) of (row, col) -> (L, dim), dim % 4 == 0.
+
+    The first half of the channels encode the row, the second half the column, each as
+    ``[sin(p * w_k), cos(p * w_k)]`` with ``w_k = 10000 ** (-k / (dim / 4))``.
+    """
+    if dim % 4:
+        raise ValueError(f"dim={dim} must be a multiple of 4")
+    quarter = dim // 4
+    omega = torch.exp(
+        -math.log(10000.0) * torch.arange(quarter, device=positions.device, dtype=torch.float32)
+        / quarter
+    )
+    parts = []
+    for axis in range(2):
+        angles = positions[:, axis].to(torch.float32)[:, None] * omega[None, :]
+        parts += [torch.sin(angles), torch.cos(angles)]
+    return torch.cat(parts, dim=1)

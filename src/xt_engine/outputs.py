@@ -1,0 +1,153 @@
+"""The result store: an OME-Zarr (NGFF 0.5, zarr v3) directory written region by region.
+
+Layout::
+
+    OUT.zarr/                      root group; attrs: ome.version, ome.labels, xt (provenance)
+      labels/segmentation/0..K     label pyramid (level 0 = the inference level), uint8
+      xt_done                      bool per region: written regions (resume record)
+
+The root attribute ``xt.complete`` turns true only after every region is written, so an
+interrupted run never looks finished. Each region fills exactly one chunk on every pyramid level
+(chunks are ``R / 2**k`` px), so pyramids are built incrementally without a second pass.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from xt_engine.config import XTConfig
+from xt_engine.errors import InputError
+from xt_engine.io.source import ImageSource
+from xt_engine.tiling import Region, RegionGrid
+
+NGFF_VERSION = "0.5"
+LABELS_PATH = "labels/segmentation"
+
+
+def _pyramid_depth(shape_yx: tuple[int, int], region_size: int) -> int:
+    """Levels k >= 1 while chunks stay >= 16 px and the level stays >= 256 px on its long side."""
+    depth = 1
+    while region_size >> depth >= 16 and max(shape_yx) >> depth >= 256:
+        depth += 1
+    return depth
+
+
+class OutputStore:
+    def __init__(self, path: Path, root: zarr.Group) -> None:
+        self.path = path
+        self.root = root
+        self.labels = [root[f"{LABELS_PATH}/{k}"] for k in range(root.attrs["xt"]["label_levels"])]
+        self.done = root["xt_done"]
+
+    @classmethod
+    def create(
+        cls, path: Path, *, source: ImageSource, level: int, grid: RegionGrid, config: XTConfig
+    ) -> OutputStore:
+        """A fresh store at ``path`` (an existing store there is replaced)."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists():
+                if not (path / "zarr.json").exists():
+                    raise InputError(
+                        f"{path} exists and is not a zarr store", "choose a new output path"
+                    )
+                shutil.rmtree(path)
+            root = zarr.open_group(str(path), mode="w", zarr_format=3)
+        except PermissionError as err:
+            raise InputError(f"cannot write to {path}", "choose a writable output path") from err
+        shape = source.shape_yx(level)
+        r = grid.region_size
+        depth = _pyramid_depth(shape, r)
+        down = source.downsample(level)
+        pixel = source.pixel_size or (1.0, 1.0)
+        datasets = []
+        for k in range(depth):
+            factor = 2**k
+            root.create_array(
+                f"{LABELS_PATH}/{k}",
+                shape=(-(-shape[0] // factor), -(-shape[1] // factor)),
+                chunks=(r // factor, r // factor),
+                dtype="uint8",
+                fill_value=0,
+                dimension_names=("y", "x"),
+            )
+            scale = [pixel[0] * down[0] * factor, pixel[1] * down[1] * factor]
+            datasets.append({"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": scale}]})
+        root.create_array("xt_done", shape=(len(grid),), chunks=(min(len(grid), 4096),), dtype="bool",
+                          fill_value=False)
+        unit = source.unit if source.pixel_size else None
+        axes = [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in "yx"]
+        names = config.head.names()
+        colors = config.head.class_colors
+        root[LABELS_PATH].attrs["ome"] = {
+            "version": NGFF_VERSION,
+            "multiscales": [{"name": "segmentation", "axes": axes, "datasets": datasets}],
+            "image-label": {
+                "version": NGFF_VERSION,
+                "colors": [
+                    {"label-value": i, **({"rgba": _rgba(colors[i])} if colors else {})}
+                    for i in range(len(names))
+                ],
+                "properties": [{"label-value": i, "class": n} for i, n in enumerate(names)],
+            },
+        }
+        root.attrs["ome"] = {"version": NGFF_VERSION, "labels": ["segmentation"]}
+        root.attrs["xt"] = _provenance(source, level, grid, config, depth)
+        return cls(path, root)
+
+    @classmethod
+    def open(cls, path: Path) -> OutputStore:
+        root = zarr.open_group(str(path), mode="r+")
+        return cls(path, root)
+
+    def write_region(self, region: Region, labels: np.ndarray) -> None:
+        """Write a region's labels (h, w) to every pyramid level, then record it as done."""
+        for k, array in enumerate(self.labels):
+            f = 2**k
+            sub = labels[::f, ::f]
+            y0, x0 = region.y0 // f, region.x0 // f
+            array[y0 : y0 + sub.shape[0], x0 : x0 + sub.shape[1]] = sub
+        self.done[region.index] = True
+
+    def mark_complete(self) -> None:
+        xt = dict(self.root.attrs["xt"])
+        xt["complete"] = True
+        xt["finished"] = datetime.now(UTC).isoformat()
+        self.root.attrs["xt"] = xt
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.root.attrs["xt"].get("complete", False))
+
+
+def _provenance(
+    source: ImageSource, level: int, grid: RegionGrid, config: XTConfig, depth: int
+) -> dict[str, Any]:
+    from xt_engine import __version__
+
+    return {
+        "complete": False,
+        "started": datetime.now(UTC).isoformat(),
+        "software": f"napari-xt {__version__}",
+        "source": {"name": source.name, "shape_yx": list(source.shape_yx(0)),
+                   "dtype": str(source.dtype), "channels": source.num_channels},
+        "level": level,
+        "roi": list(grid.box),
+        "region_size": grid.region_size,
+        "num_regions": len(grid),
+        "label_levels": depth,
+        "model_config": config.to_dict(),
+    }
+
+
+def _rgba(color: str) -> list[int]:
+    """'#rrggbb' or '#rrggbbaa' -> [r, g, b, a] in 0..255."""
+    text = color.lstrip("#")
+    values = [int(text[i : i + 2], 16) for i in range(0, len(text), 2)]
+    return values + [255] * (4 - len(values))

@@ -1,0 +1,144 @@
+"""Nested tokenization as pure geometry (no torch, no I/O).
+
+An image (at some pyramid level, optionally restricted to a region of interest) is cut into
+square regions of ``R`` px in raster order. Regions at the right and bottom edges may stick out
+of the image; the part outside is padding that the engine fills on read and drops again when it
+stitches outputs. Any image size works, including strips one pixel high.
+
+Coordinates are ``(y, x)`` in pixels of the chosen level; boxes are half-open ``[y0, y1) x [x0, x1)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from xt_engine.errors import InputError
+
+
+@dataclass(frozen=True)
+class Region:
+    """One region of the grid.
+
+    ``row``/``col`` index the region in the grid; ``y0, x0`` is its top-left corner in level
+    pixels (inside the ROI's frame of the whole level); ``height``/``width`` is the valid
+    (unpadded) part, at most ``size`` each.
+    """
+
+    index: int
+    row: int
+    col: int
+    y0: int
+    x0: int
+    height: int
+    width: int
+    size: int
+
+    @property
+    def y1(self) -> int:
+        return self.y0 + self.height
+
+    @property
+    def x1(self) -> int:
+        return self.x0 + self.width
+
+    @property
+    def pad_bottom(self) -> int:
+        return self.size - self.height
+
+    @property
+    def pad_right(self) -> int:
+        return self.size - self.width
+
+
+@dataclass(frozen=True)
+class RegionGrid:
+    """Regions of ``region_size`` px covering ``box = (y0, x0, y1, x1)`` of a level.
+
+    Example::
+
+        grid = RegionGrid.for_image((1000, 700), region_size=256)
+        grid.rows, grid.cols  # (4, 3)
+    """
+
+    box: tuple[int, int, int, int]
+    region_size: int
+
+    @classmethod
+    def for_image(
+        cls,
+        shape_yx: tuple[int, int],
+        region_size: int,
+        roi: tuple[int, int, int, int] | None = None,
+    ) -> RegionGrid:
+        """Grid over an image of ``shape_yx`` or its ``roi`` (clipped checks, clear errors)."""
+        height, width = (int(s) for s in shape_yx)
+        if height < 1 or width < 1:
+            raise InputError(f"image of shape {shape_yx} is empty", "pass an image with pixels")
+        if region_size < 1:
+            raise InputError(f"region_size={region_size} < 1", "use a positive region size")
+        if roi is None:
+            roi = (0, 0, height, width)
+        y0, x0, y1, x1 = (int(v) for v in roi)
+        if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
+            raise InputError(
+                f"ROI (y0={y0}, x0={x0}, y1={y1}, x1={x1}) is empty or outside the image "
+                f"of {height} x {width} px",
+                f"give 0 <= y0 < y1 <= {height} and 0 <= x0 < x1 <= {width}",
+            )
+        return cls(box=(y0, x0, y1, x1), region_size=int(region_size))
+
+    @property
+    def height(self) -> int:
+        return self.box[2] - self.box[0]
+
+    @property
+    def width(self) -> int:
+        return self.box[3] - self.box[1]
+
+    @property
+    def rows(self) -> int:
+        return math.ceil(self.height / self.region_size)
+
+    @property
+    def cols(self) -> int:
+        return math.ceil(self.width / self.region_size)
+
+    def __len__(self) -> int:
+        return self.rows * self.cols
+
+    def region(self, index: int) -> Region:
+        """The region at raster ``index`` (row-major)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"region {index} out of range for {len(self)} regions")
+        row, col = divmod(index, self.cols)
+        r = self.region_size
+        y0 = self.box[0] + row * r
+        x0 = self.box[1] + col * r
+        return Region(
+            index=index,
+            row=row,
+            col=col,
+            y0=y0,
+            x0=x0,
+            height=min(r, self.box[2] - y0),
+            width=min(r, self.box[3] - x0),
+            size=r,
+        )
+
+    def __iter__(self) -> Iterator[Region]:
+        for index in range(len(self)):
+            yield self.region(index)
+
+
+def token_positions(
+    region: Region, grid_hw: tuple[int, int]
+) -> list[tuple[int, int]]:
+    """2-D positions in the whole image's token grid for a region's ``grid_hw`` patch tokens.
+
+    A region with a ``gh x gw`` patch grid at grid position ``(row, col)`` owns tokens whose
+    global position is ``(row * gh + i, col * gw + j)``, in raster order inside the region.
+    """
+    gh, gw = grid_hw
+    return [(region.row * gh + i, region.col * gw + j) for i in range(gh) for j in range(gw)]
