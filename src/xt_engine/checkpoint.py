@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from xt_engine.config import XTConfig
@@ -44,7 +43,9 @@ def read_checkpoint_config(path: str | os.PathLike[str]) -> tuple[XTConfig, dict
     """The config and the ``extra`` metadata stored in a checkpoint, without loading weights."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist", "pick an existing .safetensors file")
+        raise CheckpointError(
+            f"checkpoint {path} does not exist", "pick an existing .safetensors file"
+        )
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}

@@ -43,8 +43,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     for name in list_models():
         cfg = model_config(name)
-        print(f"{name:28s} {cfg.region_encoder.name:26s} {cfg.context_encoder.kind:16s} "
-              f"{cfg.head.task} ({cfg.head.num_classes} classes)")
+        print(
+            f"{name:28s} {cfg.region_encoder.name:26s} {cfg.context_encoder.kind:16s} "
+            f"{cfg.head.task} ({cfg.head.num_classes} classes)"
+        )
     return 0
 
 
@@ -75,9 +77,15 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     finished = _progress(
-        run_inference(args.image, model, output=args.out, level=args.level,
-                      roi=tuple(args.roi) if args.roi else None, batch_size=args.batch_size,
-                      device=args.device)
+        run_inference(
+            args.image,
+            model,
+            output=args.out,
+            level=args.level,
+            roi=tuple(args.roi) if args.roi else None,
+            batch_size=args.batch_size,
+            device=args.device,
+        )
     )
     print(f"wrote {args.out}: {finished.done} regions in {finished.seconds:.1f} s")  # type: ignore[attr-defined]
     return 0
@@ -87,8 +95,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from xt_engine.demo import run_demo
 
     run_demo(
-        out_dir=Path(args.out), size=args.size, seed=args.seed, model_spec=args.model,
-        batch_size=args.batch_size, progress=_progress,
+        out_dir=Path(args.out),
+        size=args.size,
+        seed=args.seed,
+        model_spec=args.model,
+        batch_size=args.batch_size,
+        progress=_progress,
     )
     return 0
 
@@ -141,8 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"xt {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print(f"\nxt {args.command}: interrupted after {time.perf_counter() - started:.0f} s",
-              file=sys.stderr)
+        print(
+            f"\nxt {args.command}: interrupted after {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -58,7 +58,9 @@ class RegionEncoderConfig:
 
     def validate(self) -> None:
         if not self.name:
-            raise ConfigError("region_encoder.name is empty", "name a timm model, e.g. convnext_atto")
+            raise ConfigError(
+                "region_encoder.name is empty", "name a timm model, e.g. convnext_atto"
+            )
         if self.in_chans < 1:
             raise ConfigError(f"region_encoder.in_chans={self.in_chans} < 1", "use 1, 2, 3 or more")
         if self.input_scaling not in INPUT_SCALINGS:
@@ -109,9 +111,13 @@ class ContextEncoderConfig:
             )
         for name in ("depth", "chunk_regions"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"context_encoder.{name} must be >= 1", f"set {name} to 1 or more")
+                raise ConfigError(
+                    f"context_encoder.{name} must be >= 1", f"set {name} to 1 or more"
+                )
         if self.memory_tokens < 0:
-            raise ConfigError("context_encoder.memory_tokens must be >= 0", "use 0 to disable memory")
+            raise ConfigError(
+                "context_encoder.memory_tokens must be >= 0", "use 0 to disable memory"
+            )
 
 
 @dataclass

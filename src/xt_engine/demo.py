@@ -8,10 +8,11 @@ from pathlib import Path
 
 import zarr
 
+from xt_engine.colors import class_colors
 from xt_engine.engine import Finished, run_inference
 from xt_engine.io import source_from_arrays
 from xt_engine.loading import load_model
-from xt_engine.outputs import LABELS_PATH, _rgba
+from xt_engine.outputs import LABELS_PATH
 from xt_engine.overview import write_overview
 from xt_engine.synthetic import make_sar_scene
 
@@ -36,23 +37,16 @@ def run_demo(
     finished = progress(run_inference(source, model, output=result, batch_size=batch_size))
     assert isinstance(finished, Finished)
     labels = zarr.open_group(str(result), mode="r")[f"{LABELS_PATH}/0"]
-    colors = [_rgba(c) for c in (model.config.head.class_colors or ())] or _default_colors(
-        model.config.head.num_classes
-    )
-    png = write_overview(source, labels, colors, out_dir / "overview.png")
+    png = write_overview(source, labels, class_colors(model.config.head), out_dir / "overview.png")
     cfg = model.config
     print(f"image        {size} x {size} px (synthetic SAR scene, seed {seed}, {scene_s:.1f} s)")
-    print(f"model        {model_spec}: {cfg.region_encoder.name} -> {cfg.context_encoder.kind} -> "
-          f"{cfg.head.task} ({cfg.head.num_classes} classes)")
+    print(
+        f"model        {model_spec}: {cfg.region_encoder.name} -> {cfg.context_encoder.kind} -> "
+        f"{cfg.head.task} ({cfg.head.num_classes} classes)"
+    )
     print(f"regions      {finished.total} of {cfg.tiling.region_size} px")
     print(f"seconds      {finished.seconds:.2f}")
     print(f"regions/s    {finished.done / max(finished.seconds, 1e-9):.1f}")
     print(f"peak memory  {finished.peak_rss_mb:.0f} MiB (RSS)")
     print(f"wrote        {result}  {png}")
     return finished
-
-
-def _default_colors(n: int) -> list[list[int]]:
-    base = [[0, 0, 0, 0], [230, 25, 75, 255], [60, 180, 75, 255], [0, 130, 200, 255],
-            [245, 130, 48, 255], [145, 30, 180, 255]]
-    return [base[i % len(base)] for i in range(n)]

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from xt_engine.colors import class_colors
 from xt_engine.config import XTConfig
 from xt_engine.errors import InputError
 from xt_engine.io.source import ImageSource
@@ -78,22 +79,26 @@ class OutputStore:
                 dimension_names=("y", "x"),
             )
             scale = [pixel[0] * down[0] * factor, pixel[1] * down[1] * factor]
-            datasets.append({"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": scale}]})
-        root.create_array("xt_done", shape=(len(grid),), chunks=(min(len(grid), 4096),), dtype="bool",
-                          fill_value=False)
+            datasets.append(
+                {"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+            )
+        root.create_array(
+            "xt_done",
+            shape=(len(grid),),
+            chunks=(min(len(grid), 4096),),
+            dtype="bool",
+            fill_value=False,
+        )
         unit = source.unit if source.pixel_size else None
         axes = [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in "yx"]
         names = config.head.names()
-        colors = config.head.class_colors
+        colors = class_colors(config.head)
         root[LABELS_PATH].attrs["ome"] = {
             "version": NGFF_VERSION,
             "multiscales": [{"name": "segmentation", "axes": axes, "datasets": datasets}],
             "image-label": {
                 "version": NGFF_VERSION,
-                "colors": [
-                    {"label-value": i, **({"rgba": _rgba(colors[i])} if colors else {})}
-                    for i in range(len(names))
-                ],
+                "colors": [{"label-value": i, "rgba": colors[i]} for i in range(len(names))],
                 "properties": [{"label-value": i, "class": n} for i, n in enumerate(names)],
             },
         }
@@ -135,8 +140,12 @@ def _provenance(
         "complete": False,
         "started": datetime.now(UTC).isoformat(),
         "software": f"napari-xt {__version__}",
-        "source": {"name": source.name, "shape_yx": list(source.shape_yx(0)),
-                   "dtype": str(source.dtype), "channels": source.num_channels},
+        "source": {
+            "name": source.name,
+            "shape_yx": list(source.shape_yx(0)),
+            "dtype": str(source.dtype),
+            "channels": source.num_channels,
+        },
         "level": level,
         "roi": list(grid.box),
         "region_size": grid.region_size,
@@ -144,10 +153,3 @@ def _provenance(
         "label_levels": depth,
         "model_config": config.to_dict(),
     }
-
-
-def _rgba(color: str) -> list[int]:
-    """'#rrggbb' or '#rrggbbaa' -> [r, g, b, a] in 0..255."""
-    text = color.lstrip("#")
-    values = [int(text[i : i + 2], 16) for i in range(0, len(text), 2)]
-    return values + [255] * (4 - len(values))

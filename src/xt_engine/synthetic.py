@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 SAR_CLASS_NAMES = ("background", "land", "vessel_near_shore", "vessel_offshore")
+SAR_CLASS_COLORS = ("#00000000", "#c8a064", "#ff3030", "#30c0ff")
 
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], cell: int) -> np.ndarray:
@@ -63,12 +64,17 @@ def make_sar_scene(
         y1, x1 = min(h, y + vh), min(w, x + vw)
         if land[y:y1, x:x1].any():
             continue
-        near = dist[min(y // step, dist.shape[0] - 1), min(x // step, dist.shape[1] - 1)] <= near_shore_px
+        near = (
+            dist[min(y // step, dist.shape[0] - 1), min(x // step, dist.shape[1] - 1)]
+            <= near_shore_px
+        )
         mask[y:y1, x:x1] = 2 if near else 3
         vessels.append((y, x, y1, x1))
 
     # backscatter: sea dark, land bright and textured, vessels very bright; multiplicative speckle
-    sigma0 = np.where(land, 0.45 + 0.15 * _smooth_field(rng, shape, cell=24), 0.08).astype(np.float32)
+    sigma0 = np.where(land, 0.45 + 0.15 * _smooth_field(rng, shape, cell=24), 0.08).astype(
+        np.float32
+    )
     for y, x, y1, x1 in vessels:
         sigma0[y:y1, x:x1] = 0.95
     speckle = rng.gamma(shape=4.0, scale=0.25, size=shape).astype(np.float32)

@@ -132,9 +132,7 @@ class RegionGrid:
             yield self.region(index)
 
 
-def token_positions(
-    region: Region, grid_hw: tuple[int, int]
-) -> list[tuple[int, int]]:
+def token_positions(region: Region, grid_hw: tuple[int, int]) -> list[tuple[int, int]]:
     """2-D positions in the whole image's token grid for a region's ``grid_hw`` patch tokens.
 
     A region with a ``gh x gw`` patch grid at grid position ``(row, col)`` owns tokens whose

@@ -66,7 +66,9 @@ def run_inference(
     scale = _pixel_scale(source.dtype, config.region_encoder.input_scaling)
     yield Started(len(grid), grid, level, source.shape_yx(level), config.head.num_classes)
 
-    batches = [list(range(i, min(i + batch_size, len(grid)))) for i in range(0, len(grid), batch_size)]
+    batches = [
+        list(range(i, min(i + batch_size, len(grid)))) for i in range(0, len(grid), batch_size)
+    ]
     start = time.perf_counter()
     done = 0
     cancelled = False
@@ -100,7 +102,9 @@ def run_inference(
             done += len(regions)
             elapsed = time.perf_counter() - start
             rate = done / elapsed if elapsed > 0 else 0.0
-            yield Progress(done, len(grid), rate, (len(grid) - done) / rate if rate else float("inf"))
+            yield Progress(
+                done, len(grid), rate, (len(grid) - done) / rate if rate else float("inf")
+            )
     if store is not None and not cancelled:
         store.mark_complete()
     yield Finished(
@@ -113,7 +117,9 @@ def run_inference(
     )
 
 
-def _read_batch(source: ImageSource, level: int, grid: RegionGrid, indices: list[int]) -> np.ndarray:
+def _read_batch(
+    source: ImageSource, level: int, grid: RegionGrid, indices: list[int]
+) -> np.ndarray:
     """(N, C, R, R) pixels of the given regions, zero-padded at the image edge."""
     regions: list[Region] = [grid.region(i) for i in indices]
     return np.stack([source.read_padded(level, r.y0, r.x0, r.size) for r in regions])

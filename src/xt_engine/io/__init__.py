@@ -31,7 +31,8 @@ def open_image(image: Any, axes: str | None = None) -> ImageSource:
 
             return open_tiff(path)
         raise InputError(
-            f"{path.name}: unknown image format", "use a TIFF/OME-TIFF/SVS file or an OME-Zarr store"
+            f"{path.name}: unknown image format",
+            "use a TIFF/OME-TIFF/SVS file or an OME-Zarr store",
         )
     if hasattr(image, "shape") or isinstance(image, list | tuple):
         return source_from_arrays(image, axes)

@@ -107,7 +107,9 @@ class SqueezedArray:
 
     def __init__(self, array: Any, index: tuple[slice | int, ...]) -> None:
         self.array, self.index = array, index
-        self.shape = tuple(s for s, i in zip(array.shape, index, strict=True) if isinstance(i, slice))
+        self.shape = tuple(
+            s for s, i in zip(array.shape, index, strict=True) if isinstance(i, slice)
+        )
         self.dtype = array.dtype
 
     def __getitem__(self, key: tuple[slice, ...]) -> Any:

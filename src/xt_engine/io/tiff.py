@@ -28,7 +28,11 @@ def open_tiff(path: Path) -> ImageSource:
             f"{path.name} is not a readable TIFF ({err})", "check that the file is a complete TIFF"
         ) from err
     node = zarr.open(store, mode="r")
-    arrays = [node] if isinstance(node, zarr.Array) else [node[k] for k in sorted(node.array_keys(), key=int)]
+    arrays = (
+        [node]
+        if isinstance(node, zarr.Array)
+        else [node[k] for k in sorted(node.array_keys(), key=int)]
+    )
     keep = [i for i, a in enumerate(series_axes) if a in _AXES]
     dropped = [a for i, a in enumerate(series_axes) if i not in keep]
     levels = []
@@ -41,8 +45,9 @@ def open_tiff(path: Path) -> ImageSource:
         index = tuple(slice(None) if i in keep else 0 for i in range(len(series_axes)))
         levels.append(SqueezedArray(array, index) if dropped else array)
     axes = "".join(_AXES[series_axes[i]] for i in keep)
-    return ImageSource(levels=levels, axes=axes, pixel_size=pixel_size, unit="micrometer",
-                       name=path.name)
+    return ImageSource(
+        levels=levels, axes=axes, pixel_size=pixel_size, unit="micrometer", name=path.name
+    )
 
 
 def _pixel_size(tif: tifffile.TiffFile) -> tuple[float, float] | None:

@@ -15,7 +15,9 @@ def open_zarr(path: Path) -> ImageSource:
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as err:  # noqa: BLE001 - zarr raises many types for a non-store
-        raise InputError(f"{path} is not a zarr store ({err})", "pass an OME-Zarr directory") from err
+        raise InputError(
+            f"{path} is not a zarr store ({err})", "pass an OME-Zarr directory"
+        ) from err
     if isinstance(node, zarr.Array):
         return ImageSource([node], guess_axes(node.shape), name=path.name)
     attrs = dict(node.attrs)
@@ -27,7 +29,7 @@ def open_zarr(path: Path) -> ImageSource:
     datasets = ms["datasets"]
     arrays = [node[d["path"]] for d in datasets]
     if not names:
-        names = list("tczyx"[-len(arrays[0].shape):])
+        names = list("tczyx"[-len(arrays[0].shape) :])
     keep = [i for i, n in enumerate(names) if n in ("c", "y", "x")]
     index = tuple(slice(None) if i in keep else 0 for i in range(len(names)))
     for array in arrays:
@@ -39,6 +41,8 @@ def open_zarr(path: Path) -> ImageSource:
         if transform.get("type") == "scale":
             scale = transform["scale"]
             pixel_size = (float(scale[names.index("y")]), float(scale[names.index("x")]))
-    unit = next((a.get("unit") for a in ms.get("axes", []) if isinstance(a, dict)
-                 and a.get("name") == "x"), None)
+    unit = next(
+        (a.get("unit") for a in ms.get("axes", []) if isinstance(a, dict) and a.get("name") == "x"),
+        None,
+    )
     return ImageSource(levels, "".join(names[i] for i in keep), pixel_size, unit, path.name)

@@ -36,7 +36,7 @@ class RegionEncoder(nn.Module):
         except RuntimeError as err:  # timm raises RuntimeError for unknown names
             raise ConfigError(
                 f"region_encoder.name={config.name!r} is not a timm model with features_only",
-                "run `python -c \"import timm; print(timm.list_models())\"` for valid names",
+                'run `python -c "import timm; print(timm.list_models())"` for valid names',
             ) from err
         info = self.backbone.feature_info
         self.channels: list[int] = list(info.channels())
@@ -89,7 +89,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors", "export model.state_dict()")
+        raise CheckpointError(
+            f"{path} does not hold a state dict of tensors", "export model.state_dict()"
+        )
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 

@@ -16,6 +16,7 @@ from xt_engine.models.context import build_context_encoder
 from xt_engine.models.heads import build_head
 from xt_engine.models.region_encoder import RegionEncoder
 from xt_engine.models.xt_model import XTModel
+from xt_engine.synthetic import SAR_CLASS_COLORS, SAR_CLASS_NAMES
 
 _REGISTRY: dict[str, Callable[[], XTConfig]] = {}
 
@@ -49,7 +50,9 @@ def create_model(spec: XTConfig | dict[str, Any] | str) -> XTModel:
     elif isinstance(spec, XTConfig):
         config = spec
     else:
-        raise ConfigError(f"cannot build a model from {type(spec).__name__}", "pass a config, dict or name")
+        raise ConfigError(
+            f"cannot build a model from {type(spec).__name__}", "pass a config, dict or name"
+        )
     region_encoder = RegionEncoder(config.region_encoder, config.tiling.region_size)
     context_encoder = build_context_encoder(config.context_encoder)
     head = build_head(
@@ -62,8 +65,15 @@ def create_model(spec: XTConfig | dict[str, Any] | str) -> XTModel:
 
 
 def _config(
-    backbone: str, kind: str, *, region_size: int = 256, in_chans: int = 3, dim: int = 128,
-    depth: int = 2, num_classes: int = 2, class_names: tuple[str, ...] | None = None,
+    backbone: str,
+    kind: str,
+    *,
+    region_size: int = 256,
+    in_chans: int = 3,
+    dim: int = 128,
+    depth: int = 2,
+    num_classes: int = 2,
+    class_names: tuple[str, ...] | None = None,
     class_colors: tuple[str, ...] | None = None,
 ) -> XTConfig:
     return XTConfig.from_dict(
@@ -81,16 +91,17 @@ def _config(
     )
 
 
-SAR_CLASSES = ("background", "land", "vessel_near_shore", "vessel_offshore")
-SAR_COLORS = ("#00000000", "#c8a064", "#ff3030", "#30c0ff")
-
-
 @register_model
 def xt_demo_sar() -> XTConfig:
     """The demo model: a tiny ConvNeXt + Transformer-XL for 1-channel SAR scenes, 4 classes."""
     return _config(
-        "test_convnext", "transformer_xl", in_chans=1, dim=64, num_classes=4,
-        class_names=SAR_CLASSES, class_colors=SAR_COLORS,
+        "test_convnext",
+        "transformer_xl",
+        in_chans=1,
+        dim=64,
+        num_classes=4,
+        class_names=SAR_CLASS_NAMES,
+        class_colors=SAR_CLASS_COLORS,
     )
 
 
@@ -111,7 +122,9 @@ def test_convnext_none() -> XTConfig:
 
 @register_model
 def test_convnext_txl() -> XTConfig:
-    return _config("test_convnext", "transformer_xl", region_size=64, dim=32, depth=1, num_classes=3)
+    return _config(
+        "test_convnext", "transformer_xl", region_size=64, dim=32, depth=1, num_classes=3
+    )
 
 
 @register_model

@@ -47,7 +47,8 @@ def sincos_position_embedding(positions: torch.Tensor, dim: int) -> torch.Tensor
         raise ValueError(f"dim={dim} must be a multiple of 4")
     quarter = dim // 4
     omega = torch.exp(
-        -math.log(10000.0) * torch.arange(quarter, device=positions.device, dtype=torch.float32)
+        -math.log(10000.0)
+        * torch.arange(quarter, device=positions.device, dtype=torch.float32)
         / quarter
     )
     parts = []

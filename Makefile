@@ -1,0 +1,37 @@
+# Every target installs what it needs first (system packages, a venv, the project); all idempotent.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.napari-xt-installed
+# torch 2.14.1 / torchvision 0.29.1: timm imports torchvision, and the CPU-only torch wheel
+# breaks it; this pair is the one that works together (and lies on this machine's disk).
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test napari bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install-system-deps.sh
+	scripts/install-system-deps.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]' $(TORCH)
+	touch $@
+
+demo: setup
+	$(VENV)/bin/xt demo --out out/demo
+
+test: setup
+	$(PY) -m pytest
+
+napari: setup
+	$(PY) -m napari_xt
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy src
+
+clean:
+	rm -rf out artifacts .pytest_cache .ruff_cache .mypy_cache

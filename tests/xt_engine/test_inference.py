@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from xt_engine import (
+    CancelToken,
+    Finished,
+    InputError,
+    Progress,
+    RegionDone,
+    Started,
+    create_model,
+    open_image,
+    run_inference,
+)
+from xt_engine.outputs import LABELS_PATH
+
+
+def _labels_from_events(events: list, shape: tuple[int, int]) -> np.ndarray:
+    out = np.full(shape, 255, dtype=np.uint8)
+    for event in events:
+        if isinstance(event, RegionDone):
+            r = event.region
+            out[r.y0 : r.y1, r.x0 : r.x1] = event.labels
+    return out
+
+
+def _reference_labels(model, image: np.ndarray) -> np.ndarray:
+    """Whole-image reference: every region in one chunk (no streaming), stitched by hand."""
+    r = model.region_size
+    h, w = image.shape[:2]
+    rows, cols = -(-h // r), -(-w // r)
+    padded = np.zeros((rows * r, cols * r, image.shape[2]), dtype=np.float32)
+    padded[:h, :w] = image / 255.0
+    regions = [padded[i * r : (i + 1) * r, j * r : (j + 1) * r].transpose(2, 0, 1)
+               for i in range(rows) for j in range(cols)]
+    rc = torch.tensor([[i, j] for i in range(rows) for j in range(cols)])
+    with torch.inference_mode():
+        out, _ = model(torch.from_numpy(np.stack(regions))[None], rc, model.init_state(1))
+    labels = out.logits.argmax(1).numpy().astype(np.uint8)
+    full = np.zeros((rows * r, cols * r), dtype=np.uint8)
+    for n, (i, j) in enumerate(rc.tolist()):
+        full[i * r : (i + 1) * r, j * r : (j + 1) * r] = labels[n]
+    return full[:h, :w]
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_streamed_labels_equal_a_whole_image_forward(rgb_image: np.ndarray, batch_size: int) -> None:
+    model = create_model("test_convnext_txl").eval()  # memory 512 >= all 12 regions x 4 tokens
+    events = list(run_inference(rgb_image, model, batch_size=batch_size))
+    assert isinstance(events[0], Started) and events[0].total == 12
+    assert isinstance(events[-1], Finished) and events[-1].done == 12 and not events[-1].cancelled
+    streamed = _labels_from_events(events, rgb_image.shape[:2])
+    np.testing.assert_array_equal(streamed, _reference_labels(model, rgb_image))
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert progress[-1].done == 12 and progress[-1].eta_s == 0
+
+
+def test_output_store_holds_the_labels_pyramid(tmp_path: Path) -> None:
+    rgb_image = np.random.default_rng(2).integers(0, 255, (300, 600, 3), dtype=np.uint8)
+    model = create_model("test_convnext_none").eval()
+    out = tmp_path / "result.zarr"
+    events = list(run_inference(rgb_image, model, output=out, batch_size=3))
+    streamed = _labels_from_events(events, rgb_image.shape[:2])
+    root = zarr.open_group(str(out), mode="r")
+    assert root.attrs["xt"]["complete"] is True
+    assert root.attrs["ome"]["version"] == "0.5"
+    level0 = root[f"{LABELS_PATH}/0"][:]
+    np.testing.assert_array_equal(level0, streamed)
+    level1 = root[f"{LABELS_PATH}/1"][:]
+    np.testing.assert_array_equal(level1, streamed[::2, ::2])
+    assert root["xt_done"][:].all()
+    ms = root[LABELS_PATH].attrs["ome"]["multiscales"][0]
+    assert [d["path"] for d in ms["datasets"]] == ["0", "1"]
+
+
+def test_cancel_stops_between_batches_and_store_stays_incomplete(
+    rgb_image: np.ndarray, tmp_path: Path
+) -> None:
+    model = create_model("test_convnext_none").eval()
+    cancel = CancelToken()
+    out = tmp_path / "cancelled.zarr"
+    events = []
+    for event in run_inference(rgb_image, model, output=out, batch_size=2, cancel=cancel):
+        events.append(event)
+        if isinstance(event, Progress) and event.done == 4:
+            cancel.cancel()
+    finished = events[-1]
+    assert isinstance(finished, Finished) and finished.cancelled and finished.done == 4
+    root = zarr.open_group(str(out), mode="r")
+    assert root.attrs["xt"]["complete"] is False
+    assert int(root["xt_done"][:].sum()) == 4
+
+
+def test_channel_mismatch_names_the_fix() -> None:
+    model = create_model("test_convnext_none")
+    with pytest.raises(InputError, match=r"1 channel\(s\) but the model takes 3"):
+        next(run_inference(np.zeros((64, 64), np.uint8), model))
+
+
+def test_roi_and_strip_images() -> None:
+    model = create_model("test_convnext_none").eval()
+    strip = np.random.default_rng(0).integers(0, 255, (1, 130, 3), dtype=np.uint8)
+    events = list(run_inference(strip, model))
+    assert events[0].total == 3
+    assert all(e.labels.shape[0] == 1 for e in events if isinstance(e, RegionDone))
+    image = np.zeros((300, 300, 3), np.uint8)
+    events = list(run_inference(image, model, roi=(10, 20, 100, 90)))
+    boxes = [(e.region.y0, e.region.x0, e.region.y1, e.region.x1) for e in events
+             if isinstance(e, RegionDone)]
+    assert boxes == [(10, 20, 74, 84), (10, 84, 74, 90), (74, 20, 100, 84), (74, 84, 100, 90)]
+
+
+def test_open_image_reads_tiff_pyramids_and_ome_zarr(tmp_path: Path) -> None:
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (256, 320, 3), dtype=np.uint8)
+    path = tmp_path / "pyramid.ome.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(base, subifds=1, tile=(64, 64), metadata={"axes": "YXS",
+                  "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+        tif.write(base[::2, ::2], subfiletype=1, tile=(64, 64))
+    source = open_image(path)
+    assert source.axes == "yxc" and source.num_levels == 2 and source.num_channels == 3
+    assert source.shape_yx(1) == (128, 160) and source.pixel_size == (0.5, 0.5)
+    np.testing.assert_array_equal(source.read(0, 10, 20, 30, 50), base[10:30, 20:50].transpose(2, 0, 1))
+
+    store = tmp_path / "image.ome.zarr"
+    root = zarr.open_group(str(store), mode="w", zarr_format=3)
+    root.create_array("s0", data=base.transpose(2, 0, 1)[None], chunks=(1, 1, 64, 64))
+    root.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"},
+                 {"name": "y", "type": "space", "unit": "micrometer"},
+                 {"name": "x", "type": "space", "unit": "micrometer"}],
+        "datasets": [{"path": "s0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1, 1, 0.25, 0.25]}]}]}]}
+    source = open_image(store)
+    assert source.axes == "cyx" and source.pixel_size == (0.25, 0.25) and source.unit == "micrometer"
+    np.testing.assert_array_equal(source.read(0, 0, 0, 5, 7), base[:5, :7].transpose(2, 0, 1))
+
+
+def test_bad_paths_raise_input_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        open_image(tmp_path / "nope.tif")
+    fake = tmp_path / "fake.tif"
+    fake.write_text("not a tiff")
+    with pytest.raises(InputError, match="not a readable TIFF"):
+        open_image(fake)

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xt_engine import InputError, RegionGrid
+from xt_engine.tiling import token_positions
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [((1, 1), 64), ((1, 1000), 64), ((1000, 1), 64), ((150, 200), 64), ((256, 256), 64),
+     ((257, 511), 128), ((999, 1001), 256)],
+)
+def test_regions_cover_the_image_exactly_once(shape: tuple[int, int], size: int) -> None:
+    grid = RegionGrid.for_image(shape, size)
+    hits = np.zeros(shape, dtype=np.int32)
+    for region in grid:
+        assert 0 < region.height <= size and 0 < region.width <= size
+        assert region.pad_bottom == size - region.height and region.pad_right == size - region.width
+        hits[region.y0 : region.y1, region.x0 : region.x1] += 1
+    assert (hits == 1).all()
+    assert len(grid) == -(-shape[0] // size) * -(-shape[1] // size)
+    # raster order
+    assert [(r.row, r.col) for r in grid] == sorted((r.row, r.col) for r in grid)
+
+
+def test_roi_restricts_the_grid() -> None:
+    grid = RegionGrid.for_image((1000, 1000), 128, roi=(100, 200, 400, 300))
+    assert (grid.rows, grid.cols) == (3, 1)
+    first, last = grid.region(0), grid.region(len(grid) - 1)
+    assert (first.y0, first.x0) == (100, 200)
+    assert (last.y1, last.x1) == (400, 300)
+
+
+@pytest.mark.parametrize("roi", [(0, 0, 0, 10), (-1, 0, 5, 5), (0, 0, 20, 11), (5, 5, 4, 9)])
+def test_bad_roi_names_the_valid_range(roi: tuple[int, int, int, int]) -> None:
+    with pytest.raises(InputError, match=r"0 <= y0 < y1 <= 20"):
+        RegionGrid.for_image((20, 10), 8, roi=roi)
+
+
+def test_token_positions_are_global() -> None:
+    grid = RegionGrid.for_image((256, 256), 128)
+    region = grid.region(3)  # row 1, col 1
+    positions = token_positions(region, (4, 4))
+    assert positions[0] == (4, 4) and positions[-1] == (7, 7) and len(positions) == 16
