@@ -18,6 +18,7 @@ CONTEXT_KINDS = ("none", "transformer_xl", "hyper", "mamba", "sliding_window")
 # the factory with a clear message until their module exists.
 TASKS = ("segmentation", "classification", "detection")
 INPUT_SCALINGS = ("auto", "uint8", "uint16", "float")
+POOLINGS = ("mean", "cls")
 
 
 @dataclass
@@ -82,7 +83,10 @@ class ContextEncoderConfig:
     """A long-sequence model over all region tokens of an image.
 
     ``chunk_regions`` regions are processed at a time; ``memory_tokens`` is how many past tokens a
-    Transformer-XL keeps as carried memory.
+    Transformer-XL / Hyper layer keeps as carried memory (the window of ``sliding_window``).
+    ``bidirectional`` adds a second encoder of the same kind that reads the sequence backwards,
+    so context reaches a region from every direction (dense tasks); streaming then takes two
+    passes over the image.
     """
 
     kind: str = "transformer_xl"
@@ -92,6 +96,7 @@ class ContextEncoderConfig:
     mlp_ratio: float = 2.0
     chunk_regions: int = 8
     memory_tokens: int = 512
+    bidirectional: bool = False
 
     def validate(self) -> None:
         if self.kind not in CONTEXT_KINDS:
@@ -122,21 +127,42 @@ class ContextEncoderConfig:
 
 @dataclass
 class HeadConfig:
-    """The task head. Class 0 is background for segmentation."""
+    """The task head. Class 0 is background for segmentation.
+
+    ``pool`` (classification): ``mean`` of all contextualised tokens, or ``cls``, a learned token
+    run through the context encoder after the last region (the released xT layout).
+    ``detection_threshold``: minimum centre score of a decoded detection.
+    """
 
     task: str = "segmentation"
     num_classes: int = 2
     class_names: tuple[str, ...] | None = None
     class_colors: tuple[str, ...] | None = None
     decoder_dim: int = 64
+    pool: str = "mean"
+    detection_threshold: float = 0.3
 
     def validate(self) -> None:
         if self.task not in TASKS:
             raise ConfigError(
                 f"head.task={self.task!r} is unknown", f"use one of {', '.join(TASKS)}"
             )
+        if not 0.0 < self.detection_threshold < 1.0:
+            raise ConfigError(
+                f"head.detection_threshold={self.detection_threshold} is not in (0, 1)",
+                "use e.g. 0.3",
+            )
         if self.num_classes < 1:
             raise ConfigError(f"head.num_classes={self.num_classes} < 1", "use 2 or more")
+        if self.pool not in POOLINGS:
+            raise ConfigError(
+                f"head.pool={self.pool!r} is unknown", f"use one of {', '.join(POOLINGS)}"
+            )
+        if self.task == "segmentation" and self.num_classes > 255:
+            raise ConfigError(
+                f"head.num_classes={self.num_classes} > 255 for segmentation",
+                "use at most 255 classes (labels are stored as uint8)",
+            )
         for name in ("class_names", "class_colors"):
             value = getattr(self, name)
             if value is not None and len(value) != self.num_classes:

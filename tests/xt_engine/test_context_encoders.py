@@ -59,3 +59,40 @@ def test_sincos_embedding_distinguishes_rows_and_columns() -> None:
     assert emb.shape == (3, 16)
     assert not torch.allclose(emb[0], emb[1])
     torch.testing.assert_close(emb[2, :8], emb[0, :8])  # same row -> same row half
+
+
+def test_bidirectional_two_pass_streaming_equals_whole_call() -> None:
+    config = ContextEncoderConfig(
+        kind="transformer_xl", dim=32, depth=1, num_heads=4, memory_tokens=64, bidirectional=True
+    )
+    encoder = build_context_encoder(config).eval()
+    tokens, positions = _sequence(length=30)
+    whole, _ = encoder(tokens, positions, None)
+    fwd_state, bwd_state = encoder.init_state(2, tokens.device, tokens.dtype)
+    bounds = [(0, 7), (7, 19), (19, 30)]
+    forward_parts = {}
+    for start, stop in bounds:
+        forward_parts[start], fwd_state = encoder.forward_direction(
+            tokens[:, start:stop], positions[start:stop], fwd_state
+        )
+    merged = {}
+    for start, stop in reversed(bounds):
+        backward, bwd_state = encoder.backward_direction(
+            tokens[:, start:stop], positions[start:stop], bwd_state
+        )
+        merged[start] = encoder.merge(forward_parts[start], backward)
+    streamed = torch.cat([merged[start] for start, _ in bounds], dim=1)
+    torch.testing.assert_close(streamed, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_bidirectional_context_reaches_earlier_tokens_from_later_ones() -> None:
+    config = ContextEncoderConfig(kind="transformer_xl", dim=32, depth=1, num_heads=4)
+    tokens, positions = _sequence(length=20)
+    changed = tokens.clone()
+    changed[:, -1] += 5.0  # perturb only the last token
+    for bidirectional, expect_change in ((False, False), (True, True)):
+        config.bidirectional = bidirectional
+        encoder = build_context_encoder(config).eval()
+        a, _ = encoder(tokens, positions, None)
+        b, _ = encoder(changed, positions, None)
+        assert bool((a[:, 0] - b[:, 0]).abs().max() > 1e-4) is expect_change

@@ -93,6 +93,7 @@ def run_inference(
                 batch = torch.from_numpy(pixels).to(device, torch.float32).mul_(scale)
                 rc = torch.tensor([[r.row, r.col] for r in regions], device=device)
                 outputs, state = model(batch[None], rc, state)
+                assert outputs.logits is not None
                 labels = outputs.logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
             for region, region_labels in zip(regions, labels, strict=True):
                 valid = region_labels[: region.height, : region.width]

@@ -2,12 +2,15 @@
 
 ``XTModel`` receives its three parts (it builds nothing itself; see :mod:`.registry`). It streams:
 call :meth:`init_state` once per image, then :meth:`forward` on chunks of regions in raster order,
-passing the returned state back in.
+passing the returned state back in; for classification, :meth:`finish` gives the image logits.
+The three stages are also callable one by one (:meth:`encode`, :meth:`contextualize`,
+:meth:`decode`) for engines that run the context in two passes (bidirectional streaming).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,16 +19,37 @@ from xt_engine.config import XTConfig
 from xt_engine.models.context import ContextEncoder, sincos_position_embedding
 from xt_engine.models.region_encoder import RegionEncoder
 
-# Normalisation used when the config gives none (ImageNet for 3 channels, 0.5/0.5 otherwise).
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
-class RegionOutputs:
-    """Per-region outputs of one chunk. ``logits`` (N, K, R, R) for segmentation."""
+class XTState:
+    """What a model carries between chunks of one image (B images at once)."""
 
-    logits: torch.Tensor
+    context: Any
+    pooled_sum: torch.Tensor | None = None  # (B, D) running sum for mean pooling
+    pooled_count: int = 0
+
+
+@dataclass
+class RegionOutputs:
+    """Per-region outputs of one chunk of N regions of B images (regions batch-major).
+
+    - ``logits`` (B*N, K, R, R): segmentation class logits.
+    - ``heatmap`` (B*N, K, R/s, R/s), ``log_size`` (B*N, 2, R/s, R/s): detection.
+    - ``attention`` (B*N, gh, gw): per token, the attention it receives from the chunk's
+      queries (last context layer, mean over heads and queries) for kinds with attention; for
+      kinds without (none, mamba) a proxy: how much context changed the token,
+      ``|ctx - token| / |token|``. Only filled when asked for.
+    - ``tokens`` (B, N*gh*gw, D): the contextualised tokens.
+    """
+
+    tokens: torch.Tensor
+    logits: torch.Tensor | None = None
+    heatmap: torch.Tensor | None = None
+    log_size: torch.Tensor | None = None
+    attention: torch.Tensor | None = None
 
 
 class XTModel(nn.Module):
@@ -42,7 +66,7 @@ class XTModel(nn.Module):
         self.context_encoder = context_encoder
         self.head = head
         dim = config.context_encoder.dim
-        self.token_proj = nn.Conv2d(region_encoder.channels[-1], dim, 1)
+        self.input_proj = nn.Linear(region_encoder.channels[-1], dim)
         enc = config.region_encoder
         default_mean, default_std = (
             (_IMAGENET_MEAN, _IMAGENET_STD) if enc.in_chans == 3 else ((0.5,), (0.5,))
@@ -62,37 +86,102 @@ class XTModel(nn.Module):
         side = self.region_size // self.region_encoder.reductions[-1]
         return side, side
 
-    def init_state(self, batch_size: int = 1, device: torch.device | None = None) -> object:
+    @property
+    def output_stride(self) -> int:
+        """Stride of the detection maps relative to the region."""
+        return self.region_encoder.reductions[0]
+
+    def init_state(self, batch_size: int = 1, device: torch.device | None = None) -> XTState:
         param = next(self.parameters())
-        return self.context_encoder.init_state(batch_size, device or param.device, param.dtype)
+        device = device or param.device
+        return XTState(self.context_encoder.init_state(batch_size, device, param.dtype))
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """``pixels`` (N, C, R, R) scaled to [0, 1] -> normalised with the config's mean/std."""
         return (pixels - self.pixel_mean) / self.pixel_std
 
+    def encode(
+        self, pixels: torch.Tensor, region_rc: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """(B, N, C, R, R) in [0, 1], (N, 2) -> pyramid of (B*N, C_i, h_i, w_i), tokens
+        (B, N*gh*gw, D) with position embedding added, positions (N*gh*gw, 2)."""
+        b, n, c, r, _ = pixels.shape
+        features = self.region_encoder(self.normalize(pixels.reshape(b * n, c, r, r)))
+        deepest = features[-1]  # (B*N, C, gh, gw)
+        _, _, gh, gw = deepest.shape
+        tokens = self.input_proj(deepest.flatten(2).transpose(1, 2))  # (B*N, gh*gw, D)
+        tokens = tokens.reshape(b, n * gh * gw, -1)
+        positions = _token_positions(region_rc, gh, gw)
+        pos = sincos_position_embedding(positions, tokens.shape[-1]).to(tokens.dtype)
+        return features, tokens + pos[None], positions
+
+    def contextualize(
+        self, tokens: torch.Tensor, positions: torch.Tensor, state: Any, need_attention: bool
+    ) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
+        """Context encoder over one chunk: -> tokens (B, L, D), next context state, and the
+        attention received per token (B, L) (see :class:`RegionOutputs`) when asked."""
+        if not need_attention:
+            out, state = self.context_encoder(tokens, positions, state)
+            return out, state, None
+        out, state, weights = self.context_encoder.forward_with_attention(tokens, positions, state)
+        if weights is not None:
+            length = tokens.shape[1]
+            received = weights[..., -length:].mean(dim=1)  # (B, L) over the chunk's queries
+        else:
+            received = (out - tokens).norm(dim=-1) / tokens.norm(dim=-1).clamp_min(1e-6)
+        return out, state, received
+
+    def decode(
+        self, context: torch.Tensor, features: list[torch.Tensor], attention: torch.Tensor | None
+    ) -> RegionOutputs:
+        """Tokens (B, N*gh*gw, D) + pyramid -> per-region outputs."""
+        gh, gw = features[-1].shape[-2:]
+        bn = features[-1].shape[0]
+        grid = context.reshape(bn, gh, gw, -1).permute(0, 3, 1, 2)
+        outputs = RegionOutputs(tokens=context)
+        if attention is not None:
+            outputs.attention = attention.reshape(bn, gh, gw)
+        if self.config.head.task != "classification":
+            for key, value in self.head(grid, features).items():
+                setattr(outputs, key, value)
+        return outputs
+
     def forward(
-        self, pixels: torch.Tensor, region_rc: torch.Tensor, state: object
-    ) -> tuple[RegionOutputs, object]:
+        self, pixels: torch.Tensor, region_rc: torch.Tensor, state: XTState,
+        need_attention: bool = False,
+    ) -> tuple[RegionOutputs, XTState]:
         """Run one chunk of N regions of B images.
 
         Args:
             pixels: (B, N, C, R, R) in [0, 1] (see :meth:`normalize`), regions in raster order.
             region_rc: (N, 2) long, each region's (row, col) in the image's region grid.
-            state: the context state returned for the previous chunk (or :meth:`init_state`).
-
-        Returns:
-            outputs with ``logits`` (B * N, K, R, R), and the next state.
+            state: the state returned for the previous chunk (or :meth:`init_state`).
+            need_attention: also export the per-token attention map.
         """
-        b, n, c, r, _ = pixels.shape
-        features = self.region_encoder(self.normalize(pixels.reshape(b * n, c, r, r)))
-        tokens = self.token_proj(features[-1])  # (B*N, D, gh, gw)
-        _, dim, gh, gw = tokens.shape
-        seq = tokens.reshape(b, n, dim, gh * gw).permute(0, 1, 3, 2).reshape(b, n * gh * gw, dim)
-        positions = _token_positions(region_rc, gh, gw)  # (N*gh*gw, 2)
-        seq = seq + sincos_position_embedding(positions, dim).to(seq.dtype)[None]
-        seq, state = self.context_encoder(seq, positions, state)
-        context = seq.reshape(b * n, gh, gw, dim).permute(0, 3, 1, 2)
-        return RegionOutputs(logits=self.head(context, features)), state
+        features, tokens, positions = self.encode(pixels, region_rc)
+        context, ctx_state, attention = self.contextualize(
+            tokens, positions, state.context, need_attention
+        )
+        pooled_sum = context.sum(dim=1) + (state.pooled_sum if state.pooled_sum is not None else 0)
+        next_state = XTState(ctx_state, pooled_sum, state.pooled_count + context.shape[1])
+        return self.decode(context, features, attention), next_state
+
+    def finish(self, state: XTState) -> torch.Tensor:
+        """Image-level logits (B, K) after the last chunk (classification heads only)."""
+        if self.config.head.task != "classification":
+            raise ValueError("finish() is for classification models")
+        if self.config.head.pool == "cls":
+            cls = self.head.cls_token.expand(_batch_size(state), -1, -1)
+            no_position = torch.zeros(1, 2, dtype=torch.long, device=cls.device)
+            out, _ = self.context_encoder(cls, no_position, state.context)
+            return self.head(out[:, -1])
+        if state.pooled_sum is None or state.pooled_count == 0:
+            raise ValueError("finish() needs at least one chunk")
+        return self.head(state.pooled_sum / state.pooled_count)
+
+
+def _batch_size(state: XTState) -> int:
+    return 1 if state.pooled_sum is None else state.pooled_sum.shape[0]
 
 
 def _token_positions(region_rc: torch.Tensor, gh: int, gw: int) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from xt_engine.config import ContextEncoderConfig
 from xt_engine.errors import ConfigError
 from xt_engine.models.context.base import ContextEncoder, sincos_position_embedding
+from xt_engine.models.context.bidirectional import BidirectionalContext
 from xt_engine.models.context.none import NoContext
 from xt_engine.models.context.transformer_xl import TransformerXL
 
@@ -15,7 +16,14 @@ _BUILDERS = {
 
 
 def build_context_encoder(config: ContextEncoderConfig) -> ContextEncoder:
-    """The context encoder for ``config.kind``."""
+    """The context encoder for ``config.kind`` (wrapped in both directions when
+    ``config.bidirectional``)."""
+    if config.bidirectional and config.kind != "none":
+        return BidirectionalContext(_build_one(config), _build_one(config), config.dim)
+    return _build_one(config)
+
+
+def _build_one(config: ContextEncoderConfig) -> ContextEncoder:
     if config.kind == "none":
         return NoContext()
     builder = _BUILDERS.get(config.kind)
@@ -27,4 +35,4 @@ def build_context_encoder(config: ContextEncoderConfig) -> ContextEncoder:
     return builder(config)
 
 
-__all__ = ["ContextEncoder", "build_context_encoder", "sincos_position_embedding"]
+__all__ = ["BidirectionalContext", "ContextEncoder", "build_context_encoder", "sincos_position_embedding"]

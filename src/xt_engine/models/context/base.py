@@ -36,6 +36,15 @@ class ContextEncoder(nn.Module):
         """``tokens`` (B, L, D), ``positions`` (L, 2) -> contextualised (B, L, D), next state."""
         raise NotImplementedError
 
+    def forward_with_attention(
+        self, tokens: torch.Tensor, positions: torch.Tensor, state: ContextState
+    ) -> tuple[torch.Tensor, ContextState, torch.Tensor | None]:
+        """Like :meth:`forward`, plus the last layer's attention (B, L, K) over the K keys the
+        chunk saw (memory first, then the chunk) for kinds with real attention weights;
+        ``None`` for kinds without (the model then exports a documented proxy)."""
+        out, state = self.forward(tokens, positions, state)
+        return out, state, None
+
 
 def sincos_position_embedding(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """2-D sin-cos embedding: ``positions`` (L, 2) of (row, col) -> (L, dim), dim % 4 == 0.

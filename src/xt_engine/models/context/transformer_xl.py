@@ -5,6 +5,10 @@ chunk's queries attend causally to ``[memory, chunk]``; after the chunk, the mem
 with the chunk's hidden states and truncated to the last ``memory_tokens``. With a memory at
 least as long as the sequence, running in chunks equals running the whole sequence at once.
 
+The layer layout follows the released xT decoder (so its checkpoints import 1:1): RMSNorm
+``input_layernorm`` -> ``attn.qkv`` / ``attn.proj`` -> RMSNorm ``post_attention_layernorm`` ->
+gated MLP ``mlp.gate_proj`` / ``mlp.up_proj`` / ``mlp.down_proj`` (SiLU gate).
+
 State: a list with one tensor (B, M, D) per layer, M <= memory_tokens (empty before the first chunk).
 """
 
@@ -18,47 +22,79 @@ from xt_engine.config import ContextEncoderConfig
 from xt_engine.models.context.base import ContextEncoder
 
 
-class _XLBlock(nn.Module):
-    """Pre-norm transformer block whose attention reads ``[memory, x]`` as keys/values."""
+class CausalMemoryAttention(nn.Module):
+    """Multi-head attention of ``x`` over ``[memory, x]``, causal in absolute token order."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` (B, L, D) normalised, ``memory`` (B, M, D) normalised -> (B, L, D), and with
+        ``need_weights`` the head-averaged attention (B, L, M + L)."""
+        b, length, dim = x.shape
+        heads = self.num_heads
+        mem = memory.shape[1]
+        qkv = self.qkv(torch.cat([memory, x], dim=1)).view(b, mem + length, 3, heads, dim // heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, M + L, Dh)
+        q = q[:, :, mem:]
+        # query i (at absolute offset mem + i) sees keys j <= mem + i
+        allowed = torch.ones(length, mem + length, dtype=torch.bool, device=x.device).tril(mem)
+        weights = None
+        if need_weights:
+            scores = (q @ k.transpose(-2, -1)) * (dim // heads) ** -0.5
+            probs = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+            out = probs @ v
+            weights = probs.mean(dim=1)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        return self.proj(out.transpose(1, 2).reshape(b, length, dim)), weights
+
+
+class GatedMLP(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, hidden, bias=False)
+        self.up_proj = nn.Linear(dim, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class XLBlock(nn.Module):
+    """Pre-norm block; its memory is the block's *input* hidden states of earlier chunks."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
         super().__init__()
-        self.num_heads = num_heads
-        self.norm1 = nn.LayerNorm(dim)
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.input_layernorm = nn.RMSNorm(dim, eps=1e-6)
+        self.attn = CausalMemoryAttention(dim, num_heads)
+        self.post_attention_layernorm = nn.RMSNorm(dim, eps=1e-6)
+        self.mlp = GatedMLP(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, L, D), ``memory`` (B, M, D) -> (B, L, D)."""
-        b, length, dim = x.shape
-        heads = self.num_heads
-        context = torch.cat([memory, x], dim=1)  # (B, M + L, D)
-        q = self.q(self.norm1(x)).view(b, length, heads, dim // heads).transpose(1, 2)
-        k, v = (
-            self.kv(self.norm1(context))
-            .view(b, context.shape[1], 2, heads, dim // heads)
-            .permute(2, 0, 3, 1, 4)
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, weights = self.attn(
+            self.input_layernorm(x), self.input_layernorm(memory), need_weights
         )
-        mem = memory.shape[1]
-        # query i (at absolute offset mem + i) sees keys j <= mem + i
-        allowed = torch.ones(length, mem + length, dtype=torch.bool, device=x.device).tril(mem)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
-        x = x + self.proj(attn.transpose(1, 2).reshape(b, length, dim))
-        return x + self.mlp(self.norm2(x))
+        x = x + attended
+        return x + self.mlp(self.post_attention_layernorm(x)), weights
 
 
 class TransformerXL(ContextEncoder):
     kind = "transformer_xl"
+    exports_attention = True
 
     def __init__(self, config: ContextEncoderConfig) -> None:
         super().__init__()
         self.memory_tokens = config.memory_tokens
-        self.blocks = nn.ModuleList(
-            _XLBlock(config.dim, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
+        self.layers = nn.ModuleList(
+            XLBlock(config.dim, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
         )
         self.norm = nn.LayerNorm(config.dim)
 
@@ -66,19 +102,34 @@ class TransformerXL(ContextEncoder):
         self, batch_size: int, device: torch.device, dtype: torch.dtype
     ) -> list[torch.Tensor]:
         dim = self.norm.normalized_shape[0]
-        return [torch.zeros(batch_size, 0, dim, device=device, dtype=dtype) for _ in self.blocks]
+        return [torch.zeros(batch_size, 0, dim, device=device, dtype=dtype) for _ in self.layers]
 
     def forward(
         self, tokens: torch.Tensor, positions: torch.Tensor, state: list[torch.Tensor] | None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        out, new_state, _ = self._run(tokens, state, need_weights=False)
+        return out, new_state
+
+    def forward_with_attention(
+        self, tokens: torch.Tensor, positions: torch.Tensor, state: list[torch.Tensor] | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """Also returns the last layer's head-averaged attention (B, L, M + L) over
+        ``[memory, chunk]`` (real softmax weights; the memory part comes first)."""
+        return self._run(tokens, state, need_weights=True)
+
+    def _run(
+        self, tokens: torch.Tensor, state: list[torch.Tensor] | None, need_weights: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
         if state is None:
             state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
         x = tokens
         new_state = []
-        for block, memory in zip(self.blocks, state, strict=True):
+        weights = None
+        for index, (layer, memory) in enumerate(zip(self.layers, state, strict=True)):
             if self.memory_tokens:
                 new_state.append(torch.cat([memory, x], dim=1)[:, -self.memory_tokens :])
             else:
                 new_state.append(memory[:, :0])
-            x = block(x, memory)
-        return self.norm(x), new_state
+            last = index == len(self.layers) - 1
+            x, weights = layer(x, memory, need_weights and last)
+        return self.norm(x), new_state, weights

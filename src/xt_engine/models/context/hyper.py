@@ -1,0 +1,285 @@
+"""``hyper``: near-linear causal attention in the spirit of HyperAttention, with carried memory.
+
+Like ``transformer_xl``, each layer keeps the last ``memory_tokens`` hidden states it saw as its
+input, and a chunk's queries attend causally to ``[memory, chunk]``. When the number of keys is at
+most ``exact_threshold`` the attention is exact (and running in chunks equals running whole, as
+for ``transformer_xl``). Above it, :func:`hyper_attention` estimates the causal softmax attention
+in time and memory ``O(N * (block_size + num_samples))`` instead of ``O(N ** 2)``:
+
+* **diagonal**: every query always sees its own key (so no query is left with nothing);
+* **blocks**: queries and keys are hashed with sign random projections (angular LSH,
+  ``num_hashes`` bits, a fixed seeded matrix kept as a buffer), the bucket codes are ranked in
+  Gray-code order so that neighbouring buckets differ by one bit, queries and keys are sorted by
+  bucket, and each aligned block of sorted queries attends exactly to the matching block of sorted
+  keys (the heavy entries of the attention matrix, if queries and keys cluster);
+* **samples**: ``num_samples`` key columns drawn uniformly without replacement estimate the rest
+  of the softmax normaliser and output; each sampled term is weighted by
+  ``num_keys / num_samples``, and entries already covered by the diagonal or the query's block are
+  masked out so nothing is counted twice.
+
+Each part yields a normalised partial output and its log-sum-exp; they are combined through a
+shared log-sum-exp into one normalised softmax estimate. Causality is respected in every part:
+a key is used only if its absolute index does not exceed the query's.
+
+State: a list with one tensor (B, M, D) per layer, M <= memory_tokens (empty before the first chunk).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xt_engine.config import ContextEncoderConfig
+from xt_engine.models.context.base import ContextEncoder
+
+
+def block_layout(num_queries: int, num_keys: int, block_size: int) -> tuple[int, int, int]:
+    """``(num_blocks, query_block, key_block)`` for the block part of :func:`hyper_attention`.
+
+    Sorted queries are cut into ``num_blocks = ceil(num_queries / block_size)`` blocks of
+    ``query_block <= block_size`` rows; sorted keys into as many blocks of ``key_block`` columns,
+    so that block ``b`` of the queries and block ``b`` of the keys cover the same share of the
+    bucket order. The score tensor of the block part has ``num_blocks * query_block * key_block``
+    entries per (batch, head), about ``num_keys * block_size``: linear in the sequence length.
+    """
+    if block_size < 1:
+        raise ValueError(f"block_size={block_size} must be >= 1")
+    num_blocks = max(1, math.ceil(num_queries / block_size))
+    query_block = max(1, math.ceil(num_queries / num_blocks))
+    key_block = max(1, math.ceil(num_keys / num_blocks))
+    return num_blocks, query_block, key_block
+
+
+def lsh_rank(x: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+    """Bucket of each row of ``x`` (..., N, d) under ``projection`` (d, bits) -> (..., N) long.
+
+    The bucket is the sign pattern of ``x @ projection``, read as a Gray code and returned as its
+    rank, so buckets with adjacent ranks differ in one hyperplane.
+    """
+    bits = projection.shape[1]
+    signs = (x.detach() @ projection.to(x.dtype)) > 0  # (..., N, bits)
+    weights = 2 ** torch.arange(bits, device=x.device, dtype=torch.long)
+    code = (signs.long() * weights).sum(-1)
+    rank = code.clone()
+    shift = 1
+    while shift < bits:  # inverse Gray code: rank ^ (rank >> 1) == code
+        rank = rank ^ (rank >> shift)
+        shift *= 2
+    return rank
+
+
+def _masked_part(
+    scores: torch.Tensor, mask: torch.Tensor, values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention restricted to ``mask``: ``scores`` (..., Q, K), ``mask`` broadcastable
+    to it, ``values`` (..., K, d) -> (output (..., Q, d), log-sum-exp (..., Q)).
+
+    Rows with no allowed key give output 0 and log-sum-exp ``-inf``, with finite gradients.
+    """
+    mask = mask.expand_as(scores)
+    filled = scores.masked_fill(~mask, float("-inf"))
+    any_key = mask.any(-1)
+    peak = torch.where(any_key, filled.amax(-1), torch.zeros_like(filled[..., 0])).detach()
+    weights = torch.exp(filled - peak[..., None])  # 0 on masked entries
+    total = weights.sum(-1)
+    total = torch.where(any_key, total, torch.ones_like(total))
+    out = (weights @ values) / total[..., None]
+    lse = torch.where(any_key, peak + torch.log(total), torch.full_like(total, float("-inf")))
+    return out, lse
+
+
+def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, H, N, d), ``index`` (B, H, R) long -> (B, H, R, d)."""
+    return x.gather(2, index[..., None].expand(-1, -1, -1, x.shape[-1]))
+
+
+def hyper_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    query_offset: int,
+    projection: torch.Tensor,
+    block_size: int = 256,
+    num_samples: int = 256,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Approximate causal softmax attention.
+
+    Args:
+        q: (B, H, Lq, d) queries; query ``i`` has absolute index ``query_offset + i``.
+        k, v: (B, H, Nk, d) keys and values; key ``j`` has absolute index ``j``, so query
+            ``i``'s own key is key ``query_offset + i`` (``query_offset + Lq <= Nk``).
+        query_offset: absolute index of the first query (the number of memory keys before it).
+        projection: (d, bits) LSH hyperplanes.
+        block_size: queries per block of the sorted order.
+        num_samples: uniformly sampled key columns (capped at Nk).
+        generator: random generator for the samples (a CPU one; the global RNG when None).
+
+    Returns:
+        (B, H, Lq, d): ``softmax(q k^T / sqrt(d) + causal mask) v``, estimated.
+    """
+    b, h, lq, d = q.shape
+    nk = k.shape[2]
+    if query_offset + lq > nk:
+        raise ValueError(f"query_offset={query_offset} + {lq} queries exceed {nk} keys")
+    device = q.device
+    scale = d**-0.5
+    q_abs = torch.arange(query_offset, query_offset + lq, device=device)  # (Lq,)
+
+    # --- diagonal: each query with its own key, weight 1 --------------------------------------
+    own = slice(query_offset, query_offset + lq)
+    diag_lse = (q * k[:, :, own]).sum(-1) * scale  # (B, H, Lq)
+    diag_out = v[:, :, own]  # (B, H, Lq, d)
+
+    # --- blocks of LSH-sorted queries and keys --------------------------------------------------
+    num_blocks, qb, kb = block_layout(lq, nk, block_size)
+    q_order = torch.argsort(lsh_rank(q, projection), dim=-1, stable=True)  # (B, H, Lq)
+    k_order = torch.argsort(lsh_rank(k, projection), dim=-1, stable=True)  # (B, H, Nk)
+    q_pad, k_pad = num_blocks * qb - lq, num_blocks * kb - nk
+    q_order_p = F.pad(q_order, (0, q_pad))  # padded rows gather row 0 and are dropped below
+    k_order_p = F.pad(k_order, (0, k_pad))
+    # absolute indices in sorted order; padded queries get -1 (see nothing), padded keys a value
+    # beyond every query (never seen)
+    q_idx = F.pad(q_order + query_offset, (0, q_pad), value=-1).view(b, h, num_blocks, qb)
+    k_idx = F.pad(k_order, (0, k_pad), value=nk + 1).view(b, h, num_blocks, kb)
+    q_sorted = _gather_rows(q, q_order_p).view(b, h, num_blocks, qb, d)
+    k_sorted = _gather_rows(k, k_order_p).view(b, h, num_blocks, kb, d)
+    v_sorted = _gather_rows(v, k_order_p).view(b, h, num_blocks, kb, d)
+    block_scores = (q_sorted @ k_sorted.transpose(-1, -2)) * scale  # (B, H, nb, qb, kb)
+    # strictly earlier keys: the future and the diagonal (counted above) are both excluded
+    block_mask = k_idx[..., None, :] < q_idx[..., :, None]
+    block_out, block_lse = _masked_part(block_scores, block_mask, v_sorted)
+    q_inverse = torch.argsort(q_order, dim=-1)  # sorted position of each original query
+    block_out = _gather_rows(block_out.reshape(b, h, -1, d), q_inverse)  # (B, H, Lq, d)
+    block_lse = block_lse.reshape(b, h, -1).gather(2, q_inverse)  # (B, H, Lq)
+
+    # --- uniformly sampled key columns, weighted num_keys / num_samples -------------------------
+    s = min(num_samples, nk)
+    sample = torch.randperm(nk, generator=generator)[:s].to(device)  # (S,)
+    sample_scores = (q @ k[:, :, sample].transpose(-1, -2)) * scale  # (B, H, Lq, S)
+    q_block_id = q_inverse // qb  # (B, H, Lq)
+    k_block_id = torch.argsort(k_order, dim=-1)[:, :, sample] // kb  # (B, H, S)
+    sample_mask = (sample[None, :] < q_abs[:, None]) & (
+        k_block_id[..., None, :] != q_block_id[..., :, None]
+    )  # (B, H, Lq, S): earlier keys the block part did not already cover
+    sample_out, sample_lse = _masked_part(sample_scores, sample_mask, v[:, :, sample])
+    sample_lse = sample_lse + math.log(nk / s)
+
+    # --- one normaliser for all parts -----------------------------------------------------------
+    lses = torch.stack([diag_lse, block_lse, sample_lse])  # (3, B, H, Lq)
+    total = torch.logsumexp(lses, dim=0)  # finite: the diagonal is always present
+    shares = torch.exp(lses - total)[..., None]  # (3, B, H, Lq, 1)
+    return shares[0] * diag_out + shares[1] * block_out + shares[2] * sample_out
+
+
+class _HyperBlock(nn.Module):
+    """Pre-norm transformer block whose attention reads ``[memory, x]``, exact or approximate."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        exact_threshold: int,
+        block_size: int,
+        num_samples: int,
+        num_hashes: int,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.exact_threshold = exact_threshold
+        self.block_size = block_size
+        self.num_samples = num_samples
+        self.norm1 = nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer(
+            "lsh_projection", torch.randn(dim // num_heads, num_hashes, generator=generator)
+        )
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, L, D), ``memory`` (B, M, D) -> (B, L, D)."""
+        b, length, dim = x.shape
+        heads = self.num_heads
+        context = torch.cat([memory, x], dim=1)  # (B, M + L, D)
+        q = self.q(self.norm1(x)).view(b, length, heads, dim // heads).transpose(1, 2)
+        k, v = (
+            self.kv(self.norm1(context))
+            .view(b, context.shape[1], 2, heads, dim // heads)
+            .permute(2, 0, 3, 1, 4)
+        )
+        mem = memory.shape[1]
+        if context.shape[1] <= self.exact_threshold:
+            # query i (at absolute offset mem + i) sees keys j <= mem + i
+            allowed = torch.ones(length, mem + length, dtype=torch.bool, device=x.device).tril(mem)
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        else:
+            attn = hyper_attention(
+                q, k, v, mem, self.lsh_projection, self.block_size, self.num_samples
+            )
+        x = x + self.proj(attn.transpose(1, 2).reshape(b, length, dim))
+        return x + self.mlp(self.norm2(x))
+
+
+class HyperContext(ContextEncoder):
+    """Transformer-XL-style memory with HyperAttention-style attention above a size threshold."""
+
+    kind = "hyper"
+
+    def __init__(
+        self,
+        config: ContextEncoderConfig,
+        exact_threshold: int = 1024,
+        block_size: int = 256,
+        num_samples: int = 256,
+        num_hashes: int = 7,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if num_hashes < 1 or num_samples < 1:
+            raise ValueError("num_hashes and num_samples must be >= 1")
+        self.memory_tokens = config.memory_tokens
+        self.blocks = nn.ModuleList(
+            _HyperBlock(
+                config.dim,
+                config.num_heads,
+                config.mlp_ratio,
+                exact_threshold,
+                block_size,
+                num_samples,
+                num_hashes,
+                seed + layer,
+            )
+            for layer in range(config.depth)
+        )
+        self.norm = nn.LayerNorm(config.dim)
+
+    def init_state(
+        self, batch_size: int, device: torch.device, dtype: torch.dtype
+    ) -> list[torch.Tensor]:
+        dim = self.norm.normalized_shape[0]
+        return [torch.zeros(batch_size, 0, dim, device=device, dtype=dtype) for _ in self.blocks]
+
+    def forward(
+        self, tokens: torch.Tensor, positions: torch.Tensor, state: list[torch.Tensor] | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if state is None:
+            state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
+        x = tokens
+        new_state = []
+        for block, memory in zip(self.blocks, state, strict=True):
+            if self.memory_tokens:
+                new_state.append(torch.cat([memory, x], dim=1)[:, -self.memory_tokens :])
+            else:
+                new_state.append(memory[:, :0])
+            x = block(x, memory)
+        return self.norm(x), new_state

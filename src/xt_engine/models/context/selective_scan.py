@@ -1,0 +1,179 @@
+"""Mamba-1 selective scan in pure PyTorch, with an explicit initial state.
+
+The scan is the linear recurrence at the heart of a Mamba block. For every batch element ``b``,
+channel ``d`` and state index ``n`` it runs, over time ``t``::
+
+    delta_t = softplus(delta_t + delta_bias)                  (each optional)
+    h_t     = exp(delta_t * A[d, n]) * h_{t-1} + delta_t * B[b, n, t] * u[b, d, t]
+    y_t     = sum_n C[b, n, t] * h_t[n]  +  D[d] * u[b, d, t]
+    y_t     = y_t * silu(z[b, d, t])                           (when z is given)
+
+starting from ``h_{-1} = initial_state`` (zeros when omitted).
+
+Shapes (``d_inner`` channels, ``d_state`` state size, ``L`` timesteps):
+
+* ``u``, ``delta``, ``z``: (batch, d_inner, L)
+* ``A``: (d_inner, d_state), real; Mamba uses ``A = -exp(A_log)`` so ``A < 0`` (a decay)
+* ``B``, ``C``: (batch, d_state, L), input dependent, shared by all channels
+* ``D``, ``delta_bias``: (d_inner,)
+* ``initial_state`` and the returned ``last_state``: (batch, d_inner, d_state)
+
+Both functions compute in float32 and return ``y`` in ``u``'s dtype and ``last_state`` in float32.
+:func:`selective_scan_reference` is the plain sequential loop (the oracle);
+:func:`selective_scan_chunked` gives the same results with tensor ops inside chunks of timesteps
+and a Python loop only over chunks. Both are differentiable with autograd, including through
+``initial_state`` and ``last_state``, so a state carried between calls trains end to end.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["selective_scan_chunked", "selective_scan_reference"]
+
+
+def _effective_delta(
+    delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool
+) -> torch.Tensor:
+    """``delta`` (batch, d_inner, L) -> the step sizes actually used, float32, same shape."""
+    delta = delta.float()
+    if delta_bias is not None:
+        delta = delta + delta_bias.float()[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    return delta
+
+
+def _output(
+    y: torch.Tensor,
+    u: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Add the skip ``D * u`` to ``y`` (batch, d_inner, L), gate with ``silu(z)``, cast."""
+    if D is not None:
+        y = y + u.float() * D.float()[:, None]
+    if z is not None:
+        y = y * F.silu(z.float())
+    return y.to(dtype)
+
+
+def _start_state(
+    initial_state: torch.Tensor | None, u: torch.Tensor, d_state: int
+) -> torch.Tensor:
+    """The float32 state (batch, d_inner, d_state) before the first timestep."""
+    if initial_state is not None:
+        return initial_state.float()
+    batch, d_inner, _ = u.shape
+    return torch.zeros(batch, d_inner, d_state, device=u.device, dtype=torch.float32)
+
+
+def selective_scan_reference(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = True,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The selective scan as a sequential loop over time (slow, obviously correct).
+
+    ``u``, ``delta``, ``z`` (batch, d_inner, L); ``A`` (d_inner, d_state); ``B``, ``C``
+    (batch, d_state, L); ``D``, ``delta_bias`` (d_inner,); ``initial_state`` (batch, d_inner,
+    d_state) or None for zeros. Returns ``y`` (batch, d_inner, L) in ``u``'s dtype and
+    ``last_state`` (batch, d_inner, d_state) in float32.
+    """
+    delta = _effective_delta(delta, delta_bias, delta_softplus)
+    A, B, C, uf = A.float(), B.float(), C.float(), u.float()
+    h = _start_state(initial_state, u, A.shape[1])  # (batch, d_inner, d_state)
+    outputs = []
+    for t in range(u.shape[2]):
+        step = delta[:, :, t, None]  # (batch, d_inner, 1)
+        decay = torch.exp(step * A)  # (batch, d_inner, d_state)
+        drive = step * B[:, None, :, t] * uf[:, :, t, None]  # (batch, d_inner, d_state)
+        h = decay * h + drive
+        outputs.append((h * C[:, None, :, t]).sum(dim=2))  # (batch, d_inner)
+    if outputs:
+        y = torch.stack(outputs, dim=2)
+    else:
+        y = uf.new_zeros(uf.shape)
+    return _output(y, u, D, z, u.dtype), h
+
+
+def _segment_sums(log_decay: torch.Tensor) -> torch.Tensor:
+    """Pairwise log-decays inside a chunk.
+
+    ``log_decay`` (..., T) holds ``delta_k * A`` per timestep; the result (..., T, T) holds, at
+    ``[..., t, s]``, ``sum_{k=s+1..t} log_decay_k`` (the log of the decay from step ``s`` to step
+    ``t``, i.e. ``L_t - L_s`` for the cumulative sum ``L``) where ``s <= t``, and ``-inf`` where
+    ``s > t`` (no influence of the future), so that ``exp`` of it is the causal decay matrix.
+
+    The sums are accumulated from ``s + 1`` on (a cumulative sum down each column of a masked
+    matrix) instead of subtracting two long cumulative sums: ``L_t - L_s`` loses precision to
+    cancellation when ``|L_t|`` is large and ``t - s`` small, exactly the terms that matter.
+    """
+    steps = log_decay.shape[-1]
+    upto_t = torch.ones(steps, steps, dtype=torch.bool, device=log_decay.device)
+    strictly_after_s = upto_t.tril(-1)  # [t, s]: s < t
+    upto_t = upto_t.tril(0)  # [t, s]: s <= t
+    # terms[..., t, s] = log_decay_t where t > s, else 0; summed down t gives sum_{k=s+1..t}
+    terms = log_decay[..., :, None].expand(*log_decay.shape, steps)
+    terms = terms.masked_fill(~strictly_after_s, 0.0)
+    return terms.cumsum(dim=-2).masked_fill(~upto_t, float("-inf"))
+
+
+def selective_scan_chunked(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = True,
+    initial_state: torch.Tensor | None = None,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The selective scan, parallel within chunks of ``chunk_size`` timesteps.
+
+    Same arguments, shapes and results as :func:`selective_scan_reference`. Inside a chunk of
+    ``T`` steps that starts from state ``h0``, with ``L_t = sum_{k<=t} delta_k * A`` (the
+    cumulative log-decay, ``<= 0`` for ``A <= 0``) and ``x_s = delta_s * B_s * u_s``::
+
+        h_t = exp(L_t) * h0 + sum_{s<=t} exp(L_t - L_s) * x_s
+
+    which is computed for all ``t`` at once from a (batch, d_inner, d_state, T, T) decay matrix;
+    entries with ``s > t`` are set to ``-inf`` before ``exp`` so they vanish, and no positive
+    number is exponentiated (for ``A <= 0``). Only the chunks are looped over in Python, carrying
+    ``h``. Memory per chunk is ``batch * d_inner * d_state * T**2`` floats; work grows with ``T``
+    per timestep, so small chunks suit CPUs and larger ones suit GPUs.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size} must be >= 1")
+    delta = _effective_delta(delta, delta_bias, delta_softplus)  # (batch, d_inner, L)
+    A, B, C, uf = A.float(), B.float(), C.float(), u.float()
+    h = _start_state(initial_state, u, A.shape[1])  # (batch, d_inner, d_state)
+    length = u.shape[2]
+    outputs = []
+    for start in range(0, length, chunk_size):
+        stop = min(start + chunk_size, length)
+        step = delta[:, :, start:stop]  # (batch, d_inner, T)
+        log_decay = step[:, :, None, :] * A[None, :, :, None]  # (batch, d_inner, d_state, T)
+        drive = (step * uf[:, :, start:stop])[:, :, None, :] * B[:, None, :, start:stop]
+        decay = torch.exp(_segment_sums(log_decay))  # (batch, d_inner, d_state, T, T)
+        states = torch.matmul(decay, drive[..., None]).squeeze(-1)  # (batch, d_inner, d_state, T)
+        states = states + torch.exp(log_decay.cumsum(dim=-1)) * h[..., None]
+        outputs.append((states * C[:, None, :, start:stop]).sum(dim=2))  # (batch, d_inner, T)
+        h = states[..., -1]
+    if outputs:
+        y = torch.cat(outputs, dim=2)
+    else:
+        y = uf.new_zeros(uf.shape)
+    return _output(y, u, D, z, u.dtype), h

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xt_engine import create_model
+from xt_engine.models.heads import decode_detections
+from xt_engine.models.registry import model_config
+
+
+def _tiny(task: str, **head: object) -> dict:
+    cfg = model_config("test_convnext_txl").to_dict()
+    cfg["head"].update({"task": task, **head})
+    return cfg
+
+
+def test_detection_outputs_and_decode_round_trip() -> None:
+    model = create_model(_tiny("detection", num_classes=2)).eval()
+    pixels = torch.rand(1, 2, 3, 64, 64)
+    out, _ = model(pixels, torch.tensor([[0, 0], [0, 1]]), model.init_state())
+    stride = model.output_stride
+    assert out.heatmap.shape == (2, 2, 64 // stride, 64 // stride)
+    assert out.log_size.shape == (2, 2, 64 // stride, 64 // stride)
+    assert out.logits is None
+
+    heat = torch.full((2, 16, 16), -10.0)
+    heat[1, 5, 9] = 4.0  # one confident class-1 centre
+    heat[0, 12, 2] = 0.0  # score 0.5
+    heat[0, 12, 3] = -0.5  # a neighbour of a higher peak: suppressed
+    size = torch.zeros(2, 16, 16)
+    size[:, 5, 9] = torch.log(torch.tensor([6.0, 10.0]))
+    rows = decode_detections(heat, size, stride=4, threshold=0.3)
+    assert rows.shape == (2, 6)
+    y, x, cls, score, h, w = rows[0].tolist()
+    assert (y, x, cls) == (22.0, 38.0, 1.0) and score == pytest.approx(torch.sigmoid(torch.tensor(4.0)).item())
+    assert (h, w) == pytest.approx((6.0, 10.0))
+    assert rows[1, :4].tolist() == [50.0, 10.0, 0.0, 0.5]
+
+
+@pytest.mark.parametrize("pool", ["mean", "cls"])
+def test_classification_streams_and_finishes(pool: str) -> None:
+    model = create_model(_tiny("classification", num_classes=5, pool=pool)).eval()
+    pixels = torch.rand(1, 4, 3, 64, 64)
+    rc = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]])
+    with torch.inference_mode():
+        out, state = model(pixels, rc, model.init_state())
+        whole = model.finish(state)
+        state = model.init_state()
+        for i in range(4):
+            _, state = model(pixels[:, i : i + 1], rc[i : i + 1], state)
+        streamed = model.finish(state)
+    assert whole.shape == (1, 5) and out.logits is None
+    torch.testing.assert_close(streamed, whole, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["transformer_xl", "none"])
+def test_attention_export_per_region(kind: str) -> None:
+    cfg = model_config("test_convnext_txl").to_dict()
+    cfg["context_encoder"]["kind"] = kind
+    model = create_model(cfg).eval()
+    out, _ = model(torch.rand(1, 3, 3, 64, 64), torch.tensor([[0, 0], [0, 1], [0, 2]]),
+                   model.init_state(), need_attention=True)
+    gh, gw = model.token_grid
+    assert out.attention.shape == (3, gh, gw)
+    assert torch.isfinite(out.attention).all() and (out.attention >= 0).all()
+    if kind == "transformer_xl":
+        # real softmax weights: each query's weights over the chunk sum to 1, so the mean
+        # attention received over all chunk tokens sums to the number of queries / queries = 1
+        assert out.attention.sum().item() == pytest.approx(1.0, abs=1e-4)
+    else:
+        assert out.attention.abs().max() == 0  # no context: nothing changed
