@@ -105,6 +105,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_xt(args: argparse.Namespace) -> int:
+    from xt_engine.checkpoint import save_checkpoint
+    from xt_engine.xt_import import import_xt_checkpoint
+
+    model = import_xt_checkpoint(args.source, backbone=args.backbone, region_size=args.region_size)
+    save_checkpoint(model, args.out, extra={"imported_from": str(args.source)})
+    cfg = model.config
+    print(f"wrote {args.out}: {cfg.region_encoder.name} -> {cfg.context_encoder.kind} "
+          f"(D={cfg.context_encoder.dim}, {cfg.context_encoder.depth} layers) -> "
+          f"{cfg.head.num_classes} classes")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from xt_engine import __version__
 
@@ -135,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("import-xt-checkpoint", help="convert a released xT .pth checkpoint")
+    p.add_argument("source", help="released xT checkpoint (.pth, torch pickle)")
+    p.add_argument("out", help="output .safetensors")
+    p.add_argument("--backbone", help="timm SwinV2 name (default: detected from the shapes)")
+    p.add_argument("--region-size", type=int, default=256)
+    p.set_defaults(func=cmd_import_xt)
 
     p = sub.add_parser("models", help="list the registered model variants")
     p.set_defaults(func=cmd_models)

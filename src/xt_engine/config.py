@@ -86,7 +86,8 @@ class ContextEncoderConfig:
     Transformer-XL / Hyper layer keeps as carried memory (the window of ``sliding_window``).
     ``bidirectional`` adds a second encoder of the same kind that reads the sequence backwards,
     so context reaches a region from every direction (dense tasks); streaming then takes two
-    passes over the image.
+    passes over the image. ``final_norm`` ends the encoder with a LayerNorm (the released xT
+    decoder has none; its imports set it false).
     """
 
     kind: str = "transformer_xl"
@@ -97,6 +98,7 @@ class ContextEncoderConfig:
     chunk_regions: int = 8
     memory_tokens: int = 512
     bidirectional: bool = False
+    final_norm: bool = True
 
     def validate(self) -> None:
         if self.kind not in CONTEXT_KINDS:

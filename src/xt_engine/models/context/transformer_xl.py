@@ -96,13 +96,15 @@ class TransformerXL(ContextEncoder):
         self.layers = nn.ModuleList(
             XLBlock(config.dim, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
         )
-        self.norm = nn.LayerNorm(config.dim)
+        self.dim = config.dim
+        self.norm = nn.LayerNorm(config.dim) if config.final_norm else nn.Identity()
 
     def init_state(
         self, batch_size: int, device: torch.device, dtype: torch.dtype
     ) -> list[torch.Tensor]:
-        dim = self.norm.normalized_shape[0]
-        return [torch.zeros(batch_size, 0, dim, device=device, dtype=dtype) for _ in self.layers]
+        return [
+            torch.zeros(batch_size, 0, self.dim, device=device, dtype=dtype) for _ in self.layers
+        ]
 
     def forward(
         self, tokens: torch.Tensor, positions: torch.Tensor, state: list[torch.Tensor] | None
