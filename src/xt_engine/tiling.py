@@ -140,3 +140,20 @@ def token_positions(region: Region, grid_hw: tuple[int, int]) -> list[tuple[int,
     """
     gh, gw = grid_hw
     return [(region.row * gh + i, region.col * gw + j) for i in range(gh) for j in range(gw)]
+
+
+def box_at_level(
+    box_level0: tuple[int, int, int, int],
+    downsample_yx: tuple[float, float],
+    shape_yx: tuple[int, int],
+) -> tuple[int, int, int, int]:
+    """A level-0 box ``(y0, x0, y1, x1)`` in the pixels of a level ``downsample_yx`` times
+    smaller (of shape ``shape_yx``), rounded outwards so it still covers the box, clipped."""
+    y0, x0, y1, x1 = box_level0
+    dy, dx = downsample_yx
+    return (
+        max(0, math.floor(y0 / dy)),
+        max(0, math.floor(x0 / dx)),
+        min(shape_yx[0], max(math.ceil(y1 / dy), math.floor(y0 / dy) + 1)),
+        min(shape_yx[1], max(math.ceil(x1 / dx), math.floor(x0 / dx) + 1)),
+    )

@@ -44,3 +44,24 @@ def test_token_positions_are_global() -> None:
     region = grid.region(3)  # row 1, col 1
     positions = token_positions(region, (4, 4))
     assert positions[0] == (4, 4) and positions[-1] == (7, 7) and len(positions) == 16
+
+
+@pytest.mark.parametrize("factor", [1, 2, 4, 3.9])
+def test_level0_roi_maps_to_a_covering_box_at_each_level(factor: float) -> None:
+    from xt_engine.tiling import box_at_level
+
+    rng = np.random.default_rng(int(factor * 10))
+    shape0 = (1000, 777)
+    shape = (int(np.ceil(shape0[0] / factor)), int(np.ceil(shape0[1] / factor)))
+    for _ in range(50):
+        y0, y1 = sorted(rng.integers(0, shape0[0], 2))
+        x0, x1 = sorted(rng.integers(0, shape0[1], 2))
+        y1, x1 = max(y1, y0 + 1), max(x1, x0 + 1)
+        b = box_at_level((y0, x0, y1, x1), (factor, factor), shape)
+        assert 0 <= b[0] < b[2] <= shape[0] and 0 <= b[1] < b[3] <= shape[1]
+        # the level box, mapped back, covers the level-0 box (up to clipping at the edge)
+        assert b[0] * factor <= y0 and b[1] * factor <= x0
+        assert b[2] * factor >= min(y1, shape[0] * factor) - 1e-9
+        assert b[3] * factor >= min(x1, shape[1] * factor) - 1e-9
+        grid = RegionGrid.for_image(shape, 64, roi=b)
+        assert sum(r.height * r.width for r in grid) == (b[2] - b[0]) * (b[3] - b[1])
