@@ -152,3 +152,19 @@ def test_bad_paths_raise_input_errors(tmp_path: Path) -> None:
     fake.write_text("not a tiff")
     with pytest.raises(InputError, match="not a readable TIFF"):
         open_image(fake)
+
+
+def test_bidirectional_two_pass_streaming_equals_a_whole_image_forward(
+    rgb_image: np.ndarray,
+) -> None:
+    from xt_engine.models.registry import model_config
+
+    cfg = model_config("test_convnext_txl").to_dict()
+    cfg["context_encoder"]["bidirectional"] = True
+    model = create_model(cfg).eval()
+    events = list(run_inference(rgb_image, model, batch_size=5))
+    streamed = _labels_from_events(events, rgb_image.shape[:2])
+    np.testing.assert_array_equal(streamed, _reference_labels(model, rgb_image))
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert [p.done for p in progress[:3]] == [0, 0, 0]  # pass 1: context only, nothing written
+    assert progress[-1].done == 12 and progress[-1].eta_s == 0

@@ -10,7 +10,6 @@ import os
 import resource
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +17,13 @@ import torch
 
 from xt_engine.engine.cancel import CancelToken
 from xt_engine.engine.events import Event, Finished, Progress, RegionDone, Started
-from xt_engine.errors import InputError
-from xt_engine.io import ImageSource, open_image
+from xt_engine.engine.passes import RegionReader, causal_pass, two_pass
+from xt_engine.errors import Cancelled, InputError
+from xt_engine.io import open_image
 from xt_engine.models import XTModel
+from xt_engine.models.context import BidirectionalContext
 from xt_engine.outputs import OutputStore
-from xt_engine.tiling import Region, RegionGrid
+from xt_engine.tiling import RegionGrid
 
 
 def run_inference(
@@ -66,46 +67,42 @@ def run_inference(
     scale = _pixel_scale(source.dtype, config.region_encoder.input_scaling)
     yield Started(len(grid), grid, level, source.shape_yx(level), config.head.num_classes)
 
-    batches = [
+    order = [
         list(range(i, min(i + batch_size, len(grid)))) for i in range(0, len(grid), batch_size)
     ]
+    reader = RegionReader(source, level, grid, scale, device)
     start = time.perf_counter()
     done = 0
     cancelled = False
-    state = model.init_state(1, device)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xt-prefetch") as pool:
-        pending: Future[np.ndarray] | None = (
-            pool.submit(_read_batch, source, level, grid, batches[0]) if batches else None
-        )
-        for number, indices in enumerate(batches):
-            if cancel is not None and cancel.cancelled:
-                cancelled = True
-                break
-            assert pending is not None
-            pixels = pending.result()  # (N, C, R, R) source dtype
-            pending = (
-                pool.submit(_read_batch, source, level, grid, batches[number + 1])
-                if number + 1 < len(batches)
-                else None
-            )
-            regions = [grid.region(i) for i in indices]
-            with torch.inference_mode():
-                batch = torch.from_numpy(pixels).to(device, torch.float32).mul_(scale)
-                rc = torch.tensor([[r.row, r.col] for r in regions], device=device)
-                outputs, state = model(batch[None], rc, state)
+    bidirectional = isinstance(model.context_encoder, BidirectionalContext)
+    context_done = 0  # regions through the first (context) pass of a two-pass run
+    passes = (
+        two_pass(model, reader, order, cancel)
+        if bidirectional
+        else causal_pass(model, reader, order, cancel, need_attention=False)
+    )
+    try:
+        for regions, outputs in passes:
+            if outputs is None:
+                context_done += len(regions)
+            else:
                 assert outputs.logits is not None
                 labels = outputs.logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
-            for region, region_labels in zip(regions, labels, strict=True):
-                valid = region_labels[: region.height, : region.width]
-                if store is not None:
-                    store.write_region(region, valid)
-                yield RegionDone(region, valid)
-            done += len(regions)
+                for region, region_labels in zip(regions, labels, strict=True):
+                    valid = region_labels[: region.height, : region.width]
+                    if store is not None:
+                        store.write_region(region, valid)
+                    yield RegionDone(region, valid)
+                done += len(regions)
             elapsed = time.perf_counter() - start
+            work_done = done + context_done
+            work_total = len(grid) * (2 if bidirectional else 1)
             rate = done / elapsed if elapsed > 0 else 0.0
-            yield Progress(
-                done, len(grid), rate, (len(grid) - done) / rate if rate else float("inf")
-            )
+            work_rate = work_done / elapsed if elapsed > 0 else 0.0
+            eta = (work_total - work_done) / work_rate if work_rate else float("inf")
+            yield Progress(done, len(grid), rate, eta)
+    except Cancelled:
+        cancelled = True
     if store is not None and not cancelled:
         store.mark_complete()
     yield Finished(
@@ -116,14 +113,6 @@ def run_inference(
         output=str(store.path) if store is not None else None,
         peak_rss_mb=peak_rss_mb(),
     )
-
-
-def _read_batch(
-    source: ImageSource, level: int, grid: RegionGrid, indices: list[int]
-) -> np.ndarray:
-    """(N, C, R, R) pixels of the given regions, zero-padded at the image edge."""
-    regions: list[Region] = [grid.region(i) for i in indices]
-    return np.stack([source.read_padded(level, r.y0, r.x0, r.size) for r in regions])
 
 
 def _pixel_scale(dtype: np.dtype, scaling: str) -> float:

@@ -1,0 +1,116 @@
+"""How a model's context runs over the regions of an image: one causal pass, or two passes.
+
+Both generators yield ``(regions, outputs)`` per batch in raster order, check the cancel token
+between batches (raising :class:`Cancelled`), and hold at most one batch of pixels plus one
+read-ahead batch in memory.
+
+Two passes (bidirectional context): pass 1 runs the backward encoder over the batches in
+*reverse* raster order and caches its outputs (L tokens x D per region, float32) in a temporary
+zarr array on disk; pass 2 runs in raster order: region encoder again, forward encoder, merge
+with the cached backward outputs, head. The region encoder thus runs twice; the cache costs
+``tokens per region x D x 4`` bytes per region on disk and nothing in RAM.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+import zarr
+
+from xt_engine.engine.cancel import CancelToken
+from xt_engine.errors import Cancelled
+from xt_engine.io import ImageSource
+from xt_engine.models import RegionOutputs, XTModel
+from xt_engine.models.context import BidirectionalContext
+from xt_engine.tiling import Region, RegionGrid
+
+Batch = tuple[list[Region], torch.Tensor, torch.Tensor]  # regions, pixels (1,N,C,R,R), rc (N,2)
+
+
+class RegionReader:
+    """Reads batches of regions, one batch ahead in a worker thread."""
+
+    def __init__(
+        self, source: ImageSource, level: int, grid: RegionGrid, scale: float, device: torch.device
+    ) -> None:
+        self.source, self.level, self.grid = source, level, grid
+        self.scale, self.device = scale, device
+
+    def _read(self, indices: list[int]) -> tuple[list[Region], np.ndarray]:
+        regions = [self.grid.region(i) for i in indices]
+        pixels = np.stack(
+            [self.source.read_padded(self.level, r.y0, r.x0, r.size) for r in regions]
+        )
+        return regions, pixels  # (N, C, R, R) in the source dtype
+
+    def batches(self, order: list[list[int]], cancel: CancelToken | None) -> Iterator[Batch]:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xt-prefetch") as pool:
+            pending = pool.submit(self._read, order[0]) if order else None
+            for number in range(len(order)):
+                if cancel is not None and cancel.cancelled:
+                    raise Cancelled("run cancelled")
+                assert pending is not None
+                regions, pixels = pending.result()
+                pending = (
+                    pool.submit(self._read, order[number + 1]) if number + 1 < len(order) else None
+                )
+                tensor = torch.from_numpy(pixels).to(self.device, torch.float32).mul_(self.scale)
+                rc = torch.tensor([[r.row, r.col] for r in regions], device=self.device)
+                yield regions, tensor[None], rc
+
+
+def causal_pass(
+    model: XTModel,
+    reader: RegionReader,
+    order: list[list[int]],
+    cancel: CancelToken | None,
+    need_attention: bool,
+) -> Iterator[tuple[list[Region], RegionOutputs]]:
+    """One pass in raster order, context state carried from batch to batch."""
+    state = model.init_state(1, reader.device)
+    for regions, pixels, rc in reader.batches(order, cancel):
+        with torch.inference_mode():
+            outputs, state = model(pixels, rc, state, need_attention=need_attention)
+        yield regions, outputs
+
+
+def two_pass(
+    model: XTModel,
+    reader: RegionReader,
+    order: list[list[int]],
+    cancel: CancelToken | None,
+) -> Iterator[tuple[list[Region], RegionOutputs | None]]:
+    """Bidirectional context in two passes (see the module docstring); pass-1 batches are
+    yielded as ``(regions, None)`` so callers can report progress."""
+    context = model.context_encoder
+    assert isinstance(context, BidirectionalContext)
+    tokens_per_region = model.token_grid[0] * model.token_grid[1]
+    dim = model.config.context_encoder.dim
+    with tempfile.TemporaryDirectory(prefix="xt-token-cache-") as tmp:
+        cache = zarr.create_array(
+            store=tmp,
+            shape=(len(reader.grid), tokens_per_region, dim),
+            chunks=(1, tokens_per_region, dim),
+            dtype="float32",
+        )
+        fwd_state, bwd_state = context.init_state(1, reader.device, torch.float32)
+        for regions, pixels, rc in reader.batches(order[::-1], cancel):
+            with torch.inference_mode():
+                _, tokens, positions = model.encode(pixels, rc)
+                backward, bwd_state = context.backward_direction(tokens, positions, bwd_state)
+            first, last = regions[0].index, regions[-1].index + 1
+            cache[first:last] = backward.reshape(len(regions), tokens_per_region, dim).cpu().numpy()
+            yield regions, None
+        for regions, pixels, rc in reader.batches(order, cancel):
+            first, last = regions[0].index, regions[-1].index + 1
+            with torch.inference_mode():
+                features, tokens, positions = model.encode(pixels, rc)
+                forward, fwd_state = context.forward_direction(tokens, positions, fwd_state)
+                backward = torch.from_numpy(cache[first:last]).to(forward.device)
+                merged = context.merge(forward, backward.reshape(forward.shape))
+                outputs = model.decode(merged, features, None)
+            yield regions, outputs
