@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev]' $(TORCH)
+	$(PY) -m pip install -q -e '.[dev,bench]' $(TORCH)
 	touch $@
 
 demo: setup
@@ -28,6 +28,9 @@ test: setup
 
 napari: setup
 	$(PY) -m napari_xt
+
+bench: setup
+	$(PY) benchmarks/model_zoo.py --out out/bench
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

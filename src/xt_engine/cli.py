@@ -43,9 +43,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     for name in list_models():
         cfg = model_config(name)
+        context = cfg.context_encoder.kind + (" x2" if cfg.context_encoder.bidirectional else "")
         print(
-            f"{name:28s} {cfg.region_encoder.name:26s} {cfg.context_encoder.kind:16s} "
-            f"{cfg.head.task} ({cfg.head.num_classes} classes)"
+            f"{name:26s} {cfg.region_encoder.name:25s} {context:18s} "
+            f"{cfg.head.task} ({cfg.head.num_classes} classes, {cfg.tiling.region_size} px regions)"
         )
     return 0
 

@@ -32,7 +32,8 @@ def test_detection_outputs_and_decode_round_trip() -> None:
     rows = decode_detections(heat, size, stride=4, threshold=0.3)
     assert rows.shape == (2, 6)
     y, x, cls, score, h, w = rows[0].tolist()
-    assert (y, x, cls) == (22.0, 38.0, 1.0) and score == pytest.approx(torch.sigmoid(torch.tensor(4.0)).item())
+    assert (y, x, cls) == (22.0, 38.0, 1.0)
+    assert score == pytest.approx(torch.sigmoid(torch.tensor(4.0)).item())
     assert (h, w) == pytest.approx((6.0, 10.0))
     assert rows[1, :4].tolist() == [50.0, 10.0, 0.0, 0.5]
 

@@ -26,19 +26,73 @@ def test_registry_lists_tiny_and_real_variants() -> None:
     assert len(TINY) >= 3
 
 
+def _run_chunks(model, pixels, rc, sizes):
+    state = model.init_state(1)
+    outputs = []
+    with torch.inference_mode():
+        start = 0
+        for size in sizes:
+            out, state = model(pixels[:, start : start + size], rc[start : start + size], state)
+            outputs.append(out)
+            start += size
+    return outputs, state
+
+
 @pytest.mark.parametrize("name", TINY)
-def test_contract_shapes_and_streaming_state(name: str) -> None:
+def test_contract_shapes_per_task(name: str) -> None:
     model = create_model(name).eval()
     cfg = model.config
     r, c, k = cfg.tiling.region_size, cfg.region_encoder.in_chans, cfg.head.num_classes
-    pixels = torch.rand(1, 3, c, r, r)
-    rc = torch.tensor([[0, 0], [0, 1], [1, 0]])
-    outputs, state = model(pixels, rc, model.init_state(1))
-    assert outputs.logits.shape == (3, k, r, r)
-    assert torch.isfinite(outputs.logits).all()
-    # a second chunk runs with the returned state
-    outputs2, _ = model(pixels[:, :1], torch.tensor([[1, 1]]), state)
-    assert outputs2.logits.shape == (1, k, r, r)
+    pixels = torch.rand(1, 4, c, r, r)
+    rc = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]])
+    (out,), state = _run_chunks(model, pixels, rc, [4])
+    gh, gw = model.token_grid
+    assert out.tokens.shape == (1, 4 * gh * gw, cfg.context_encoder.dim)
+    if cfg.head.task == "segmentation":
+        assert out.logits.shape == (4, k, r, r) and torch.isfinite(out.logits).all()
+    elif cfg.head.task == "detection":
+        s = model.output_stride
+        assert out.heatmap.shape == (4, k, r // s, r // s)
+        assert out.log_size.shape == (4, 2, r // s, r // s)
+    else:
+        assert model.finish(state).shape == (1, k)
+
+
+CAUSAL_TINY = [n for n in TINY if not model_config(n).context_encoder.bidirectional]
+
+
+@pytest.mark.parametrize("name", CAUSAL_TINY)
+def test_contract_chunks_with_state_equal_one_chunk(name: str) -> None:
+    model = create_model(name).eval()
+    cfg = model.config
+    r, c = cfg.tiling.region_size, cfg.region_encoder.in_chans
+    pixels = torch.rand(1, 5, c, r, r)
+    rc = torch.tensor([[0, 0], [0, 1], [0, 2], [1, 0], [1, 1]])
+    (whole,), whole_state = _run_chunks(model, pixels, rc, [5])
+    parts, state = _run_chunks(model, pixels, rc, [2, 1, 2])
+    torch.testing.assert_close(
+        torch.cat([p.tokens for p in parts], dim=1), whole.tokens, atol=1e-5, rtol=1e-5
+    )
+    if cfg.head.task == "classification":
+        torch.testing.assert_close(model.finish(state), model.finish(whole_state), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_contract_gradients_reach_every_trainable_part(name: str) -> None:
+    model = create_model(name).train()
+    cfg = model.config
+    r, c = cfg.tiling.region_size, cfg.region_encoder.in_chans
+    out, state = model(torch.rand(1, 2, c, r, r), torch.tensor([[0, 0], [0, 1]]), model.init_state())
+    if cfg.head.task == "classification":
+        loss = model.finish(state).square().mean()
+    else:
+        loss = sum(v.square().mean() for v in (out.logits, out.heatmap, out.log_size) if v is not None)
+    loss.backward()
+    for part in ("region_encoder", "input_proj", "context_encoder", "head"):
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith(part) and p.requires_grad]
+        if part == "context_encoder" and cfg.context_encoder.kind == "none":
+            continue
+        assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), part
 
 
 @pytest.mark.parametrize("name", TINY)

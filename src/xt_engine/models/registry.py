@@ -75,14 +75,18 @@ def _config(
     num_classes: int = 2,
     class_names: tuple[str, ...] | None = None,
     class_colors: tuple[str, ...] | None = None,
+    task: str = "segmentation",
+    bidirectional: bool = False,
 ) -> XTConfig:
     return XTConfig.from_dict(
         {
             "tiling": {"region_size": region_size},
             "region_encoder": {"name": backbone, "in_chans": in_chans},
-            "context_encoder": {"kind": kind, "dim": dim, "depth": depth},
+            "context_encoder": {
+                "kind": kind, "dim": dim, "depth": depth, "bidirectional": bidirectional,
+            },
             "head": {
-                "task": "segmentation",
+                "task": task,
                 "num_classes": num_classes,
                 "class_names": class_names,
                 "class_colors": class_colors,
@@ -111,22 +115,71 @@ def xt_convnext_atto_txl() -> XTConfig:
 
 
 @register_model
+def xt_convnext_atto_hyper() -> XTConfig:
+    return _config("convnext_atto", "hyper", dim=256)
+
+
+@register_model
+def xt_convnext_atto_sliding() -> XTConfig:
+    return _config("convnext_atto", "sliding_window", dim=256)
+
+
+@register_model
+def xt_convnext_atto_none() -> XTConfig:
+    """Region-only baseline for comparisons."""
+    return _config("convnext_atto", "none", dim=256)
+
+
+@register_model
 def xt_swinv2_tiny_txl() -> XTConfig:
     return _config("swinv2_tiny_window8_256", "transformer_xl", dim=256)
 
 
 @register_model
+def xt_hiera_tiny_txl() -> XTConfig:
+    return _config("hiera_tiny_224", "transformer_xl", dim=256)
+
+
+# -- tiny variants for the contract tests (64 px regions, one context layer) -------------------
+def _tiny(kind: str, backbone: str = "test_convnext", **kw: object) -> XTConfig:
+    return _config(backbone, kind, region_size=64, dim=32, depth=1, num_classes=3, **kw)
+
+
+@register_model
 def test_convnext_none() -> XTConfig:
-    return _config("test_convnext", "none", region_size=64, dim=32, depth=1, num_classes=3)
+    return _tiny("none")
 
 
 @register_model
 def test_convnext_txl() -> XTConfig:
-    return _config(
-        "test_convnext", "transformer_xl", region_size=64, dim=32, depth=1, num_classes=3
-    )
+    return _tiny("transformer_xl")
+
+
+@register_model
+def test_convnext_hyper() -> XTConfig:
+    return _tiny("hyper")
+
+
+@register_model
+def test_convnext_sliding() -> XTConfig:
+    return _tiny("sliding_window")
+
+
+@register_model
+def test_convnext_txl_bidir() -> XTConfig:
+    return _tiny("transformer_xl", bidirectional=True)
+
+
+@register_model
+def test_convnext_txl_det() -> XTConfig:
+    return _tiny("transformer_xl", task="detection")
+
+
+@register_model
+def test_convnext_txl_cls() -> XTConfig:
+    return _tiny("transformer_xl", task="classification")
 
 
 @register_model
 def test_vit_txl() -> XTConfig:
-    return _config("test_vit", "transformer_xl", region_size=64, dim=32, depth=1, num_classes=3)
+    return _tiny("transformer_xl", backbone="test_vit")

@@ -6,12 +6,16 @@ from xt_engine.config import ContextEncoderConfig
 from xt_engine.errors import ConfigError
 from xt_engine.models.context.base import ContextEncoder, sincos_position_embedding
 from xt_engine.models.context.bidirectional import BidirectionalContext
+from xt_engine.models.context.hyper import HyperContext
 from xt_engine.models.context.none import NoContext
+from xt_engine.models.context.sliding_window import SlidingWindowContext
 from xt_engine.models.context.transformer_xl import TransformerXL
 
 _BUILDERS = {
     "none": NoContext,
     "transformer_xl": TransformerXL,
+    "hyper": HyperContext,
+    "sliding_window": SlidingWindowContext,
 }
 
 

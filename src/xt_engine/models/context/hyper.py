@@ -11,7 +11,9 @@ in time and memory ``O(N * (block_size + num_samples))`` instead of ``O(N ** 2)`
   ``num_hashes`` bits, a fixed seeded matrix kept as a buffer), the bucket codes are ranked in
   Gray-code order so that neighbouring buckets differ by one bit, queries and keys are sorted by
   bucket, and each aligned block of sorted queries attends exactly to the matching block of sorted
-  keys (the heavy entries of the attention matrix, if queries and keys cluster);
+  keys (the heavy entries of the attention matrix, if queries and keys cluster) and, with
+  ``look_back`` (the default), to the block before it, so that a bucket cut by a block boundary
+  is still seen whole by the queries after the cut (keys within a bucket are in causal order);
 * **samples**: ``num_samples`` key columns drawn uniformly without replacement estimate the rest
   of the softmax normaliser and output; each sampled term is weighted by
   ``num_keys / num_samples``, and entries already covered by the diagonal or the query's block are
@@ -43,7 +45,8 @@ def block_layout(num_queries: int, num_keys: int, block_size: int) -> tuple[int,
     ``query_block <= block_size`` rows; sorted keys into as many blocks of ``key_block`` columns,
     so that block ``b`` of the queries and block ``b`` of the keys cover the same share of the
     bucket order. The score tensor of the block part has ``num_blocks * query_block * key_block``
-    entries per (batch, head), about ``num_keys * block_size``: linear in the sequence length.
+    entries per (batch, head) (twice that with look-back), about ``num_keys * block_size``: linear
+    in the sequence length, where exact attention needs ``num_queries * num_keys``.
     """
     if block_size < 1:
         raise ValueError(f"block_size={block_size} must be >= 1")
@@ -105,6 +108,7 @@ def hyper_attention(
     block_size: int = 256,
     num_samples: int = 256,
     generator: torch.Generator | None = None,
+    look_back: bool = True,
 ) -> torch.Tensor:
     """Approximate causal softmax attention.
 
@@ -117,6 +121,7 @@ def hyper_attention(
         block_size: queries per block of the sorted order.
         num_samples: uniformly sampled key columns (capped at Nk).
         generator: random generator for the samples (a CPU one; the global RNG when None).
+        look_back: each query block also attends to the previous block of sorted keys.
 
     Returns:
         (B, H, Lq, d): ``softmax(q k^T / sqrt(d) + causal mask) v``, estimated.
@@ -148,7 +153,17 @@ def hyper_attention(
     q_sorted = _gather_rows(q, q_order_p).view(b, h, num_blocks, qb, d)
     k_sorted = _gather_rows(k, k_order_p).view(b, h, num_blocks, kb, d)
     v_sorted = _gather_rows(v, k_order_p).view(b, h, num_blocks, kb, d)
-    block_scores = (q_sorted @ k_sorted.transpose(-1, -2)) * scale  # (B, H, nb, qb, kb)
+    if look_back:
+        # each block of queries also reads the previous block of keys (Reformer-style), so a
+        # bucket cut by a block boundary is still seen whole by the queries after the cut
+        def with_previous(x: torch.Tensor, fill: float) -> torch.Tensor:
+            pad = [0, 0] * (x.dim() - 3) + [1, 0]
+            return torch.cat([F.pad(x, pad, value=fill)[:, :, :-1], x], dim=3)
+
+        k_idx = with_previous(k_idx, nk + 1)
+        k_sorted = with_previous(k_sorted, 0.0)
+        v_sorted = with_previous(v_sorted, 0.0)
+    block_scores = (q_sorted @ k_sorted.transpose(-1, -2)) * scale  # (B, H, nb, qb, kb')
     # strictly earlier keys: the future and the diagonal (counted above) are both excluded
     block_mask = k_idx[..., None, :] < q_idx[..., :, None]
     block_out, block_lse = _masked_part(block_scores, block_mask, v_sorted)
@@ -162,9 +177,10 @@ def hyper_attention(
     sample_scores = (q @ k[:, :, sample].transpose(-1, -2)) * scale  # (B, H, Lq, S)
     q_block_id = q_inverse // qb  # (B, H, Lq)
     k_block_id = torch.argsort(k_order, dim=-1)[:, :, sample] // kb  # (B, H, S)
-    sample_mask = (sample[None, :] < q_abs[:, None]) & (
-        k_block_id[..., None, :] != q_block_id[..., :, None]
-    )  # (B, H, Lq, S): earlier keys the block part did not already cover
+    gap = q_block_id[..., :, None] - k_block_id[..., None, :]  # (B, H, Lq, S)
+    covered = (gap == 0) | (gap == 1) if look_back else gap == 0
+    # (B, H, Lq, S): earlier keys the block part did not already cover
+    sample_mask = (sample[None, :] < q_abs[:, None]) & ~covered
     sample_out, sample_lse = _masked_part(sample_scores, sample_mask, v[:, :, sample])
     sample_lse = sample_lse + math.log(nk / s)
 
@@ -231,7 +247,14 @@ class _HyperBlock(nn.Module):
 
 
 class HyperContext(ContextEncoder):
-    """Transformer-XL-style memory with HyperAttention-style attention above a size threshold."""
+    """Transformer-XL-style memory with HyperAttention-style attention above a size threshold.
+
+    Keywords: ``exact_threshold`` (exact attention while memory + chunk has at most this many
+    keys), ``block_size``, ``num_samples`` and ``num_hashes`` (see :func:`hyper_attention`), and
+    ``seed`` (layer ``i`` draws its LSH matrix (head_dim, num_hashes) from ``seed + i``).
+    The approximate path samples keys from the global RNG, and its buckets depend on the whole
+    chunk, so it is not bit-reproducible across runs nor chunking-invariant; the exact path is.
+    """
 
     kind = "hyper"
 

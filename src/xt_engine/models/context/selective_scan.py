@@ -110,22 +110,19 @@ def _segment_sums(log_decay: torch.Tensor) -> torch.Tensor:
     """Pairwise log-decays inside a chunk.
 
     ``log_decay`` (..., T) holds ``delta_k * A`` per timestep; the result (..., T, T) holds, at
-    ``[..., t, s]``, ``sum_{k=s+1..t} log_decay_k`` (the log of the decay from step ``s`` to step
-    ``t``, i.e. ``L_t - L_s`` for the cumulative sum ``L``) where ``s <= t``, and ``-inf`` where
+    ``[..., t, s]``, ``L_t - L_s = sum_{k=s+1..t} log_decay_k`` (the log of the decay from step
+    ``s`` to step ``t``, with ``L`` the cumulative sum) where ``s <= t``, and ``-inf`` where
     ``s > t`` (no influence of the future), so that ``exp`` of it is the causal decay matrix.
 
-    The sums are accumulated from ``s + 1`` on (a cumulative sum down each column of a masked
-    matrix) instead of subtracting two long cumulative sums: ``L_t - L_s`` loses precision to
-    cancellation when ``|L_t|`` is large and ``t - s`` small, exactly the terms that matter.
+    ``L`` is accumulated and differenced in float64 and only then rounded to float32: in float32,
+    ``L_t - L_s`` loses precision to cancellation when ``|L_t|`` is large and ``t - s`` small,
+    exactly the terms that matter most.
     """
     steps = log_decay.shape[-1]
-    upto_t = torch.ones(steps, steps, dtype=torch.bool, device=log_decay.device)
-    strictly_after_s = upto_t.tril(-1)  # [t, s]: s < t
-    upto_t = upto_t.tril(0)  # [t, s]: s <= t
-    # terms[..., t, s] = log_decay_t where t > s, else 0; summed down t gives sum_{k=s+1..t}
-    terms = log_decay[..., :, None].expand(*log_decay.shape, steps)
-    terms = terms.masked_fill(~strictly_after_s, 0.0)
-    return terms.cumsum(dim=-2).masked_fill(~upto_t, float("-inf"))
+    causal = torch.ones(steps, steps, dtype=torch.bool, device=log_decay.device).tril()  # s <= t
+    cumulative = log_decay.double().cumsum(dim=-1)
+    pairwise = (cumulative[..., :, None] - cumulative[..., None, :]).to(log_decay.dtype)
+    return pairwise.masked_fill(~causal, float("-inf"))
 
 
 def selective_scan_chunked(

@@ -64,7 +64,9 @@ class _SlidingBlock(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, allowed: torch.Tensor
+    ) -> torch.Tensor:
         """``x`` (B, L, D), ``context`` (B, K, D) ending with ``x``, ``allowed`` (L, K) bool."""
         b, length, dim = x.shape
         heads = self.num_heads
@@ -102,7 +104,9 @@ class SlidingWindowContext(ContextEncoder):
         dim = self.norm.normalized_shape[0]
 
         def empty() -> list[torch.Tensor]:
-            return [torch.zeros(batch_size, 0, dim, device=device, dtype=dtype) for _ in self.blocks]
+            return [
+                torch.zeros(batch_size, 0, dim, device=device, dtype=dtype) for _ in self.blocks
+            ]
 
         return SlidingWindowState(seen=0, recent=empty(), global_tokens=empty())
 
