@@ -113,9 +113,95 @@ def cmd_import_xt(args: argparse.Namespace) -> int:
     model = import_xt_checkpoint(args.source, backbone=args.backbone, region_size=args.region_size)
     save_checkpoint(model, args.out, extra={"imported_from": str(args.source)})
     cfg = model.config
-    print(f"wrote {args.out}: {cfg.region_encoder.name} -> {cfg.context_encoder.kind} "
-          f"(D={cfg.context_encoder.dim}, {cfg.context_encoder.depth} layers) -> "
-          f"{cfg.head.num_classes} classes")
+    print(
+        f"wrote {args.out}: {cfg.region_encoder.name} -> {cfg.context_encoder.kind} "
+        f"(D={cfg.context_encoder.dim}, {cfg.context_encoder.depth} layers) -> "
+        f"{cfg.head.num_classes} classes"
+    )
+    return 0
+
+
+def _read_config_file(path: Path) -> dict:
+    from xt_engine.errors import ConfigError
+
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist", "pass a JSON or YAML file")
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as err:  # noqa: BLE001 - any parse error is the user's file
+        raise ConfigError(f"{path} is not valid {path.suffix[1:].upper()}: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping with model sections and 'train'")
+    return data
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from xt_engine.config import XTConfig
+    from xt_engine.errors import ConfigError
+    from xt_engine.train.config import TrainConfig
+    from xt_engine.train.data import find_pairs, load_pairs, split_pairs
+    from xt_engine.train.recipes import recipe, write_demo_data
+    from xt_engine.train.trainer import train
+
+    out = Path(args.out)
+    images = Path(args.images) if args.images else None
+    masks = Path(args.masks) if args.masks else None
+    if args.recipe:
+        data = dict(recipe(args.recipe))
+        spec = data.pop("data")
+        if images is None and args.manifest is None:
+            images, masks = write_demo_data(
+                out.with_name(out.stem + "-data"), spec["scenes"], spec["size"], spec["vessels"]
+            )
+    elif args.config:
+        data = _read_config_file(Path(args.config))
+    else:
+        raise ConfigError(
+            "no model config given", "pass --config CFG.json|yaml or --recipe demo-sar"
+        )
+    train_section = dict(data.pop("train", {}) or {})
+    for key in ("max_steps", "seed"):
+        if getattr(args, key) is not None:
+            train_section[key] = getattr(args, key)
+    model_config = XTConfig.from_dict(data)
+    cfg = TrainConfig.from_dict(train_section)
+    paths = find_pairs(images, masks, Path(args.manifest) if args.manifest else None)
+    pairs = load_pairs(paths, model_config.head.num_classes, cfg.seed)
+    train_pairs, val_pairs = split_pairs(pairs, args.val_fraction)
+    print(
+        f"training on {len(train_pairs)} image(s), validating on {len(val_pairs)}; "
+        f"{cfg.max_steps} steps of {cfg.batch_size} x {cfg.crop_size} px crops"
+    )
+    tty = sys.stderr.isatty()
+    names = model_config.head.names()
+    for event in train(
+        model_config, cfg, train_pairs, val_pairs, out, resume=args.resume, device=args.device
+    ):
+        if not tty and event.step % 25 == 0 and event.val is None:
+            print(
+                f"step {event.step}/{event.max_steps} loss {event.loss:.4f} {event.seconds:.0f}s",
+                flush=True,
+            )
+        if tty:
+            sys.stderr.write(
+                f"\rstep {event.step}/{event.max_steps} loss {event.loss:.4f} "
+                f"lr {event.lr:.2e} {event.seconds:.0f}s "
+            )
+        if event.val is not None:
+            f1 = ", ".join(f"{n} {v:.3f}" for n, v in zip(names, event.val["f1"], strict=True))
+            iou = ", ".join(f"{v:.3f}" for v in event.val["iou"])
+            print(
+                f"\nstep {event.step}: loss {event.loss:.4f}; val F1: {f1}; IoU: {iou}"
+                if tty
+                else f"step {event.step}: loss {event.loss:.4f}; val F1: {f1}; IoU: {iou}"
+            )
+    print(f"wrote {out}")
     return 0
 
 
@@ -156,6 +242,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", help="timm SwinV2 name (default: detected from the shapes)")
     p.add_argument("--region-size", type=int, default=256)
     p.set_defaults(func=cmd_import_xt)
+
+    p = sub.add_parser("train", help="train a model on large images and label masks")
+    p.add_argument("--images", help="folder of images (matched to masks by file name)")
+    p.add_argument("--masks", help="folder of integer label masks")
+    p.add_argument("--manifest", help="JSON/CSV list of image, mask pairs (instead of folders)")
+    p.add_argument("--config", help="JSON/YAML: model config sections plus a 'train' section")
+    p.add_argument("--recipe", help="a recipe kept in the repository, e.g. demo-sar")
+    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("models", help="list the registered model variants")
     p.set_defaults(func=cmd_models)

@@ -49,8 +49,8 @@ def test_widget_runs_and_paints_labels(make_napari_viewer, qtbot, artifacts_dir:
     labels = viewer.layers["xT segmentation"]
     np.testing.assert_array_equal(labels.data, _expected_labels(image[0], "xt_demo_sar", 4))
     assert labels.features["class"].tolist()[:2] == ["background", "land"]
-    assert widget.progress.value() == widget.progress.maximum() == 4
-    assert widget.status.text().startswith("Done: 4/4 regions")
+    assert widget.progress.value() == widget.progress.maximum() == 16  # 512 px / 128 px regions
+    assert widget.status.text().startswith("Done: 16/16 regions")
 
     # running again replaces the layer's content instead of adding another layer
     with qtbot.waitSignal(widget.run_finished, timeout=60_000):

@@ -44,7 +44,7 @@ def test_demo_writes_zarr_png_and_summary(tmp_path: Path, capsys: pytest.Capture
     out = capsys.readouterr().out
     for field in ("image", "regions", "seconds", "regions/s", "peak memory"):
         assert field in out
-    assert "4 of 256 px" in out
+    assert "16 of 128 px" in out
     root = zarr.open_group(str(tmp_path / "result.zarr"), mode="r")
     assert root.attrs["xt"]["complete"] is True
     labels = root["labels/segmentation/0"][:]

@@ -18,7 +18,7 @@ import torch
 from xt_engine.engine.cancel import CancelToken
 from xt_engine.engine.events import Event, Finished, Progress, RegionDone, Started
 from xt_engine.engine.passes import RegionReader, causal_pass, two_pass
-from xt_engine.errors import Cancelled, InputError
+from xt_engine.errors import Cancelled, ConfigError, InputError
 from xt_engine.io import open_image
 from xt_engine.models import XTModel
 from xt_engine.models.context import BidirectionalContext
@@ -54,6 +54,12 @@ def run_inference(
             f"{config.region_encoder.in_chans}",
             "pick a model trained for this channel count or convert the image",
         )
+    if config.head.task != "segmentation":
+        raise ConfigError(
+            f"streaming inference writes segmentation results; this model's task is "
+            f"{config.head.task!r}",
+            "pick a segmentation model (detection and classification outputs are coming)",
+        )
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size} < 1", "use a batch size of 1 or more")
     grid = RegionGrid.for_image(source.shape_yx(level), config.tiling.region_size, roi)
@@ -64,7 +70,7 @@ def run_inference(
         if output is not None
         else None
     )
-    scale = _pixel_scale(source.dtype, config.region_encoder.input_scaling)
+    scale = pixel_scale(source.dtype, config.region_encoder.input_scaling)
     yield Started(len(grid), grid, level, source.shape_yx(level), config.head.num_classes)
 
     order = [
@@ -115,7 +121,7 @@ def run_inference(
     )
 
 
-def _pixel_scale(dtype: np.dtype, scaling: str) -> float:
+def pixel_scale(dtype: np.dtype, scaling: str) -> float:
     """Factor mapping raw pixels to [0, 1]: 1/255 for uint8, 1/65535 for uint16, 1 for floats."""
     if scaling == "uint8" or (scaling == "auto" and dtype == np.uint8):
         return 1.0 / 255.0

@@ -1,4 +1,13 @@
-"""Image readers behind one function, :func:`open_image`."""
+"""Image readers behind one function, :func:`open_image`.
+
+Every reader returns an :class:`ImageSource`: pyramid levels with axes ``yx`` / ``yxc`` /
+``cyx`` whose ``read(level, y0, x0, y1, x1)`` gives a ``(C, h, w)`` numpy box. Formats:
+
+* TIFF family (plain, BigTIFF, OME-TIFF, SVS, NDPI, pyramids as SubIFDs or reduced pages):
+  :mod:`xt_engine.io.tiff`, chosen by suffix or by the TIFF magic bytes;
+* zarr arrays and OME-Zarr images (NGFF 0.4 / 0.5): :mod:`xt_engine.io.zarr_reader`;
+* numpy / dask / zarr arrays and lists of levels: :mod:`xt_engine.io.array`.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +17,73 @@ from typing import Any
 
 from xt_engine.errors import InputError
 from xt_engine.io.array import guess_axes, source_from_arrays
-from xt_engine.io.source import ImageSource
+from xt_engine.io.source import ImageSource, SqueezedArray
 
-TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff", ".btf")
+TIFF_SUFFIXES = (
+    ".tif",
+    ".tiff",
+    ".svs",
+    ".ome.tif",
+    ".ome.tiff",
+    ".btf",
+    ".tf8",
+    ".tf2",
+    ".ndpi",
+    ".scn",
+    ".qptiff",
+)
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, both byte orders
+ZARR_MARKERS = ("zarr.json", ".zattrs", ".zgroup", ".zarray")
 
 
 def open_image(image: Any, axes: str | None = None) -> ImageSource:
-    """Open a path (TIFF family, zarr / OME-Zarr), an array, a list of levels or an ImageSource."""
+    """Open a path (TIFF family, zarr / OME-Zarr), an array, a list of levels or an ImageSource.
+
+    ``axes`` (e.g. "cyx") applies to arrays only; files state their own axes.
+    Raises :class:`InputError` for missing, unreadable, corrupt or unsupported inputs.
+    """
     if isinstance(image, ImageSource):
         return image
     if isinstance(image, str | os.PathLike):
-        path = Path(image)
-        if not path.exists():
-            raise InputError(f"image {path} does not exist", "check the path")
-        lower = path.name.lower()
-        if path.is_dir() or lower.endswith(".zarr"):
-            from xt_engine.io.zarr_reader import open_zarr
-
-            return open_zarr(path)
-        if lower.endswith(TIFF_SUFFIXES):
-            from xt_engine.io.tiff import open_tiff
-
-            return open_tiff(path)
-        raise InputError(
-            f"{path.name}: unknown image format",
-            "use a TIFF/OME-TIFF/SVS file or an OME-Zarr store",
-        )
+        return _open_path(Path(image))
     if hasattr(image, "shape") or isinstance(image, list | tuple):
         return source_from_arrays(image, axes)
-    raise InputError(f"cannot open an image from {type(image).__name__}", "pass a path or an array")
+    raise InputError(
+        f"cannot open an image from {type(image).__name__}",
+        "pass a file path, a numpy / dask array or a list of pyramid levels",
+    )
 
 
-__all__ = ["ImageSource", "guess_axes", "open_image", "source_from_arrays"]
+def _open_path(path: Path) -> ImageSource:
+    if not path.exists():
+        raise InputError(f"image {path} does not exist", "check the path")
+    lower = path.name.lower()
+    if path.is_dir() or lower.endswith(".zarr"):
+        if path.is_dir() and not any((path / m).exists() for m in ZARR_MARKERS):
+            raise InputError(
+                f"{path} is a folder but not a zarr store (no zarr.json / .zattrs / .zarray)",
+                "pass an image file, or an OME-Zarr directory",
+            )
+        from xt_engine.io.zarr_reader import open_zarr
+
+        return open_zarr(path)
+    if lower.endswith(TIFF_SUFFIXES) or _has_tiff_magic(path):
+        from xt_engine.io.tiff import open_tiff
+
+        return open_tiff(path)
+    raise InputError(
+        f"{path.name}: unknown image format (suffix {path.suffix or 'none'!r})",
+        "use a TIFF / BigTIFF / OME-TIFF / SVS file or an OME-Zarr store "
+        "(convert other formats, e.g. with bfconvert or vips tiffsave)",
+    )
+
+
+def _has_tiff_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) in TIFF_MAGIC
+    except OSError as err:
+        raise InputError(f"cannot read {path} ({err})", "check the file's permissions") from err
+
+
+__all__ = ["ImageSource", "SqueezedArray", "guess_axes", "open_image", "source_from_arrays"]

@@ -1,8 +1,13 @@
 """``ImageSource``: one image as a list of pyramid levels that can be read region by region.
 
-Every level is an array-like (numpy, dask, zarr) with the same axes string, made of ``y``, ``x``
-and optionally ``c`` (channels). Reads return ``(C, h, w)`` numpy arrays in the source dtype;
-nothing larger than the requested box is ever loaded.
+Every level is an array-like (numpy, numpy memmap, dask, zarr, :class:`SqueezedArray`) with the
+same axes string, made of ``y``, ``x`` and optionally ``c`` (channels), e.g. ``"yx"`` (H, W),
+``"yxc"`` (H, W, C) or ``"cyx"`` (C, H, W). Level 0 is full resolution; later levels are smaller.
+
+Reads return ``(C, h, w)`` numpy arrays in the source dtype (``C == 1`` without a channel axis).
+Only the requested box of the requested level is sliced out of the level array, so a lazy level
+(zarr, dask, memmap) loads at most the chunks that box touches. Errors raised while decoding the
+underlying data (corrupt or truncated files) come out as :class:`InputError`.
 """
 
 from __future__ import annotations
@@ -12,7 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from xt_engine.errors import InputError
+from xt_engine.errors import InputError, XTError
+
+CORRUPT_FIX = (
+    "check that the file is complete and not corrupted (copy, download or export it again)"
+)
 
 
 @dataclass
@@ -20,11 +29,14 @@ class ImageSource:
     """A (possibly multiscale) image.
 
     Attributes:
-        levels: arrays, level 0 (full resolution) first, each with axes ``axes``.
+        levels: arrays, level 0 (full resolution) first, each with axes ``axes``; every level has
+            the same channel count and is no larger than the one before it.
         axes: e.g. ``"yx"``, ``"yxc"`` or ``"cyx"``.
         pixel_size: (y, x) physical size of a level-0 pixel, or None when the file states none.
-        unit: unit of ``pixel_size`` ("micrometer", "meter", ...).
+        unit: unit of ``pixel_size`` ("micrometer", "meter", ...); None without a pixel size or
+            when the file states no unit.
         name: a short label (file name) for messages and provenance.
+        metadata: reader details (format, ...), free-form.
     """
 
     levels: list[Any]
@@ -35,17 +47,31 @@ class ImageSource:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.axes = self.axes.lower()
         if sorted(self.axes) not in (["x", "y"], ["c", "x", "y"]):
             raise InputError(
                 f"image axes {self.axes!r} are not supported",
                 "pass a 2-D image (yx) or one with a channel axis (cyx / yxc)",
             )
+        if not self.levels:
+            raise InputError(f"{self.name} has no image data", "pass at least one pyramid level")
         for level in self.levels:
-            if len(level.shape) != len(self.axes):
+            if not hasattr(level, "shape") or len(level.shape) != len(self.axes):
                 raise InputError(
-                    f"a pyramid level of {self.name} has shape {level.shape} for axes {self.axes!r}",
-                    "give every level the same axes",
+                    f"a pyramid level of {self.name} has shape {getattr(level, 'shape', None)} "
+                    f"for axes {self.axes!r}",
+                    "give every level the same axes, as numpy / dask / zarr arrays",
                 )
+        for i in range(1, len(self.levels)):
+            (h0, w0), (h, w) = self.shape_yx(i - 1), self.shape_yx(i)
+            if h > h0 or w > w0 or self._channels(i) != self._channels(0):
+                raise InputError(
+                    f"pyramid level {i} of {self.name} ({h} x {w}, {self._channels(i)} channels) "
+                    f"does not follow level {i - 1} ({h0} x {w0}, {self._channels(0)} channels)",
+                    "order levels from largest to smallest, all with the same channels",
+                )
+        if self.pixel_size is None:
+            self.unit = None
 
     @property
     def dtype(self) -> np.dtype:
@@ -57,7 +83,7 @@ class ImageSource:
 
     @property
     def num_channels(self) -> int:
-        return int(self.levels[0].shape[self.axes.index("c")]) if "c" in self.axes else 1
+        return self._channels(0)
 
     def shape_yx(self, level: int = 0) -> tuple[int, int]:
         shape = self.levels[self._check_level(level)].shape
@@ -73,15 +99,22 @@ class ImageSource:
         """Pixels of box ``[y0, y1) x [x0, x1)`` of ``level`` as (C, h, w), clipped to the image."""
         array = self.levels[self._check_level(level)]
         h, w = self.shape_yx(level)
-        y0, x0, y1, x1 = max(y0, 0), max(x0, 0), min(y1, h), min(x1, w)
-        index: list[slice] = []
-        for axis in self.axes:
-            index.append({"y": slice(y0, y1), "x": slice(x0, x1)}.get(axis, slice(None)))
-        data = np.asarray(array[tuple(index)])
-        if hasattr(data, "compute"):  # pragma: no cover - defensive: dask via __array__
-            data = data.compute()
-        order = [self.axes.index(a) for a in "cyx" if a in self.axes]
-        data = np.transpose(data, order)
+        y0, x0 = min(max(y0, 0), h), min(max(x0, 0), w)
+        y1, x1 = max(min(y1, h), y0), max(min(x1, w), x0)
+        index = tuple(
+            {"y": slice(y0, y1), "x": slice(x0, x1)}.get(axis, slice(None)) for axis in self.axes
+        )
+        try:
+            data = np.asarray(array[index])  # a dask slice computes only this box here
+        except (XTError, MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as err:  # noqa: BLE001 - codecs, tifffile and zarr raise many types
+            raise InputError(
+                f"cannot read level {level}, box y {y0}:{y1} x {x0}:{x1} of {self.name} "
+                f"({type(err).__name__}: {err})",
+                CORRUPT_FIX,
+            ) from err
+        data = np.transpose(data, [self.axes.index(a) for a in "cyx" if a in self.axes])
         return data if "c" in self.axes else data[None]
 
     def read_padded(self, level: int, y0: int, x0: int, size: int) -> np.ndarray:
@@ -90,8 +123,12 @@ class ImageSource:
         if valid.shape[1:] == (size, size):
             return valid
         out = np.zeros((valid.shape[0], size, size), dtype=valid.dtype)
-        out[:, : valid.shape[1], : valid.shape[2]] = valid
+        dy, dx = max(-y0, 0), max(-x0, 0)  # a box starting left of / above the image
+        out[:, dy : dy + valid.shape[1], dx : dx + valid.shape[2]] = valid
         return out
+
+    def _channels(self, level: int) -> int:
+        return int(self.levels[level].shape[self.axes.index("c")]) if "c" in self.axes else 1
 
     def _check_level(self, level: int) -> int:
         if not 0 <= level < len(self.levels):
@@ -103,7 +140,11 @@ class ImageSource:
 
 
 class SqueezedArray:
-    """Lazy view of a zarr array with singleton axes fixed to index 0."""
+    """Lazy view of an array with some singleton axes fixed to index 0.
+
+    ``index`` has one entry per axis of ``array``: ``slice(None)`` for a kept axis, an int for a
+    dropped one. Indexing takes one slice per kept axis and slices the underlying array once.
+    """
 
     def __init__(self, array: Any, index: tuple[slice | int, ...]) -> None:
         self.array, self.index = array, index

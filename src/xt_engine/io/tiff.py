@@ -1,66 +1,170 @@
-"""TIFF family (plain, BigTIFF, OME-TIFF, SVS, pyramids) through tifffile's zarr store.
+"""TIFF family (plain, BigTIFF, OME-TIFF, Aperio SVS, pyramids) through tifffile.
 
-Levels are read by slicing the zarr arrays directly (faster per tile than going through dask).
+The first series of the file is the image (for SVS the baseline, not the thumbnail / label /
+macro series). Its pyramid levels come from ``series.levels``, which tifffile fills from
+SubIFDs, from reduced-resolution pages (NewSubfileType 1) in the main IFD chain, from OME-TIFF
+and from SVS. Each level is read by slicing tifffile's zarr store (``series.aszarr()`` opened with
+``zarr.open``), so a box decodes only the tiles / strips it touches; uncompressed, contiguous
+levels (e.g. a single-strip uncompressed TIFF, where one "chunk" would be the whole level) are
+memory-mapped instead.
+
+Axes: tifffile's ``Y``/``X`` become ``y``/``x``; one non-singleton channel-like axis (``S``
+samples, ``C`` channels, or ``I``/``Q``, tifffile's names for a plain sequence of pages) becomes
+``c``. Any other non-singleton axis (``T``, ``Z``, ...) is refused. Supported: RGB, grayscale and
+multichannel images of any dtype tifffile reads (uint8, uint16, float32, ...), with the codecs
+imagecodecs provides (JPEG, deflate, LZW, zstd, ...).
 """
 
 from __future__ import annotations
 
+import os
+import struct
+import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import tifffile
 import zarr
 
 from xt_engine.errors import InputError
-from xt_engine.io.source import ImageSource, SqueezedArray
+from xt_engine.io.metadata import ome_pixel_size, resolution_pixel_size, svs_mpp
+from xt_engine.io.source import CORRUPT_FIX, ImageSource, SqueezedArray
 
-_AXES = {"Y": "y", "X": "x", "S": "c", "C": "c"}
+_CHANNEL_AXES = "SCIQ"
+_NATIVE = "<" if sys.byteorder == "little" else ">"
 
 
 def open_tiff(path: Path) -> ImageSource:
+    """Open a TIFF-family file as an :class:`ImageSource` (pixel size in micrometers)."""
     try:
         with tifffile.TiffFile(path) as tif:
+            if not tif.series or not tif.series[0].shape:
+                raise InputError(f"{path.name} holds no image", "pass a TIFF with image data")
             series = tif.series[0]
-            series_axes = series.axes
-            pixel_size = _pixel_size(tif)
-            store = series.aszarr()
-    except (tifffile.TiffFileError, ValueError, OSError, IndexError) as err:
+            axes, index = _plan_axes(path, series.axes, series.shape)
+            _check_complete(path, series)
+            pixel_size = _pixel_size(tif, series)
+            levels = _levels(path, tif, series, index)
+            metadata = {
+                "format": _kind(tif),
+                "bigtiff": tif.is_bigtiff,
+                "tiff_axes": series.axes,
+                "compression": tif.pages[0].compression.name,
+            }
+    except InputError:
+        raise
+    except (
+        tifffile.TiffFileError,
+        ValueError,
+        OSError,
+        IndexError,
+        KeyError,
+        struct.error,
+        RuntimeError,
+        TypeError,
+    ) as err:
         raise InputError(
-            f"{path.name} is not a readable TIFF ({err})", "check that the file is a complete TIFF"
+            f"{path.name} is not a readable TIFF ({type(err).__name__}: {err})",
+            "check that the file is a complete TIFF / OME-TIFF / SVS image",
         ) from err
-    node = zarr.open(store, mode="r")
+    return ImageSource(
+        levels=levels,
+        axes=axes,
+        pixel_size=pixel_size,
+        unit="micrometer" if pixel_size else None,
+        name=path.name,
+        metadata=metadata,
+    )
+
+
+def _plan_axes(path: Path, tiff_axes: str, shape: tuple[int, ...]) -> tuple[str, tuple]:
+    """Our axes string and the index that drops the singleton non-image axes of the series."""
+    channel = [i for i, a in enumerate(tiff_axes) if a in _CHANNEL_AXES and shape[i] > 1]
+    extra = [
+        f"{a}={shape[i]}"
+        for i, a in enumerate(tiff_axes)
+        if a not in "YX" and i not in channel[:1] and shape[i] > 1
+    ]
+    if "Y" not in tiff_axes or "X" not in tiff_axes or extra:
+        raise InputError(
+            f"{path.name} has axes {tiff_axes} {tuple(shape)}; the non-singleton axes "
+            f"{', '.join(extra) or '(none: no Y/X)'} are not supported",
+            "export one 2-D plane (a single time point and z-slice), with its channels, per file",
+        )
+    keep = [i for i, a in enumerate(tiff_axes) if a in "YX" or i in channel]
+    axes = "".join("c" if i in channel else tiff_axes[i].lower() for i in keep)
+    index = tuple(slice(None) if i in keep else 0 for i in range(len(tiff_axes)))
+    return axes, index
+
+
+def _levels(path: Path, tif: tifffile.TiffFile, series: Any, index: tuple) -> list[Any]:
+    """Every pyramid level as an array with our axes (memmap, zarr array, or a squeezed view)."""
+    node = zarr.open(series.aszarr(), mode="r")
     arrays = (
         [node]
         if isinstance(node, zarr.Array)
         else [node[k] for k in sorted(node.array_keys(), key=int)]
     )
-    keep = [i for i, a in enumerate(series_axes) if a in _AXES]
-    dropped = [a for i, a in enumerate(series_axes) if i not in keep]
+    squeeze = any(isinstance(i, int) for i in index)
     levels = []
-    for array in arrays:
-        if any(array.shape[i] != 1 for i, a in enumerate(series_axes) if i not in keep):
-            raise InputError(
-                f"{path.name} has extra non-singleton axes {''.join(dropped)} ({series_axes})",
-                "export a single 2-D plane (with channels) per file",
-            )
-        index = tuple(slice(None) if i in keep else 0 for i in range(len(series_axes)))
-        levels.append(SqueezedArray(array, index) if dropped else array)
-    axes = "".join(_AXES[series_axes[i]] for i in keep)
-    return ImageSource(
-        levels=levels, axes=axes, pixel_size=pixel_size, unit="micrometer", name=path.name
-    )
+    for level, array in zip(series.levels, arrays, strict=True):
+        mapped = _memmap(path, tif, level)
+        chosen = mapped if mapped is not None else array
+        levels.append(SqueezedArray(chosen, index) if squeeze else chosen)
+    return levels
 
 
-def _pixel_size(tif: tifffile.TiffFile) -> tuple[float, float] | None:
-    """Microns per pixel from OME metadata or the resolution tags, when stated."""
+def _memmap(path: Path, tif: tifffile.TiffFile, level: Any) -> np.memmap | None:
+    """An uncompressed, contiguous, native-endian level as a read-only memory map, else None."""
+    if level.dataoffset is None or tif.byteorder != _NATIVE or level.dtype is None:
+        return None
+    dtype = np.dtype(tif.byteorder + np.dtype(level.dtype).char)
+    return np.memmap(path, dtype=dtype, mode="r", offset=level.dataoffset, shape=level.shape)
+
+
+def _check_complete(path: Path, series: Any) -> None:
+    """Refuse a truncated file: tiles / strips that end beyond the end of the file.
+
+    Only the first and last page of each level are checked (their tile offsets are already
+    parsed), which catches a file cut short without reading any pixel data.
+    """
+    size = os.path.getsize(path)
+    for number, level in enumerate(series.levels):
+        pages = [p for p in (level.pages[0], level.pages[-1]) if p is not None]
+        for page in pages:
+            offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+            counts = np.asarray(page.databytecounts, dtype=np.int64)
+            ends = (offsets + counts)[counts > 0]
+            if ends.size and int(ends.max()) > size:
+                raise InputError(
+                    f"{path.name} is truncated: level {number} needs data up to byte "
+                    f"{int(ends.max())} but the file has {size} bytes",
+                    CORRUPT_FIX,
+                )
+
+
+def _pixel_size(tif: tifffile.TiffFile, series: Any) -> tuple[float, float] | None:
+    """Micrometers per level-0 pixel from OME-XML, SVS MPP or the resolution tags, else None."""
+    page = tif.pages[0]
     try:
         if tif.is_ome and tif.ome_metadata:
-            meta = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
-            pixels = (meta[0] if isinstance(meta, list) else meta)["Pixels"]
-            if "PhysicalSizeY" in pixels and "PhysicalSizeX" in pixels:
-                return float(pixels["PhysicalSizeY"]), float(pixels["PhysicalSizeX"])
-        if tif.is_svs:
-            mpp = tif.pages[0].description.split("MPP = ")[1].split("|")[0]
-            return float(mpp), float(mpp)
-    except (KeyError, IndexError, ValueError, TypeError):
-        return None
-    return None
+            size = ome_pixel_size(tif.ome_metadata, 0)
+            if size:
+                return size
+        if tif.is_svs or (page.description or "").startswith("Aperio"):
+            size = svs_mpp(page.description)
+            if size:
+                return size
+        keyframe = series.keyframe if series.keyframe is not None else page
+        imagej_unit = (tif.imagej_metadata or {}).get("unit") if tif.is_imagej else None
+        return resolution_pixel_size(keyframe.tags, imagej_unit)
+    except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, SyntaxError):
+        return None  # unparsable metadata: the image still opens, without a pixel size
+
+
+def _kind(tif: tifffile.TiffFile) -> str:
+    for name in ("ome", "svs", "ndpi", "imagej"):
+        if getattr(tif, f"is_{name}", False):
+            return name
+    return "tiff"

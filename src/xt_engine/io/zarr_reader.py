@@ -1,8 +1,21 @@
-"""Zarr and OME-Zarr (NGFF 0.4 on zarr v2, 0.5 on zarr v3) image groups."""
+"""Zarr arrays and OME-Zarr images (NGFF 0.4 on zarr v2, 0.5 on zarr v3; older layouts too).
+
+An OME-Zarr image is a group whose attributes hold ``multiscales`` (NGFF <= 0.4, in ``.zattrs``)
+or ``ome.multiscales`` (NGFF 0.5, in ``zarr.json``). The first multiscale is used: its
+``datasets`` are the pyramid levels, largest first, at any path inside the group ("0", "s0",
+"scale1/data", ...). ``axes`` name the dimensions (``tczyx``, ``cyx``, ``yxc``, ...); the
+channel axis (name ``c`` or type ``channel``) becomes ``c``, ``y``/``x`` stay, and every other
+axis (``t``, ``z``) must be singleton and is dropped. The level-0 ``scale`` transform (times the
+multiscale-wide one, if any) gives ``pixel_size`` in the unit of the x axis.
+
+A bioformats2raw container (image in subgroup "0") is followed; a plain zarr array, or a group
+with exactly one array, opens with its axes guessed from the shape.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import zarr
 
@@ -12,37 +25,121 @@ from xt_engine.io.source import ImageSource, SqueezedArray
 
 
 def open_zarr(path: Path) -> ImageSource:
+    """Open a zarr array or an OME-Zarr image group as an :class:`ImageSource`."""
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as err:  # noqa: BLE001 - zarr raises many types for a non-store
         raise InputError(
-            f"{path} is not a zarr store ({err})", "pass an OME-Zarr directory"
+            f"{path} is not a zarr store ({type(err).__name__}: {err})",
+            "pass an OME-Zarr directory (with zarr.json or .zattrs/.zgroup) or a zarr array",
         ) from err
     if isinstance(node, zarr.Array):
-        return ImageSource([node], guess_axes(node.shape), name=path.name)
+        return _bare(node, path.name)
     attrs = dict(node.attrs)
-    multiscales = attrs.get("ome", {}).get("multiscales") or attrs.get("multiscales")
-    if not multiscales:
-        raise InputError(f"{path} has no OME-Zarr multiscales metadata", "pass an OME-Zarr image")
-    ms = multiscales[0]
-    names = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
-    datasets = ms["datasets"]
-    arrays = [node[d["path"]] for d in datasets]
-    if not names:
-        names = list("tczyx"[-len(arrays[0].shape) :])
-    keep = [i for i, n in enumerate(names) if n in ("c", "y", "x")]
-    index = tuple(slice(None) if i in keep else 0 for i in range(len(names)))
-    for array in arrays:
-        if any(array.shape[i] != 1 for i in range(len(names)) if i not in keep):
-            raise InputError(f"{path} has non-singleton t/z axes", "export a single 2-D plane")
-    levels = [a if len(keep) == len(names) else SqueezedArray(a, index) for a in arrays]
+    layout = "bioformats2raw.layout"
+    if _multiscales(attrs) is None and (layout in attrs or layout in attrs.get("ome", {})):
+        if "0" in node:  # bioformats2raw: the first image is group "0"
+            node = node["0"]
+            attrs = dict(node.attrs)
+    multiscales = _multiscales(attrs)
+    if multiscales is None:
+        names = sorted(node.array_keys())
+        if len(names) == 1:
+            return _bare(node[names[0]], f"{path.name}/{names[0]}")
+        raise InputError(
+            f"{path} has no OME-Zarr multiscales metadata and {len(names)} arrays "
+            f"({', '.join(names[:5]) or 'none'})",
+            "pass an OME-Zarr image group, or the path of one array inside the store",
+        )
+    return _open_multiscale(path, node, multiscales, attrs)
+
+
+def _multiscales(attrs: dict[str, Any]) -> dict[str, Any] | None:
+    ome = attrs.get("ome")
+    found = (ome.get("multiscales") if isinstance(ome, dict) else None) or attrs.get("multiscales")
+    return found[0] if isinstance(found, list) and found else None
+
+
+def _bare(array: Any, name: str) -> ImageSource:
+    return ImageSource([array], guess_axes(array.shape), name=name, metadata={"format": "zarr"})
+
+
+def _open_multiscale(path: Path, node: Any, ms: dict[str, Any], attrs: dict) -> ImageSource:
+    datasets = ms.get("datasets") or []
+    arrays = []
+    for dataset in datasets:
+        try:
+            arrays.append(node[dataset["path"]])
+        except (KeyError, TypeError, FileNotFoundError) as err:
+            raise InputError(
+                f"{path}: multiscales dataset {dataset!r} is missing from the store",
+                "fix the multiscales metadata or re-export the OME-Zarr image",
+            ) from err
+    if not arrays:
+        raise InputError(f"{path}: multiscales lists no datasets", "re-export the OME-Zarr image")
+    ndim = len(arrays[0].shape)
+    axes = _axes(ms, ndim)
+    if len(axes) != ndim or any(len(a.shape) != ndim for a in arrays):
+        raise InputError(
+            f"{path}: {len(axes)} axes in multiscales but arrays of shapes "
+            f"{[tuple(a.shape) for a in arrays]}",
+            "fix the multiscales axes or re-export the OME-Zarr image",
+        )
+    names = [a["name"] for a in axes]
+    roles = _roles(path, axes)
+    shape0 = arrays[0].shape
+    extra = [f"{n}={shape0[i]}" for i, n in enumerate(names) if roles[i] is None and shape0[i] > 1]
+    if extra:
+        raise InputError(
+            f"{path} has non-singleton axes {', '.join(extra)} (axes {''.join(names)})",
+            "export a single 2-D plane (one time point and z-slice) with its channels",
+        )
+    keep = [i for i, r in enumerate(roles) if r is not None]
+    index = tuple(slice(None) if i in keep else 0 for i in range(ndim))
+    levels = [a if len(keep) == ndim else SqueezedArray(a, index) for a in arrays]
+    iy, ix = roles.index("y"), roles.index("x")
+    scale = _scale(datasets[0], ndim)
+    overall = _scale(ms, ndim)
     pixel_size = None
-    for transform in datasets[0].get("coordinateTransformations", []):
-        if transform.get("type") == "scale":
-            scale = transform["scale"]
-            pixel_size = (float(scale[names.index("y")]), float(scale[names.index("x")]))
-    unit = next(
-        (a.get("unit") for a in ms.get("axes", []) if isinstance(a, dict) and a.get("name") == "x"),
-        None,
+    if scale is not None or overall is not None:
+        s = [a * b for a, b in zip(scale or [1.0] * ndim, overall or [1.0] * ndim, strict=True)]
+        pixel_size = (float(s[iy]), float(s[ix]))
+    unit = axes[ix].get("unit") or axes[iy].get("unit")
+    version = (attrs.get("ome") or {}).get("version") or ms.get("version")
+    return ImageSource(
+        levels,
+        "".join(roles[i] for i in keep),
+        pixel_size,
+        unit,
+        path.name,
+        metadata={"format": "ome-zarr", "ngff_version": version, "axes": "".join(names)},
     )
-    return ImageSource(levels, "".join(names[i] for i in keep), pixel_size, unit, path.name)
+
+
+def _axes(ms: dict[str, Any], ndim: int) -> list[dict[str, Any]]:
+    """Axes as dicts with a ``name`` (NGFF 0.3 lists plain names; <= 0.2 implies ``tczyx``)."""
+    raw = ms.get("axes") or list("tczyx"[-ndim:] if ndim <= 5 else [])
+    return [dict(a) if isinstance(a, dict) else {"name": str(a)} for a in raw]
+
+
+def _roles(path: Path, axes: list[dict[str, Any]]) -> list[str | None]:
+    """Per axis: "c", "y", "x", or None (an axis to drop)."""
+    roles: list[str | None] = []
+    for axis in axes:
+        name, kind = str(axis.get("name", "")).lower(), axis.get("type")
+        role = name if name in ("y", "x") else "c" if name == "c" or kind == "channel" else None
+        roles.append(role if role not in roles else None)
+    if "y" not in roles or "x" not in roles:
+        raise InputError(
+            f"{path}: axes {[a.get('name') for a in axes]} have no y and x",
+            "name the spatial axes y and x in the multiscales metadata",
+        )
+    return roles
+
+
+def _scale(holder: dict[str, Any], ndim: int) -> list[float] | None:
+    """The ``scale`` of a coordinateTransformations list, or None when there is none."""
+    for transform in holder.get("coordinateTransformations") or []:
+        if transform.get("type") == "scale" and len(transform.get("scale") or []) == ndim:
+            return [float(v) for v in transform["scale"]]
+    return None

@@ -16,7 +16,6 @@ from xt_engine.models.context import build_context_encoder
 from xt_engine.models.heads import build_head
 from xt_engine.models.region_encoder import RegionEncoder
 from xt_engine.models.xt_model import XTModel
-from xt_engine.synthetic import SAR_CLASS_COLORS, SAR_CLASS_NAMES
 
 _REGISTRY: dict[str, Callable[[], XTConfig]] = {}
 
@@ -97,16 +96,11 @@ def _config(
 
 @register_model
 def xt_demo_sar() -> XTConfig:
-    """The demo model: a tiny ConvNeXt + Transformer-XL for 1-channel SAR scenes, 4 classes."""
-    return _config(
-        "test_convnext",
-        "transformer_xl",
-        in_chans=1,
-        dim=64,
-        num_classes=4,
-        class_names=SAR_CLASS_NAMES,
-        class_colors=SAR_CLASS_COLORS,
-    )
+    """The demo model (trained by ``xt train --recipe demo-sar``; weights ship with the package):
+    1-channel SAR, 128 px regions, tiny ConvNeXt, bidirectional Transformer-XL, 4 classes."""
+    from xt_engine.train.recipes import DEMO_SAR
+
+    return XTConfig.from_dict({k: v for k, v in DEMO_SAR.items() if k not in ("train", "data")})
 
 
 @register_model

@@ -60,9 +60,7 @@ def _output(
     return y.to(dtype)
 
 
-def _start_state(
-    initial_state: torch.Tensor | None, u: torch.Tensor, d_state: int
-) -> torch.Tensor:
+def _start_state(initial_state: torch.Tensor | None, u: torch.Tensor, d_state: int) -> torch.Tensor:
     """The float32 state (batch, d_inner, d_state) before the first timestep."""
     if initial_state is not None:
         return initial_state.float()
@@ -106,23 +104,25 @@ def selective_scan_reference(
     return _output(y, u, D, z, u.dtype), h
 
 
-def _segment_sums(log_decay: torch.Tensor) -> torch.Tensor:
-    """Pairwise log-decays inside a chunk.
+def _causal_decay(log_decay: torch.Tensor) -> torch.Tensor:
+    """The decay matrix of a chunk: ``log_decay`` (..., T) -> (..., T, T).
 
-    ``log_decay`` (..., T) holds ``delta_k * A`` per timestep; the result (..., T, T) holds, at
-    ``[..., t, s]``, ``L_t - L_s = sum_{k=s+1..t} log_decay_k`` (the log of the decay from step
-    ``s`` to step ``t``, with ``L`` the cumulative sum) where ``s <= t``, and ``-inf`` where
-    ``s > t`` (no influence of the future), so that ``exp`` of it is the causal decay matrix.
+    ``log_decay`` holds ``delta_k * A`` per timestep ``k``, with cumulative sum
+    ``L_t = sum_{k<=t} log_decay_k``. Entry ``[..., t, s]`` of the result is
+    ``exp(L_t - L_s)``, the decay from step ``s`` to step ``t``, for ``s <= t``, and 0 for
+    ``s > t`` (no influence of the future): those entries are set to ``-inf`` before ``exp``,
+    so only ``L_t - L_s <= 0`` (for ``A <= 0``) is ever exponentiated.
 
     ``L`` is accumulated and differenced in float64 and only then rounded to float32: in float32,
     ``L_t - L_s`` loses precision to cancellation when ``|L_t|`` is large and ``t - s`` small,
-    exactly the terms that matter most.
+    exactly the terms that weigh most. The in-place ops keep autograd intact (neither
+    ``masked_fill_`` nor ``exp_`` needs the values they overwrite).
     """
     steps = log_decay.shape[-1]
     causal = torch.ones(steps, steps, dtype=torch.bool, device=log_decay.device).tril()  # s <= t
     cumulative = log_decay.double().cumsum(dim=-1)
     pairwise = (cumulative[..., :, None] - cumulative[..., None, :]).to(log_decay.dtype)
-    return pairwise.masked_fill(~causal, float("-inf"))
+    return pairwise.masked_fill_(~causal, float("-inf")).exp_()
 
 
 def selective_scan_chunked(
@@ -164,7 +164,7 @@ def selective_scan_chunked(
         step = delta[:, :, start:stop]  # (batch, d_inner, T)
         log_decay = step[:, :, None, :] * A[None, :, :, None]  # (batch, d_inner, d_state, T)
         drive = (step * uf[:, :, start:stop])[:, :, None, :] * B[:, None, :, start:stop]
-        decay = torch.exp(_segment_sums(log_decay))  # (batch, d_inner, d_state, T, T)
+        decay = _causal_decay(log_decay)  # (batch, d_inner, d_state, T, T)
         states = torch.matmul(decay, drive[..., None]).squeeze(-1)  # (batch, d_inner, d_state, T)
         states = states + torch.exp(log_decay.cumsum(dim=-1)) * h[..., None]
         outputs.append((states * C[:, None, :, start:stop]).sum(dim=2))  # (batch, d_inner, T)

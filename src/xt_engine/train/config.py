@@ -1,0 +1,67 @@
+"""The ``train`` section of a training config file (JSON or YAML), as a typed dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from xt_engine.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters.
+
+    ``crop_size`` px squares (a multiple of the region size; an image smaller than a crop is
+    used whole, zero-padded) are cut from the training images, ``positive_ratio`` of them
+    centred on a labelled pixel of a rare class. The context runs over a crop's regions in
+    chunks of ``chunk_regions`` with the state carried *with* gradients unless
+    ``truncate_context`` (then the state is detached between chunks).
+    """
+
+    crop_size: int = 1024
+    batch_size: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    max_steps: int = 500
+    warmup_steps: int = 20
+    positive_ratio: float = 0.5
+    dice_weight: float = 1.0
+    class_weights: tuple[float, ...] | None = None
+    chunk_regions: int = 64
+    truncate_context: bool = False
+    grad_checkpointing: bool = False
+    val_every: int = 100
+    val_crops: int = 8
+    seed: int = 0
+
+    def validate(self, region_size: int) -> None:
+        if self.crop_size < region_size or self.crop_size % region_size:
+            raise ConfigError(
+                f"train.crop_size={self.crop_size} is not a multiple of the region size "
+                f"{region_size}",
+                f"use e.g. {4 * region_size}",
+            )
+        for name in ("batch_size", "max_steps", "chunk_regions", "val_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1", f"set train.{name} to 1 or more")
+        if not 0.0 <= self.positive_ratio <= 1.0:
+            raise ConfigError("train.positive_ratio must be in [0, 1]", "use e.g. 0.5")
+        if self.lr <= 0:
+            raise ConfigError("train.lr must be > 0", "use e.g. 1e-3")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> TrainConfig:
+        data = dict(data or {})
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - allowed
+        if unknown:
+            raise ConfigError(
+                f"unknown field(s) in train: {', '.join(sorted(unknown))}",
+                f"valid fields are {', '.join(sorted(allowed))}",
+            )
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,228 @@
+"""The training loop: xT crops, context carried over region chunks with gradients, AdamW with a
+cosine schedule, validation, checkpoints that carry their config, resume, seeded.
+
+``train(...)`` is a generator of :class:`TrainEvent` (the CLI draws a progress bar from them).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xt_engine.checkpoint import read_checkpoint_config, save_checkpoint
+from xt_engine.config import XTConfig
+from xt_engine.engine.inference import pixel_scale
+from xt_engine.errors import ConfigError
+from xt_engine.models import XTModel, create_model
+from xt_engine.train.config import TrainConfig
+from xt_engine.train.data import Pair, sample_crop
+from xt_engine.train.losses import segmentation_loss
+from xt_engine.train.metrics import confusion, scores
+
+
+@dataclass
+class TrainEvent:
+    step: int
+    max_steps: int
+    loss: float
+    lr: float
+    seconds: float
+    val: dict[str, list[float]] | None = None
+    checkpoint: str | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def crops_to_regions(crops: torch.Tensor, region: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, S, S) -> regions (B, N, C, R, R) in raster order and their (N, 2) grid (row, col)."""
+    b, c, s, _ = crops.shape
+    n = s // region
+    regions = crops.reshape(b, c, n, region, n, region).permute(0, 2, 4, 1, 3, 5)
+    rc = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij"), -1)
+    return regions.reshape(b, n * n, c, region, region), rc.reshape(-1, 2).to(crops.device)
+
+
+def masks_to_regions(masks: torch.Tensor, region: int) -> torch.Tensor:
+    """(B, S, S) -> (B * N, R, R), regions batch-major in raster order."""
+    b, s, _ = masks.shape
+    n = s // region
+    return masks.reshape(b, n, region, n, region).permute(0, 1, 3, 2, 4).reshape(-1, region, region)
+
+
+def forward_crops(
+    model: XTModel, pixels: torch.Tensor, rc: torch.Tensor, chunk: int, truncate: bool
+) -> torch.Tensor:
+    """Segmentation logits (B * N, K, R, R) for regions (B, N, C, R, R), the context running over
+    chunks of ``chunk`` regions with its state carried (detached between chunks if ``truncate``)."""
+    b, n = pixels.shape[:2]
+    state = model.init_state(b, pixels.device)
+    parts = []
+    for start in range(0, n, chunk):
+        out, state = model(pixels[:, start : start + chunk], rc[start : start + chunk], state)
+        assert out.logits is not None
+        parts.append(out.logits.reshape(b, -1, *out.logits.shape[1:]))
+        if truncate:
+            state.context = _detach(state.context)
+    return torch.cat(parts, dim=1).flatten(0, 1)
+
+
+def _detach(value: object) -> object:
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, list | tuple):
+        return type(value)(_detach(v) for v in value)
+    if hasattr(value, "__dataclass_fields__"):
+        for name in value.__dataclass_fields__:
+            setattr(value, name, _detach(getattr(value, name)))
+    return value
+
+
+def _batch(
+    pairs: list[Pair], cfg: TrainConfig, rng: np.random.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    crops, masks = [], []
+    for _ in range(cfg.batch_size):
+        pair = pairs[int(rng.integers(len(pairs)))]
+        image, mask = sample_crop(pair, cfg.crop_size, rng.random() < cfg.positive_ratio, rng)
+        crops.append(image.astype(np.float32) * pixel_scale(image.dtype, "auto"))
+        masks.append(mask)
+    return (
+        torch.from_numpy(np.stack(crops)).to(device),
+        torch.from_numpy(np.stack(masks)).to(device),
+    )
+
+
+def evaluate(
+    model: XTModel, batches: list[tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig
+) -> dict[str, list[float]]:
+    """Per-class IoU and F1 over fixed validation crops."""
+    k = model.config.head.num_classes
+    r = model.region_size
+    matrix = np.zeros((k, k), np.int64)
+    model.eval()
+    with torch.inference_mode():
+        for crops, masks in batches:
+            pixels, rc = crops_to_regions(crops, r)
+            logits = forward_crops(model, pixels, rc, cfg.chunk_regions, truncate=False)
+            matrix += confusion(logits.argmax(1), masks_to_regions(masks, r), k)
+    model.train()
+    return scores(matrix)
+
+
+def train(
+    model_config: XTConfig,
+    cfg: TrainConfig,
+    train_pairs: list[Pair],
+    val_pairs: list[Pair],
+    out: Path,
+    *,
+    resume: bool = False,
+    device: str = "cpu",
+) -> Iterator[TrainEvent]:
+    """Train a segmentation model; checkpoints go to ``out`` (``.safetensors``), the optimizer
+    state for ``resume`` beside it (``out`` + ``.trainstate.pt``)."""
+    if model_config.head.task != "segmentation":
+        raise ConfigError(
+            f"training a {model_config.head.task!r} head is not supported yet",
+            "train a segmentation model",
+        )
+    cfg.validate(model_config.tiling.region_size)
+    seed_everything(cfg.seed)
+    dev = torch.device(device)
+    model = create_model(model_config).to(dev).train()
+    if cfg.grad_checkpointing and hasattr(model.region_encoder.backbone, "set_grad_checkpointing"):
+        model.region_encoder.backbone.set_grad_checkpointing(True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def lr_factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    state_path = out.with_name(out.name + ".trainstate.pt")
+    start_step = 0
+    rng = np.random.default_rng(cfg.seed)
+    if resume and out.exists() and state_path.exists():
+        saved_config, _ = read_checkpoint_config(out)
+        if saved_config != model_config:
+            raise ConfigError(
+                f"{out} was trained with another model config",
+                "resume with the same config, or write to a new --out",
+            )
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(out), device=str(dev)))
+        saved = torch.load(state_path, map_location=dev, weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        start_step = int(saved["step"])
+        rng.bit_generator.state = saved["rng"]
+        torch.set_rng_state(saved["torch_rng"])
+
+    val_rng = np.random.default_rng(cfg.seed + 1)
+    val_batches = (
+        [
+            _batch(val_pairs, cfg, val_rng, dev)
+            for _ in range(max(1, cfg.val_crops // cfg.batch_size))
+        ]
+        if val_pairs
+        else []
+    )
+    weights = torch.tensor(cfg.class_weights, device=dev) if cfg.class_weights else None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    started = time.perf_counter()
+    r = model_config.tiling.region_size
+    for step in range(start_step, cfg.max_steps):
+        crops, masks = _batch(train_pairs, cfg, rng, dev)
+        pixels, rc = crops_to_regions(crops, r)
+        with autocast:
+            logits = forward_crops(model, pixels, rc, cfg.chunk_regions, cfg.truncate_context)
+            loss = segmentation_loss(
+                logits.float(), masks_to_regions(masks, r), cfg.dice_weight, weights
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        done = step + 1
+        event = TrainEvent(
+            done,
+            cfg.max_steps,
+            loss.item(),
+            schedule.get_last_lr()[0],
+            time.perf_counter() - started,
+        )
+        if done % cfg.val_every == 0 or done == cfg.max_steps:
+            event.val = evaluate(model, val_batches, cfg) if val_batches else None
+            save_checkpoint(
+                model, out, extra={"step": done, "train": cfg.to_dict(), "val": event.val}
+            )
+            tmp = state_path.with_name(state_path.name + ".partial")
+            torch.save(
+                {
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "step": done,
+                    "rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(),
+                },
+                tmp,
+            )
+            os.replace(tmp, state_path)
+            event.checkpoint = str(out)
+        yield event
