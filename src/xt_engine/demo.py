@@ -6,15 +6,18 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
 import zarr
 
 from xt_engine.colors import class_colors
 from xt_engine.engine import Finished, run_inference
 from xt_engine.io import source_from_arrays
-from xt_engine.loading import load_model
+from xt_engine.loading import bundled_checkpoint, load_model
 from xt_engine.outputs import LABELS_PATH
 from xt_engine.overview import write_overview
-from xt_engine.synthetic import make_sar_scene
+from xt_engine.synthetic import SAR_CLASS_NAMES, make_sar_scene
+from xt_engine.train.metrics import scores
+from xt_engine.train.recipes import DEMO_SAR, DEMO_SAR_NEAR_SHORE_PX
 
 
 def run_demo(
@@ -29,7 +32,10 @@ def run_demo(
     """Run the demo and print its summary; returns the run's Finished event."""
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    image, _mask = make_sar_scene((size, size), seed=seed)
+    vessels = max(4, DEMO_SAR["data"]["vessels"] * size * size // DEMO_SAR["data"]["size"] ** 2)
+    image, mask = make_sar_scene(
+        (size, size), seed=seed, num_vessels=vessels, near_shore_px=DEMO_SAR_NEAR_SHORE_PX
+    )
     scene_s = time.perf_counter() - t0
     model = load_model(model_spec)
     source = source_from_arrays(image, "yx", name=f"synthetic_sar_{size}_seed{seed}")
@@ -48,5 +54,32 @@ def run_demo(
     print(f"seconds      {finished.seconds:.2f}")
     print(f"regions/s    {finished.done / max(finished.seconds, 1e-9):.1f}")
     print(f"peak memory  {finished.peak_rss_mb:.0f} MiB (RSS)")
+    if cfg.head.num_classes == len(SAR_CLASS_NAMES):
+        f1 = scores(_confusion(labels, mask, cfg.head.num_classes))["f1"]
+        trained = (
+            "trained"
+            if bundled_checkpoint(model_spec) or model_spec.endswith(".safetensors")
+            else "UNTRAINED (random weights)"
+        )
+        print(
+            f"F1 vs truth  {trained}: "
+            + ", ".join(
+                f"{name} {value:.3f}" for name, value in zip(SAR_CLASS_NAMES, f1, strict=True)
+            )
+        )
     print(f"wrote        {result}  {png}")
     return finished
+
+
+def _confusion(
+    labels: zarr.Array, truth: np.ndarray, num_classes: int, band: int = 1024
+) -> np.ndarray:
+    """(K, K) confusion of predicted ``labels`` (zarr, read in bands) against ``truth``."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    for y in range(0, truth.shape[0], band):
+        pred = np.asarray(labels[y : y + band]).astype(np.int64).ravel()
+        true = truth[y : y + band].astype(np.int64).ravel()
+        matrix += np.bincount(true * num_classes + pred, minlength=num_classes**2).reshape(
+            num_classes, num_classes
+        )
+    return matrix

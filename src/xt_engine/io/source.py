@@ -4,7 +4,8 @@ Every level is an array-like (numpy, numpy memmap, dask, zarr, :class:`SqueezedA
 same axes string, made of ``y``, ``x`` and optionally ``c`` (channels), e.g. ``"yx"`` (H, W),
 ``"yxc"`` (H, W, C) or ``"cyx"`` (C, H, W). Level 0 is full resolution; later levels are smaller.
 
-Reads return ``(C, h, w)`` numpy arrays in the source dtype (``C == 1`` without a channel axis).
+Reads return new ``(C, h, w)`` C-contiguous numpy arrays in the source dtype (``C == 1`` without
+a channel axis).
 Only the requested box of the requested level is sliced out of the level array, so a lazy level
 (zarr, dask, memmap) loads at most the chunks that box touches. Errors raised while decoding the
 underlying data (corrupt or truncated files) come out as :class:`InputError`.
@@ -96,7 +97,11 @@ class ImageSource:
         return h0 / h, w0 / w
 
     def read(self, level: int, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
-        """Pixels of box ``[y0, y1) x [x0, x1)`` of ``level`` as (C, h, w), clipped to the image."""
+        """Pixels of box ``[y0, y1) x [x0, x1)`` of ``level`` as (C, h, w), clipped to the image.
+
+        The result is a new, writable, C-contiguous array, never a view of the level (so neither a
+        caller's numpy image nor a read-only memory map can be changed through it).
+        """
         array = self.levels[self._check_level(level)]
         h, w = self.shape_yx(level)
         y0, x0 = min(max(y0, 0), h), min(max(x0, 0), w)
@@ -106,7 +111,7 @@ class ImageSource:
         )
         try:
             data = np.asarray(array[index])  # a dask slice computes only this box here
-        except (XTError, MemoryError, KeyboardInterrupt):
+        except (XTError, MemoryError):
             raise
         except Exception as err:  # noqa: BLE001 - codecs, tifffile and zarr raise many types
             raise InputError(
@@ -114,7 +119,10 @@ class ImageSource:
                 f"({type(err).__name__}: {err})",
                 CORRUPT_FIX,
             ) from err
+        owned = data.base is None and data.flags.writeable  # not a view of the level itself
         data = np.transpose(data, [self.axes.index(a) for a in "cyx" if a in self.axes])
+        if not (owned and data.flags.c_contiguous):
+            data = np.array(data, order="C", copy=True)
         return data if "c" in self.axes else data[None]
 
     def read_padded(self, level: int, y0: int, x0: int, size: int) -> np.ndarray:

@@ -3,7 +3,11 @@
 The first series of the file is the image (for SVS the baseline, not the thumbnail / label /
 macro series). Its pyramid levels come from ``series.levels``, which tifffile fills from
 SubIFDs, from reduced-resolution pages (NewSubfileType 1) in the main IFD chain, from OME-TIFF
-and from SVS. Each level is read by slicing tifffile's zarr store (``series.aszarr()`` opened with
+and from SVS. When tifffile instead lists the reduced levels as series of their own (e.g. a
+shaped multi-page image with SubIFDs), the following series that are reduced-resolution copies
+of the first (same dtype and channels, smaller by one factor along y and x) become its levels.
+
+Each level is read by slicing tifffile's zarr store (``series.aszarr(level=i)`` opened with
 ``zarr.open``), so a box decodes only the tiles / strips it touches; uncompressed, contiguous
 levels (e.g. a single-strip uncompressed TIFF, where one "chunk" would be the whole level) are
 memory-mapped instead.
@@ -43,9 +47,10 @@ def open_tiff(path: Path) -> ImageSource:
                 raise InputError(f"{path.name} holds no image", "pass a TIFF with image data")
             series = tif.series[0]
             axes, index = _plan_axes(path, series.axes, series.shape)
-            _check_complete(path, series)
+            pyramid = _pyramid(tif)
+            _check_complete(path, [level for _, _, level in pyramid])
             pixel_size = _pixel_size(tif, series)
-            levels = _levels(path, tif, series, index)
+            levels = _levels(path, tif, pyramid, index)
             metadata = {
                 "format": _kind(tif),
                 "bigtiff": tif.is_bigtiff,
@@ -98,20 +103,44 @@ def _plan_axes(path: Path, tiff_axes: str, shape: tuple[int, ...]) -> tuple[str,
     return axes, index
 
 
-def _levels(path: Path, tif: tifffile.TiffFile, series: Any, index: tuple) -> list[Any]:
+def _pyramid(tif: tifffile.TiffFile) -> list[tuple[Any, int, Any]]:
+    """(owner series, level index in it, level series) for every pyramid level, largest first."""
+    first = tif.series[0]
+    if len(first.levels) > 1 or first.kind in ("ome", "svs"):
+        return [(first, i, level) for i, level in enumerate(first.levels)]
+    pyramid = [(first, 0, first)]
+    for other in tif.series[1:]:
+        for number, level in enumerate(other.levels):
+            if not _is_reduced_copy(level, first, pyramid[-1][2]):
+                return pyramid
+            pyramid.append((other, number, level))
+    return pyramid
+
+
+def _is_reduced_copy(other: Any, first: Any, previous: Any) -> bool:
+    """Whether series ``other`` is a reduced-resolution level following ``previous``."""
+    if other.keyframe is None or not other.keyframe.is_reduced or other.dtype != first.dtype:
+        return False
+    if len(other.shape) != len(first.shape) or other.axes.find("Y") != first.axes.find("Y"):
+        return False
+    iy, ix = first.axes.find("Y"), first.axes.find("X")
+    if iy < 0 or ix != other.axes.find("X"):
+        return False
+    same = all(n == first.shape[i] for i, n in enumerate(other.shape) if i not in (iy, ix))
+    smaller = other.shape[iy] < previous.shape[iy] and other.shape[ix] < previous.shape[ix]
+    fy, fx = first.shape[iy] / other.shape[iy], first.shape[ix] / other.shape[ix]
+    return same and smaller and abs(fy - fx) <= 0.1 * fx
+
+
+def _levels(path: Path, tif: tifffile.TiffFile, pyramid: list, index: tuple) -> list[Any]:
     """Every pyramid level as an array with our axes (memmap, zarr array, or a squeezed view)."""
-    node = zarr.open(series.aszarr(), mode="r")
-    arrays = (
-        [node]
-        if isinstance(node, zarr.Array)
-        else [node[k] for k in sorted(node.array_keys(), key=int)]
-    )
     squeeze = any(isinstance(i, int) for i in index)
     levels = []
-    for level, array in zip(series.levels, arrays, strict=True):
-        mapped = _memmap(path, tif, level)
-        chosen = mapped if mapped is not None else array
-        levels.append(SqueezedArray(chosen, index) if squeeze else chosen)
+    for owner, number, level in pyramid:
+        array = _memmap(path, tif, level)
+        if array is None:
+            array = zarr.open(owner.aszarr(level=number), mode="r")
+        levels.append(SqueezedArray(array, index) if squeeze else array)
     return levels
 
 
@@ -123,14 +152,14 @@ def _memmap(path: Path, tif: tifffile.TiffFile, level: Any) -> np.memmap | None:
     return np.memmap(path, dtype=dtype, mode="r", offset=level.dataoffset, shape=level.shape)
 
 
-def _check_complete(path: Path, series: Any) -> None:
+def _check_complete(path: Path, levels: list[Any]) -> None:
     """Refuse a truncated file: tiles / strips that end beyond the end of the file.
 
     Only the first and last page of each level are checked (their tile offsets are already
     parsed), which catches a file cut short without reading any pixel data.
     """
     size = os.path.getsize(path)
-    for number, level in enumerate(series.levels):
+    for number, level in enumerate(levels):
         pages = [p for p in (level.pages[0], level.pages[-1]) if p is not None]
         for page in pages:
             offsets = np.asarray(page.dataoffsets, dtype=np.int64)
