@@ -86,7 +86,9 @@ class ContextEncoderConfig:
     Transformer-XL / Hyper layer keeps as carried memory (the window of ``sliding_window``).
     ``bidirectional`` adds a second encoder of the same kind that reads the sequence backwards,
     so context reaches a region from every direction (dense tasks); streaming then takes two
-    passes over the image. ``final_norm`` ends the encoder with a LayerNorm (the released xT
+    passes over the image. ``layout="xt"`` (mamba only) reproduces the released xT Mamba decoder
+    (residual from the normalised input, even layers reversed; whole-sequence calls only).
+    ``final_norm`` ends the encoder with a LayerNorm (the released xT
     decoder has none; its imports set it false).
     """
 
@@ -99,6 +101,7 @@ class ContextEncoderConfig:
     memory_tokens: int = 512
     bidirectional: bool = False
     final_norm: bool = True
+    layout: str = "prenorm"
 
     def validate(self) -> None:
         if self.kind not in CONTEXT_KINDS:
@@ -121,6 +124,11 @@ class ContextEncoderConfig:
                 raise ConfigError(
                     f"context_encoder.{name} must be >= 1", f"set {name} to 1 or more"
                 )
+        if self.layout not in ("prenorm", "xt") or (self.layout == "xt" and self.kind != "mamba"):
+            raise ConfigError(
+                f"context_encoder.layout={self.layout!r} is not valid for kind {self.kind!r}",
+                "use 'prenorm' ('xt' exists for kind 'mamba' only)",
+            )
         if self.memory_tokens < 0:
             raise ConfigError(
                 "context_encoder.memory_tokens must be >= 0", "use 0 to disable memory"

@@ -74,6 +74,7 @@ def convert_xt_state_dict(
         "depth": len(layer_ids),
         "num_heads": num_heads or max(1, int(dim) // 64),
         "final_norm": False,
+        **({"layout": "xt"} if is_mamba else {}),
         "memory_tokens": 4096,
     }
     if not is_mamba:

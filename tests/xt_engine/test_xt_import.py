@@ -86,3 +86,45 @@ def test_cli_converts_a_pickle_under_state_dict(tmp_path: Path) -> None:
     # the window size leaves no trace in SwinV2 weights: size detected, window 16 by default
     assert model.config.region_encoder.name == "swinv2_tiny_window16_256"
     assert model.config.head.num_classes == 7
+
+
+def _released_mamba_state(depth: int = 2, classes: int = 5) -> dict[str, torch.Tensor]:
+    """Released xT Mamba names (mamba-ssm ``Mamba`` defaults: expand 2, d_state 16, d_conv 4)."""
+    state = {k: v for k, v in _released_like_state(depth=0, classes=classes).items()}
+    d, inner, rank = 768, 1536, 48
+    for i in range(depth):
+        p = f"module.decoder.layers.{i}."
+        state |= {
+            p + "norm.weight": torch.rand(d), p + "norm.bias": torch.randn(d),
+            p + "mixer.in_proj.weight": torch.randn(2 * inner, d) * 0.02,
+            p + "mixer.conv1d.weight": torch.randn(inner, 1, 4) * 0.1,
+            p + "mixer.conv1d.bias": torch.randn(inner) * 0.1,
+            p + "mixer.x_proj.weight": torch.randn(rank + 32, inner) * 0.02,
+            p + "mixer.dt_proj.weight": torch.randn(inner, rank) * 0.02,
+            p + "mixer.dt_proj.bias": torch.randn(inner) * 0.1,
+            p + "mixer.A_log": torch.log(torch.arange(1, 17).float()).repeat(inner, 1),
+            p + "mixer.D": torch.ones(inner),
+            p + "mixer.out_proj.weight": torch.randn(d, inner) * 0.02,
+        }
+    return state
+
+
+def test_released_mamba_decoder_imports_with_its_own_layout() -> None:
+    state = _released_mamba_state()
+    model = convert_xt_state_dict(state, backbone="swinv2_tiny_window8_256")
+    ctx = model.config.context_encoder
+    assert (ctx.kind, ctx.depth, ctx.layout) == ("mamba", 2, "xt")
+    ours = model.state_dict()
+    for key, value in state.items():
+        if ".decoder.layers." in key:
+            new = key.replace("module.decoder.layers.", "context_encoder.layers.")
+            torch.testing.assert_close(ours[new], value)
+    # the xT layout reads even layers backwards: the last token reaches the first one
+    tokens = torch.randn(1, 3, 768)
+    changed = tokens.clone()
+    changed[:, -1] = torch.randn(768)  # (a constant shift would vanish in the LayerNorm)
+    positions = torch.zeros(3, 2, dtype=torch.long)
+    with torch.inference_mode():
+        a, _ = model.context_encoder(tokens, positions, None)
+        b, _ = model.context_encoder(changed, positions, None)
+    assert (a[:, 0] - b[:, 0]).abs().max() > 0

@@ -114,6 +114,11 @@ def xt_convnext_atto_hyper() -> XTConfig:
 
 
 @register_model
+def xt_convnext_atto_mamba() -> XTConfig:
+    return _config("convnext_atto", "mamba", dim=256)
+
+
+@register_model
 def xt_convnext_atto_sliding() -> XTConfig:
     return _config("convnext_atto", "sliding_window", dim=256)
 
@@ -152,6 +157,11 @@ def test_convnext_txl() -> XTConfig:
 @register_model
 def test_convnext_hyper() -> XTConfig:
     return _tiny("hyper")
+
+
+@register_model
+def test_convnext_mamba() -> XTConfig:
+    return _tiny("mamba")
 
 
 @register_model

@@ -7,6 +7,7 @@ from xt_engine.errors import ConfigError
 from xt_engine.models.context.base import ContextEncoder, sincos_position_embedding
 from xt_engine.models.context.bidirectional import BidirectionalContext
 from xt_engine.models.context.hyper import HyperContext
+from xt_engine.models.context.mamba import MambaContext
 from xt_engine.models.context.none import NoContext
 from xt_engine.models.context.sliding_window import SlidingWindowContext
 from xt_engine.models.context.transformer_xl import TransformerXL
@@ -15,6 +16,7 @@ _BUILDERS = {
     "none": NoContext,
     "transformer_xl": TransformerXL,
     "hyper": HyperContext,
+    "mamba": MambaContext,
     "sliding_window": SlidingWindowContext,
 }
 

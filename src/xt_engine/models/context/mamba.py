@@ -38,8 +38,9 @@ from xt_engine.models.context.selective_scan import selective_scan_chunked
 MambaLayerState = tuple[torch.Tensor, torch.Tensor]
 
 # Timesteps per chunk of the pure-PyTorch scan. Its work per timestep grows with the chunk, which
-# pays off on a GPU (fewer sequential steps) but not on a CPU, where small chunks are fastest.
-CPU_SCAN_CHUNK = 16
+# pays off on a GPU (fewer sequential steps) but not on a CPU, where small chunks are fastest
+# (2-core CPU, d_inner 128, L 4096: chunk 8 ~0.5 s, 16 ~0.8-1 s, 64 ~3.5-7 s).
+CPU_SCAN_CHUNK = 8
 GPU_SCAN_CHUNK = 64
 
 
@@ -135,18 +136,21 @@ class MambaMixer(nn.Module):
 
 
 class _MambaLayer(nn.Module):
-    """Pre-norm residual block: ``x + mixer(norm(x))``."""
+    """Pre-norm residual block ``x + mixer(norm(x))``; with ``residual_from_norm`` (the released
+    xT layout) ``h + mixer(h)`` where ``h = norm(x)``."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, residual_from_norm: bool = False) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.mixer = MambaMixer(dim)
+        self.residual_from_norm = residual_from_norm
 
     def forward(
         self, x: torch.Tensor, state: MambaLayerState
     ) -> tuple[torch.Tensor, MambaLayerState]:
-        out, state = self.mixer(self.norm(x), state)
-        return x + out, state
+        h = self.norm(x)
+        out, state = self.mixer(h, state)
+        return (h if self.residual_from_norm else x) + out, state
 
 
 class MambaContext(ContextEncoder):
@@ -154,7 +158,12 @@ class MambaContext(ContextEncoder):
 
     def __init__(self, config: ContextEncoderConfig) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(_MambaLayer(config.dim) for _ in range(config.depth))
+        # layout "xt" reproduces the released xT decoder: residual from the normalised input and
+        # even layers reading the sequence backwards (whole-sequence calls only: not streamable)
+        self.xt_layout = config.layout == "xt"
+        self.layers = nn.ModuleList(
+            _MambaLayer(config.dim, residual_from_norm=self.xt_layout) for _ in range(config.depth)
+        )
         self.norm_f = nn.LayerNorm(config.dim) if config.final_norm else nn.Identity()
 
     def init_state(
@@ -170,7 +179,9 @@ class MambaContext(ContextEncoder):
             state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
         x = tokens
         next_state = []
-        for layer, layer_state in zip(self.layers, state, strict=True):
-            x, layer_state = layer(x, layer_state)
+        for index, (layer, layer_state) in enumerate(zip(self.layers, state, strict=True)):
+            backwards = self.xt_layout and index % 2 == 0
+            x, layer_state = layer(x.flip(1) if backwards else x, layer_state)
+            x = x.flip(1) if backwards else x
             next_state.append(layer_state)
         return self.norm_f(x), next_state
