@@ -1,14 +1,20 @@
 """The "xT inference" dock widget: pick an image layer and a model, run, watch labels paint in.
 
-The engine's generator runs in a napari thread worker; every layer change happens on the main
-thread in the worker's ``yielded`` callback.
+The engine's generator runs in a napari thread worker and writes an OME-Zarr result store; the
+segmentation layer reads that store lazily as a multiscale Labels layer and is refreshed on the
+main thread in the worker's ``yielded`` callback, so memory stays bounded for whole slides.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+import zarr
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
@@ -27,16 +33,26 @@ from qtpy.QtWidgets import (
 )
 
 from napari_xt._layers import label_layer_kwargs
-from xt_engine import CancelToken, Finished, Progress, RegionDone, XTError, run_inference
-from xt_engine.io import source_from_arrays
+from napari_xt._view import auto_level, labels_placement, view_box
+from xt_engine import (
+    CancelToken,
+    Finished,
+    Progress,
+    RegionDone,
+    Started,
+    XTError,
+    run_inference,
+)
+from xt_engine.io import ImageSource, source_from_arrays
 from xt_engine.loading import load_model
 from xt_engine.models import XTModel, list_models
-
-if TYPE_CHECKING:
-    import napari
+from xt_engine.outputs import LABELS_PATH
+from xt_engine.tiling import box_at_level
 
 DEFAULT_MODEL = "xt_demo_sar"
 SEGMENTATION_LAYER = "xT segmentation"
+SCOPES = ("Current view", "Whole image")
+PREVIEW_MAX_SIDE = 4096
 
 
 class XTInferenceWidget(QWidget):
@@ -44,7 +60,7 @@ class XTInferenceWidget(QWidget):
 
     run_finished = Signal(bool)
 
-    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+    def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self._worker: Any = None
@@ -53,6 +69,11 @@ class XTInferenceWidget(QWidget):
         self._model_spec: str | None = None
         self._labels: Labels | None = None
         self._last_cancelled = False
+        self._results = Path(tempfile.mkdtemp(prefix="napari-xt-"))
+        self._run_count = 0
+        self.last_store: Path | None = None
+        self._preview_factor = 1
+        self._pending: tuple[Image, tuple[float, float], Path, XTModel] | None = None
 
         self.image_combo = QComboBox()
         self.model_combo = QComboBox()
@@ -61,6 +82,13 @@ class XTInferenceWidget(QWidget):
         self.browse_button = QPushButton("Checkpoint...")
         self.model_summary = QLabel()
         self.model_summary.setWordWrap(True)
+        self.scope_combo = QComboBox()
+        self.scope_combo.addItems(SCOPES)
+        self.level_combo = QComboBox()
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(
+            ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        )
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 256)
         self.batch_spin.setValue(8)
@@ -78,6 +106,9 @@ class XTInferenceWidget(QWidget):
         form.addRow("Image", self.image_combo)
         form.addRow("Model", model_row)
         form.addRow("", self.model_summary)
+        form.addRow("Scope", self.scope_combo)
+        form.addRow("Level", self.level_combo)
+        form.addRow("Device", self.device_combo)
         form.addRow("Batch size", self.batch_spin)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
@@ -93,23 +124,59 @@ class XTInferenceWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.browse_button.clicked.connect(self._browse_checkpoint)
         self.model_combo.currentTextChanged.connect(self._show_model_summary)
+        self.image_combo.currentTextChanged.connect(self._refresh_levels)
         for event in (
             self.viewer.layers.events.inserted,
             self.viewer.layers.events.removed,
             self.viewer.layers.events.reordered,
         ):
             event.connect(self._refresh_layers)
+        self.destroyed.connect(lambda: shutil.rmtree(self._results, ignore_errors=True))
         self._refresh_layers()
         self._show_model_summary(self.model_combo.currentText())
 
     # -- choices -------------------------------------------------------------------------------
     def _refresh_layers(self, event: object = None) -> None:
         current = self.image_combo.currentText()
-        self.image_combo.clear()
         names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
         self.image_combo.addItems(names)
         if current in names:
             self.image_combo.setCurrentText(current)
+        self.image_combo.blockSignals(False)
+        self._refresh_levels()
+
+    def _refresh_levels(self, name: str | None = None) -> None:
+        """List the chosen layer's pyramid levels, keeping the user's pick for the same layer."""
+        layer = self._image_layer()
+        # napari hands plugins proxies, so identify the layer by name and level shapes
+        key = (
+            (layer.name, tuple(tuple(lvl.shape) for lvl in self._levels(layer)))
+            if layer is not None
+            else None
+        )
+        if key == getattr(self, "_levels_key", None):
+            return
+        self._levels_key = key
+        self.level_combo.clear()
+        self.level_combo.addItem("auto (from zoom)")
+        if layer is not None and layer.multiscale:
+            self.level_combo.addItems(
+                [
+                    f"{k}: {lvl.shape[-2]} x {lvl.shape[-1]}"
+                    for k, lvl in enumerate(self._levels(layer))
+                ]
+            )
+
+    def _image_layer(self) -> Image | None:
+        name = self.image_combo.currentText()
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        return layer if isinstance(layer, Image) else None
+
+    @staticmethod
+    def _levels(layer: Image) -> list[Any]:
+        return list(layer.data) if layer.multiscale else [layer.data]
 
     def _browse_checkpoint(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -127,10 +194,12 @@ class XTInferenceWidget(QWidget):
             return
         cfg = model.config
         params = sum(p.numel() for p in model.parameters())
+        context = cfg.context_encoder.kind + (
+            " (both directions)" if cfg.context_encoder.bidirectional else ""
+        )
         self.model_summary.setText(
-            f"{cfg.region_encoder.name} -> {cfg.context_encoder.kind}; "
-            f"{cfg.head.num_classes} classes; {params / 1e6:.2f} M parameters; "
-            f"{cfg.region_encoder.in_chans} channel(s)"
+            f"{cfg.region_encoder.name} -> {context}; {cfg.head.num_classes} classes; "
+            f"{params / 1e6:.2f} M parameters; {cfg.region_encoder.in_chans} channel(s)"
         )
 
     def _load_model(self, spec: str) -> XTModel:
@@ -144,28 +213,38 @@ class XTInferenceWidget(QWidget):
         """Start a run on the chosen image layer (returns at once; results arrive as events)."""
         if self._worker is not None:
             return
-        name = self.image_combo.currentText()
-        if name not in self.viewer.layers:
-            show_error("xT: add an image layer first (File > Open, or a sample).")
+        layer = self._image_layer()
+        if layer is None:
+            show_error("xT: add an image layer first (File > Open, or File > Open Sample).")
             return
-        layer = self.viewer.layers[name]
-        data = layer.data[0] if layer.multiscale else layer.data
         try:
             model = self._load_model(self.model_combo.currentText())
-            source = source_from_arrays(data, rgb=layer.rgb, name=layer.name)
+            source = source_from_arrays(self._levels(layer), rgb=layer.rgb, name=layer.name)
+            level = self._chosen_level(layer, source)
+            roi = self._roi(layer, source, level)
+            self._run_count += 1
+            store = self._results / f"run{self._run_count}.zarr"
             self._cancel = CancelToken()
             events = run_inference(
-                source, model, batch_size=self.batch_spin.value(), cancel=self._cancel
+                source,
+                model,
+                output=store,
+                level=level,
+                roi=roi,
+                cancel=self._cancel,
+                batch_size=self.batch_spin.value(),
+                device=self.device_combo.currentText(),
             )
             first = next(events)  # validates inputs on the main thread: errors show at once
-            self._labels = self._segmentation_layer(layer, source.shape_yx(0), model)
         except XTError as err:
             show_error(f"xT: {err}")
             self.status.setText(str(err))
             return
+        assert isinstance(first, Started)
+        self._show_results(layer, source, level, store, model)
         self.progress.setRange(0, first.total)
         self.progress.setValue(0)
-        self.status.setText(f"Running {first.total} regions...")
+        self.status.setText(f"Running {first.total} regions at level {level}...")
         self._set_running(True)
         self._worker = create_worker(lambda: (yield from events), _start_thread=False)
         self._worker.yielded.connect(self._on_event)
@@ -178,34 +257,89 @@ class XTInferenceWidget(QWidget):
             self._cancel.cancel()
             self.status.setText("Cancelling after the current batch...")
 
-    def _segmentation_layer(
-        self, image: Image, shape_yx: tuple[int, int], model: XTModel
-    ) -> Labels:
-        """Reuse the segmentation layer when its shape fits, else (re)create it."""
-        data = np.zeros(shape_yx, dtype=np.uint8)
-        kwargs = label_layer_kwargs(model.config.head)
-        scale, translate = image.scale[-2:], image.translate[-2:]
+    def _chosen_level(self, layer: Image, source: ImageSource) -> int:
+        index = self.level_combo.currentIndex()
+        return auto_level(self.viewer, layer, source) if index <= 0 else index - 1
+
+    def _roi(
+        self, layer: Image, source: ImageSource, level: int
+    ) -> tuple[int, int, int, int] | None:
+        if self.scope_combo.currentText() != "Current view":
+            return None
+        box0 = view_box(self.viewer, layer, source.shape_yx(0))
+        return box_at_level(box0, source.downsample(level), source.shape_yx(level))
+
+    def _show_results(
+        self, image: Image, source: ImageSource, level: int, store: Path, model: XTModel
+    ) -> None:
+        """Replace the segmentation layer by a live preview of the new run.
+
+        During the run, regions are painted into an in-memory preview (the result level, or a
+        power-of-two downsampling of it of at most ``PREVIEW_MAX_SIDE`` px), because reading the
+        zarr store on the main thread while the worker writes it stalls the event loop. Large
+        results are swapped for the store's lazy label pyramid when the run ends.
+        """
+        shape = source.shape_yx(level)
+        factor = 1
+        while max(shape) / factor > PREVIEW_MAX_SIDE:
+            factor *= 2
+        self._preview_factor = factor
+        self._pending = (image, source.downsample(level), store, model)
+        preview = np.zeros((-(-shape[0] // factor), -(-shape[1] // factor)), dtype=np.uint8)
+        down = source.downsample(level)
+        scale, translate = labels_placement(image, (down[0] * factor, down[1] * factor))
+        self._replace_layer(
+            Labels(
+                preview,
+                name=SEGMENTATION_LAYER,
+                opacity=0.6,
+                scale=scale,
+                translate=translate,
+                **label_layer_kwargs(model.config.head),
+            )
+        )
+        previous, self.last_store = self.last_store, store
+        if previous is not None and previous != store:
+            shutil.rmtree(previous, ignore_errors=True)
+
+    def _replace_layer(self, layer: Labels) -> None:
         if SEGMENTATION_LAYER in self.viewer.layers:
-            layer = self.viewer.layers[SEGMENTATION_LAYER]
-            if isinstance(layer, Labels) and layer.data.shape == shape_yx:
-                layer.data = data
-                layer.colormap = kwargs["colormap"]
-                layer.features = kwargs["features"]
-                layer.scale, layer.translate = scale, translate
-                return layer
-            self.viewer.layers.remove(layer)
-        return self.viewer.add_labels(
-            data, name=SEGMENTATION_LAYER, opacity=0.6, scale=scale, translate=translate, **kwargs
+            old = self.viewer.layers[SEGMENTATION_LAYER]
+            index = self.viewer.layers.index(old)
+            self.viewer.layers.remove(old)
+        else:
+            index = len(self.viewer.layers)
+        self._labels = layer
+        self.viewer.layers.insert(index, layer)
+
+    def _show_store(self) -> None:
+        """Swap a downsampled preview for the store's lazy multiscale label pyramid."""
+        image, down, store, model = self._pending
+        group = zarr.open_group(str(store), mode="r")
+        data = [group[f"{LABELS_PATH}/{k}"] for k in range(group.attrs["xt"]["label_levels"])]
+        scale, translate = labels_placement(image, down)
+        self._replace_layer(
+            Labels(
+                data,
+                multiscale=len(data) > 1,
+                name=SEGMENTATION_LAYER,
+                opacity=0.6,
+                scale=scale,
+                translate=translate,
+                **label_layer_kwargs(model.config.head),
+            )
         )
 
     def _on_event(self, event: object) -> None:
-        labels = self._labels
-        if isinstance(event, RegionDone) and labels is not None:
-            r = event.region
-            labels.data[r.y0 : r.y1, r.x0 : r.x1] = event.labels
+        if isinstance(event, RegionDone) and self._labels is not None:
+            f, r = self._preview_factor, event.region
+            sub = event.labels[(-r.y0) % f :: f, (-r.x0) % f :: f]
+            y0, x0 = -(-r.y0 // f), -(-r.x0 // f)
+            target = self._labels.data[y0 : y0 + sub.shape[0], x0 : x0 + sub.shape[1]]
+            target[...] = sub[: target.shape[0], : target.shape[1]]
         elif isinstance(event, Progress):
-            if labels is not None:
-                labels.refresh()
+            if self._labels is not None:
+                self._labels.refresh()
             self.progress.setValue(event.done)
             self.status.setText(
                 f"{event.done}/{event.total} regions, {event.regions_per_s:.1f} regions/s, "
@@ -226,12 +360,21 @@ class XTInferenceWidget(QWidget):
     def _on_worker_finished(self) -> None:
         self._worker = None
         self._set_running(False)
-        if self._labels is not None:
+        if self._preview_factor > 1:
+            self._show_store()
+        elif self._labels is not None:
             self._labels.refresh()
         self.run_finished.emit(self._last_cancelled)
 
     def _set_running(self, running: bool) -> None:
-        self.run_button.setEnabled(not running)
+        for control in (
+            self.run_button,
+            self.model_combo,
+            self.browse_button,
+            self.scope_combo,
+            self.level_combo,
+            self.device_combo,
+            self.image_combo,
+        ):
+            control.setEnabled(not running)
         self.cancel_button.setEnabled(running)
-        self.model_combo.setEnabled(not running)
-        self.browse_button.setEnabled(not running)

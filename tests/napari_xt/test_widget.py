@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,28 @@ def _dock(viewer):
     return widget
 
 
-def _expected_labels(image: np.ndarray, spec: str, batch_size: int) -> np.ndarray:
-    out = np.zeros(image.shape[:2], np.uint8)
-    for event in run_inference(image, load_model(spec), batch_size=batch_size):
+def _expected_labels(image, spec: str, batch_size: int, **kwargs) -> np.ndarray:
+    shape = image[0].shape if isinstance(image, list) else image.shape
+    level = kwargs.get("level", 0)
+    if isinstance(image, list):
+        shape = image[level].shape
+    out = np.zeros(shape[:2], np.uint8)
+    for event in run_inference(image, load_model(spec), batch_size=batch_size, **kwargs):
         if isinstance(event, RegionDone):
             r = event.region
             out[r.y0 : r.y1, r.x0 : r.x1] = event.labels
     return out
+
+
+def _run(widget, qtbot, timeout: int = 120_000) -> bool:
+    with qtbot.waitSignal(widget.run_finished, timeout=timeout) as blocker:
+        widget.run_button.click()
+    return blocker.args[0]
+
+
+def _labels_level0(layer) -> np.ndarray:
+    data = layer.data[0] if layer.multiscale else layer.data
+    return np.asarray(data[:])
 
 
 def test_widget_runs_and_paints_labels(make_napari_viewer, qtbot, artifacts_dir: Path) -> None:
@@ -41,29 +57,124 @@ def test_widget_runs_and_paints_labels(make_napari_viewer, qtbot, artifacts_dir:
     assert widget.image_combo.currentText() == "synthetic SAR scene"
     assert widget.model_combo.currentText() == "xt_demo_sar"
     assert "test_convnext" in widget.model_summary.text()
+    widget.scope_combo.setCurrentText("Whole image")
     widget.batch_spin.setValue(4)
 
-    with qtbot.waitSignal(widget.run_finished, timeout=60_000) as blocker:
-        widget.run_button.click()
-    assert blocker.args == [False]
+    assert _run(widget, qtbot) is False
     labels = viewer.layers["xT segmentation"]
-    np.testing.assert_array_equal(labels.data, _expected_labels(image[0], "xt_demo_sar", 4))
+    np.testing.assert_array_equal(_labels_level0(labels), _expected_labels(image[0], "xt_demo_sar", 4))
     assert labels.features["class"].tolist()[:2] == ["background", "land"]
     assert widget.progress.value() == widget.progress.maximum() == 16  # 512 px / 128 px regions
     assert widget.status.text().startswith("Done: 16/16 regions")
+    first_store = widget.last_store
 
-    # running again replaces the layer's content instead of adding another layer
-    with qtbot.waitSignal(widget.run_finished, timeout=60_000):
-        widget.run_button.click()
+    # running again replaces the layer and its store instead of piling up
+    assert _run(widget, qtbot) is False
     assert [layer.name for layer in viewer.layers].count("xT segmentation") == 1
+    assert widget.last_store != first_store and not first_store.exists()
 
-    shot = viewer.screenshot(canvas_only=False, flash=False)
-    path = artifacts_dir / "widget_after_run.png"
-    Image.fromarray(shot).save(path)
-    canvas = viewer.screenshot(canvas_only=True, flash=False)
-    assert canvas[..., :3].std() > 10, "canvas screenshot is blank"
-    # the overlay colours are present: the demo palette's land colour is brown-orange
-    assert (np.abs(canvas[..., :3].astype(int) - canvas[..., :3].mean(axis=2, keepdims=True)) > 20).any()
+    Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(
+        artifacts_dir / "widget_after_run.png"
+    )
+    canvas = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    assert canvas.std() > 10, "canvas screenshot is blank"
+    colourful = np.abs(canvas - canvas.mean(axis=2, keepdims=True)).max(axis=2) > 20
+    assert colourful.mean() > 0.05, "no overlay colours in the canvas"
+
+
+def test_current_view_on_a_multiscale_image(make_napari_viewer, qtbot, artifacts_dir: Path) -> None:
+    from xt_engine.synthetic import make_sar_scene
+
+    image, _ = make_sar_scene((1024, 1024), seed=5)
+    pyramid = [image, image[::2, ::2].copy(), image[::4, ::4].copy()]
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.add_image(pyramid, multiscale=True, name="pyramid", colormap="gray")
+    widget = _dock(viewer)
+    assert widget.level_combo.count() == 4  # auto + 3 levels
+    # look at the top-left quarter at full resolution
+    viewer.scene.camera.center = (256, 256)
+    viewer.scene.camera.zoom = min(viewer.canvas.size) / 512
+    from napari_xt._view import auto_level, view_box
+    from xt_engine.io import source_from_arrays
+
+    source = source_from_arrays(pyramid)
+    assert auto_level(viewer, layer, source) == 0
+    box = view_box(viewer, layer, (1024, 1024))
+    h, w = viewer.canvas.size
+    zoom = viewer.scene.camera.zoom
+    assert box[:2] == (max(0, int(256 - h / zoom / 2)), max(0, int(256 - w / zoom / 2)))
+    assert abs(box[2] - (256 + h / zoom / 2)) <= 2 and abs(box[3] - (256 + w / zoom / 2)) <= 2
+
+    assert _run(widget, qtbot) is False
+    labels = _labels_level0(viewer.layers["xT segmentation"])
+    assert labels.shape == (1024, 1024)
+    expected = _expected_labels(pyramid, "xt_demo_sar", 8, roi=box)
+    np.testing.assert_array_equal(labels[: box[2], : box[3]], expected[: box[2], : box[3]])
+    assert labels[box[2] + 128 :, :].max() == 0 and labels[:, box[3] + 128 :].max() == 0
+
+    # level 1 chosen by hand: results at half resolution, placed over the image
+    widget.level_combo.setCurrentIndex(2)
+    assert widget.level_combo.currentText().startswith("1: 512")
+    widget.scope_combo.setCurrentText("Whole image")
+    assert _run(widget, qtbot) is False
+    seg = viewer.layers["xT segmentation"]
+    assert _labels_level0(seg).shape == (512, 512)
+    np.testing.assert_allclose(seg.scale[-2:], [2, 2])
+    np.testing.assert_array_equal(
+        _labels_level0(seg), _expected_labels(pyramid, "xt_demo_sar", 8, level=1)
+    )
+    assert widget.level_combo.currentText().startswith("1: 512")  # kept across layer changes
+    viewer.reset_view()
+    Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(
+        artifacts_dir / "widget_multiscale_level1.png"
+    )
+
+
+def test_cancel_keeps_what_is_done_and_the_viewer_stays_responsive(
+    make_napari_viewer, qtbot
+) -> None:
+    from qtpy.QtCore import QTimer
+
+    from xt_engine.synthetic import make_sar_scene
+
+    image, _ = make_sar_scene((1536, 1536), seed=7)
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(image, name="scene")
+    widget = _dock(viewer)
+    widget.scope_combo.setCurrentText("Whole image")
+    widget.batch_spin.setValue(4)
+
+    beats: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: beats.append(time.perf_counter()))
+    timer.start(10)
+    cancelled_at: list[int] = []
+
+    def cancel_once(value: int) -> None:
+        if value >= 40 and not cancelled_at:
+            cancelled_at.append(value)
+            widget.cancel_button.click()
+
+    widget.progress.valueChanged.connect(cancel_once)
+    first_progress: list[float] = []
+    widget.progress.valueChanged.connect(
+        lambda v: first_progress.append(time.perf_counter()) if v and not first_progress else None
+    )
+    assert _run(widget, qtbot) is True
+    timer.stop()
+    assert widget.status.text().startswith("Cancelled")
+    done = widget.progress.value()
+    assert 40 <= done < 144
+    labels = _labels_level0(viewer.layers["xT segmentation"])
+    assert labels[:128].any()  # the first rows of regions are kept
+    assert labels[-128:].max() == 0  # the last ones were never run
+    # while regions stream in (after Run's set-up: the new layer and its first draw) the
+    # event loop never stalls
+    beats_array = np.asarray(beats)
+    gaps = np.diff(beats_array)[beats_array[:-1] > first_progress[0]]
+    assert len(gaps) > 10
+    assert gaps.max() < 0.1, f"event loop blocked for {gaps.max() * 1000:.0f} ms"
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
 
 
 def test_channel_mismatch_shows_the_engine_message(make_napari_viewer, qtbot) -> None:

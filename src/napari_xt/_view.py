@@ -1,0 +1,56 @@
+"""What part of an image the viewer shows, in the image's own pixels (no Qt).
+
+The field of view comes from the camera (centre, zoom) and the canvas size, mapped into the
+layer's data coordinates with ``world_to_data``; ``corner_pixels`` is not used because napari
+expands it to the loaded chunks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from xt_engine.io import ImageSource
+
+
+def view_box(viewer: Any, layer: Any, shape_yx: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The level-0 pixel box ``(y0, x0, y1, x1)`` of ``layer`` visible in ``viewer``, clipped
+    to the image; the whole image when the view lies outside it."""
+    height, width = viewer.canvas.size
+    zoom = max(viewer.scene.camera.zoom, 1e-12)
+    center = np.asarray(viewer.scene.camera.center[-2:], dtype=float)
+    half = np.array([height, width], dtype=float) / zoom / 2
+    corners = []
+    for corner in (center - half, center + half):
+        world = np.zeros(viewer.dims.ndim)
+        world[-2:] = corner
+        corners.append(np.asarray(layer.world_to_data(world))[-2:])
+    lo, hi = np.minimum(*corners), np.maximum(*corners)
+    y0, x0 = max(0, math.floor(lo[0])), max(0, math.floor(lo[1]))
+    y1, x1 = min(shape_yx[0], math.ceil(hi[0]) + 1), min(shape_yx[1], math.ceil(hi[1]) + 1)
+    if y0 >= y1 or x0 >= x1:
+        return 0, 0, shape_yx[0], shape_yx[1]
+    return y0, x0, y1, x1
+
+
+def auto_level(viewer: Any, layer: Any, source: ImageSource) -> int:
+    """The coarsest pyramid level that still has at least one pixel per screen pixel."""
+    screen_per_pixel = viewer.scene.camera.zoom * float(np.min(layer.scale[-2:]))
+    wanted = max(1.0, 1.0 / max(screen_per_pixel, 1e-12))
+    best = 0
+    for level in range(source.num_levels):
+        if min(source.downsample(level)) <= wanted * 1.01:
+            best = level
+    return best
+
+
+def labels_placement(layer: Any, downsample: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and translate for a result computed at a level ``downsample`` times smaller than
+    the image layer's level 0, so that pixel centres line up with the image."""
+    scale = np.asarray(layer.scale[-2:], dtype=float) * np.asarray(downsample)
+    translate = np.asarray(layer.translate[-2:], dtype=float) + (
+        (np.asarray(downsample) - 1) / 2 * np.asarray(layer.scale[-2:], dtype=float)
+    )
+    return scale, translate
