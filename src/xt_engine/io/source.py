@@ -161,6 +161,10 @@ class SqueezedArray:
         )
         self.dtype = array.dtype
 
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
     def __getitem__(self, key: tuple[slice, ...]) -> Any:
         keys = iter(key)
         full = tuple(next(keys) if isinstance(i, slice) else i for i in self.index)

@@ -1,0 +1,88 @@
+"""The manifest's reader and sample contributions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+
+def test_contributions_import_without_qt() -> None:
+    code = (
+        "import sys, napari_xt._reader, napari_xt._sample_data\n"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'PyQt6', 'PyQt5', 'PySide6', "
+        "'PySide2', 'qtpy'})\n"
+        "print(','.join(bad))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+
+
+def _pyramid_tiff(path: Path) -> np.ndarray:
+    base = np.random.default_rng(0).integers(0, 255, (512, 640, 3), dtype=np.uint8)
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(base, subifds=2, tile=(128, 128), metadata={
+            "axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+        tif.write(base[::2, ::2], subfiletype=1, tile=(128, 128))
+        tif.write(base[::4, ::4], subfiletype=1, tile=(64, 64))
+    return base
+
+
+def test_reader_returns_lazy_scaled_pyramids(tmp_path: Path) -> None:
+    from napari_xt._reader import napari_get_reader
+
+    path = tmp_path / "slide.ome.tif"
+    base = _pyramid_tiff(path)
+    reader = napari_get_reader(str(path))
+    assert reader is not None and napari_get_reader(str(tmp_path / "x.png")) is None
+    [(data, kwargs, kind)] = reader(str(path))
+    assert kind == "image" and kwargs["multiscale"] and kwargs["rgb"]
+    assert kwargs["scale"] == (0.5, 0.5)
+    assert [tuple(level.shape) for level in data] == [(512, 640, 3), (256, 320, 3), (128, 160, 3)]
+    assert not isinstance(data[0], np.ndarray)  # lazy: nothing loaded yet
+    np.testing.assert_array_equal(np.asarray(data[0][100:120, 200:230]), base[100:120, 200:230])
+
+
+def test_reader_splits_channels_of_an_ome_zarr(tmp_path: Path) -> None:
+    from napari_xt._reader import read_image
+
+    store = tmp_path / "sar.ome.zarr"
+    root = zarr.open_group(str(store), mode="w", zarr_format=3)
+    data = np.random.default_rng(1).random((1, 2, 1, 256, 256), dtype=np.float32)
+    root.create_array("0", data=data, chunks=(1, 1, 1, 128, 128))
+    root.create_array("1", data=data[..., ::2, ::2], chunks=(1, 1, 1, 128, 128))
+    axes = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"},
+            {"name": "z", "type": "space"}, {"name": "y", "type": "space", "unit": "meter"},
+            {"name": "x", "type": "space", "unit": "meter"}]
+    datasets = [{"path": str(k), "coordinateTransformations": [
+        {"type": "scale", "scale": [1, 1, 1, 10.0 * 2**k, 10.0 * 2**k]}]} for k in range(2)]
+    root.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": datasets}]}
+    [(levels, kwargs, _)] = read_image(str(store))
+    assert kwargs["channel_axis"] == 0 and kwargs["scale"] == (10.0, 10.0)
+    assert kwargs["units"] == "meter"
+    assert [tuple(level.shape) for level in levels] == [(2, 256, 256), (2, 128, 128)]
+    np.testing.assert_array_equal(np.asarray(levels[1][1, :4, :4]), data[0, 1, 0, ::2, ::2][:4, :4])
+
+
+@pytest.mark.gui
+def test_viewer_opens_a_slide_through_the_plugin(make_napari_viewer, tmp_path: Path) -> None:
+    path = tmp_path / "slide.ome.tif"
+    _pyramid_tiff(path)
+    viewer = make_napari_viewer(show=True)
+    [layer] = viewer.open(str(path), plugin="napari-xt")
+    assert layer.multiscale and layer.rgb and tuple(layer.scale) == (0.5, 0.5)
+    assert layer.data[0].shape == (512, 640, 3)
+
+
+@pytest.mark.gui
+def test_sample_data_opens(make_napari_viewer) -> None:
+    viewer = make_napari_viewer(show=False)
+    viewer.open_sample("napari-xt", "sar_scene")
+    assert [layer.name for layer in viewer.layers] == ["synthetic SAR scene", "ground truth"]
+    truth = viewer.layers["ground truth"].data
+    assert truth.shape == (2048, 2048) and set(np.unique(truth)) <= {0, 1, 2, 3}
