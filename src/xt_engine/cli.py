@@ -74,21 +74,40 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from xt_engine.engine import run_inference
+    from xt_engine.errors import InputError
+    from xt_engine.io import open_image
     from xt_engine.loading import load_model
+    from xt_engine.tiling import box_at_level
 
+    source = open_image(args.image)
     model = load_model(args.model)
+    roi = None
+    if args.roi:
+        h, w = source.shape_yx(0)
+        y0, x0, y1, x1 = args.roi
+        if not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
+            raise InputError(
+                f"--roi {y0} {x0} {y1} {x1} is empty or outside the image of {h} x {w} px",
+                f"give level-0 pixels with 0 <= Y0 < Y1 <= {h} and 0 <= X0 < X1 <= {w}",
+            )
+        roi = box_at_level(
+            (y0, x0, y1, x1), source.downsample(args.level), source.shape_yx(args.level)
+        )
     finished = _progress(
         run_inference(
-            args.image,
+            source,
             model,
             output=args.out,
             level=args.level,
-            roi=tuple(args.roi) if args.roi else None,
+            roi=roi,
             batch_size=args.batch_size,
             device=args.device,
         )
     )
-    print(f"wrote {args.out}: {finished.done} regions in {finished.seconds:.1f} s")  # type: ignore[attr-defined]
+    print(
+        f"wrote {args.out}: {finished.done} regions in {finished.seconds:.1f} s "  # type: ignore[attr-defined]
+        f"({finished.done / max(finished.seconds, 1e-9):.1f} regions/s)"
+    )  # type: ignore[attr-defined]
     return 0
 
 
@@ -231,7 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="checkpoint (.safetensors) or registered name")
     p.add_argument("--out", required=True, help="output .zarr path")
     p.add_argument("--level", type=int, default=0)
-    p.add_argument("--roi", type=int, nargs=4, metavar=("Y0", "X0", "Y1", "X1"))
+    p.add_argument(
+        "--roi",
+        type=int,
+        nargs=4,
+        metavar=("Y0", "X0", "Y1", "X1"),
+        help="region of interest in level-0 pixels",
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_infer)

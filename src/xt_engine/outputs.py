@@ -60,8 +60,11 @@ class OutputStore:
                     )
                 shutil.rmtree(path)
             root = zarr.open_group(str(path), mode="w", zarr_format=3)
-        except PermissionError as err:
-            raise InputError(f"cannot write to {path}", "choose a writable output path") from err
+        except OSError as err:
+            raise InputError(
+                f"cannot write to {path} ({err.strerror or type(err).__name__})",
+                "choose a writable output path",
+            ) from err
         shape = source.shape_yx(level)
         r = grid.region_size
         depth = _pyramid_depth(shape, r)

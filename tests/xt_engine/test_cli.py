@@ -36,7 +36,7 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
     assert "does not exist" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     result = _xt("infer", str(tmp_path / "missing.tif"), "--model", "nope", "--out", "x.zarr")
-    assert result.returncode == 2 and "registered model" in result.stderr
+    assert result.returncode == 2 and "does not exist" in result.stderr
 
 
 def test_demo_writes_zarr_png_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,3 +63,59 @@ def test_info_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["info", str(path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["levels"] == [[40, 30]] and info["dtype"] == "uint16" and info["channels"] == 1
+
+
+@pytest.fixture
+def small_tiff(tmp_path: Path) -> Path:
+    import tifffile
+
+    path = tmp_path / "scene.tif"
+    tifffile.imwrite(path, np.random.default_rng(0).integers(0, 255, (300, 200), dtype=np.uint8))
+    return path
+
+
+def _fails(args: list[str], capsys: pytest.CaptureFixture[str], needle: str) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_infer_writes_a_complete_store_for_a_level0_roi(
+    small_tiff: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.zarr"
+    assert main(["infer", str(small_tiff), "--model", "xt_demo_sar", "--out", str(out),
+                 "--roi", "10", "20", "150", "180"]) == 0
+    root = zarr.open_group(str(out), mode="r")
+    assert root.attrs["xt"]["complete"] is True and root.attrs["xt"]["roi"] == [10, 20, 150, 180]
+    assert "regions/s" in capsys.readouterr().out
+
+
+def test_infer_bad_inputs_exit_2_with_the_fix(
+    small_tiff: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tifffile
+
+    out = str(tmp_path / "o.zarr")
+    infer = ["infer", "--model", "xt_demo_sar", "--out", out]
+    _fails([*infer, str(tmp_path / "missing.tif")], capsys, "does not exist")
+    text = tmp_path / "notes.tif"
+    text.write_text("this is not an image")
+    _fails([*infer, str(text)], capsys, "notes.tif")
+    cut = tmp_path / "cut.tif"
+    tifffile.imwrite(cut, np.zeros((512, 512), np.uint8), tile=(128, 128), compression="zlib")
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    _fails([*infer, str(cut)], capsys, "cut.tif")
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, np.zeros((64, 64, 3), np.uint8))
+    _fails([*infer, str(rgb)], capsys, "has 3 channel(s) but the model takes 1")
+    _fails([*infer, str(small_tiff), "--roi", "0", "0", "400", "10"], capsys, "outside the image")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _fails(["infer", str(small_tiff), "--model", "xt_demo_sar", "--out",
+            str(blocker / "o.zarr")], capsys, "cannot write to")
+    fake = tmp_path / "weights.safetensors"
+    fake.write_text("nope")
+    _fails(["infer", str(small_tiff), "--model", str(fake), "--out", out], capsys,
+           "not a napari-xt checkpoint")
+    assert not (tmp_path / "o.zarr").exists()  # nothing half-written that looks complete
