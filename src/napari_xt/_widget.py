@@ -12,14 +12,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import zarr
-from napari.layers import Image, Labels
+from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -32,8 +31,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_xt._layers import label_layer_kwargs
-from napari_xt._view import auto_level, labels_placement, view_box
+from napari_xt._results import RunLayers
+from napari_xt._view import auto_level, view_box
 from xt_engine import (
     CancelToken,
     Finished,
@@ -46,13 +45,10 @@ from xt_engine import (
 from xt_engine.io import ImageSource, source_from_arrays
 from xt_engine.loading import load_model
 from xt_engine.models import XTModel, list_models
-from xt_engine.outputs import LABELS_PATH
 from xt_engine.tiling import box_at_level
 
 DEFAULT_MODEL = "xt_demo_sar"
-SEGMENTATION_LAYER = "xT segmentation"
 SCOPES = ("Current view", "Whole image")
-PREVIEW_MAX_SIDE = 4096
 
 
 class XTInferenceWidget(QWidget):
@@ -67,13 +63,10 @@ class XTInferenceWidget(QWidget):
         self._cancel: CancelToken | None = None
         self._model: XTModel | None = None
         self._model_spec: str | None = None
-        self._labels: Labels | None = None
         self._last_cancelled = False
-        self._results = Path(tempfile.mkdtemp(prefix="napari-xt-"))
+        self._store_dir = Path(tempfile.mkdtemp(prefix="napari-xt-"))
         self._run_count = 0
-        self.last_store: Path | None = None
-        self._preview_factor = 1
-        self._pending: tuple[Image, tuple[float, float], Path, XTModel] | None = None
+        self.results = RunLayers(napari_viewer)
 
         self.image_combo = QComboBox()
         self.model_combo = QComboBox()
@@ -88,6 +81,11 @@ class XTInferenceWidget(QWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItems(
             ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        )
+        self.attention_check = QCheckBox("Attention overlay")
+        self.attention_check.setToolTip(
+            "Also show, per token, how much attention it receives from the context encoder "
+            "(for kinds without attention weights: how much context changed it)"
         )
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 256)
@@ -110,6 +108,7 @@ class XTInferenceWidget(QWidget):
         form.addRow("Level", self.level_combo)
         form.addRow("Device", self.device_combo)
         form.addRow("Batch size", self.batch_spin)
+        form.addRow("", self.attention_check)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -131,7 +130,7 @@ class XTInferenceWidget(QWidget):
             self.viewer.layers.events.reordered,
         ):
             event.connect(self._refresh_layers)
-        self.destroyed.connect(lambda: shutil.rmtree(self._results, ignore_errors=True))
+        self.destroyed.connect(lambda: shutil.rmtree(self._store_dir, ignore_errors=True))
         self._refresh_layers()
         self._show_model_summary(self.model_combo.currentText())
 
@@ -223,7 +222,7 @@ class XTInferenceWidget(QWidget):
             level = self._chosen_level(layer, source)
             roi = self._roi(layer, source, level)
             self._run_count += 1
-            store = self._results / f"run{self._run_count}.zarr"
+            store = self._store_dir / f"run{self._run_count}.zarr"
             self._cancel = CancelToken()
             events = run_inference(
                 source,
@@ -233,6 +232,7 @@ class XTInferenceWidget(QWidget):
                 roi=roi,
                 cancel=self._cancel,
                 batch_size=self.batch_spin.value(),
+                attention=self.attention_check.isChecked(),
                 device=self.device_combo.currentText(),
             )
             first = next(events)  # validates inputs on the main thread: errors show at once
@@ -241,7 +241,7 @@ class XTInferenceWidget(QWidget):
             self.status.setText(str(err))
             return
         assert isinstance(first, Started)
-        self._show_results(layer, source, level, store, model)
+        self.results.start(layer, source, level, store, model, self.attention_check.isChecked())
         self.progress.setRange(0, first.total)
         self.progress.setValue(0)
         self.status.setText(f"Running {first.total} regions at level {level}...")
@@ -269,77 +269,11 @@ class XTInferenceWidget(QWidget):
         box0 = view_box(self.viewer, layer, source.shape_yx(0))
         return box_at_level(box0, source.downsample(level), source.shape_yx(level))
 
-    def _show_results(
-        self, image: Image, source: ImageSource, level: int, store: Path, model: XTModel
-    ) -> None:
-        """Replace the segmentation layer by a live preview of the new run.
-
-        During the run, regions are painted into an in-memory preview (the result level, or a
-        power-of-two downsampling of it of at most ``PREVIEW_MAX_SIDE`` px), because reading the
-        zarr store on the main thread while the worker writes it stalls the event loop. Large
-        results are swapped for the store's lazy label pyramid when the run ends.
-        """
-        shape = source.shape_yx(level)
-        factor = 1
-        while max(shape) / factor > PREVIEW_MAX_SIDE:
-            factor *= 2
-        self._preview_factor = factor
-        self._pending = (image, source.downsample(level), store, model)
-        preview = np.zeros((-(-shape[0] // factor), -(-shape[1] // factor)), dtype=np.uint8)
-        down = source.downsample(level)
-        scale, translate = labels_placement(image, (down[0] * factor, down[1] * factor))
-        self._replace_layer(
-            Labels(
-                preview,
-                name=SEGMENTATION_LAYER,
-                opacity=0.6,
-                scale=scale,
-                translate=translate,
-                **label_layer_kwargs(model.config.head),
-            )
-        )
-        previous, self.last_store = self.last_store, store
-        if previous is not None and previous != store:
-            shutil.rmtree(previous, ignore_errors=True)
-
-    def _replace_layer(self, layer: Labels) -> None:
-        if SEGMENTATION_LAYER in self.viewer.layers:
-            old = self.viewer.layers[SEGMENTATION_LAYER]
-            index = self.viewer.layers.index(old)
-            self.viewer.layers.remove(old)
-        else:
-            index = len(self.viewer.layers)
-        self._labels = layer
-        self.viewer.layers.insert(index, layer)
-
-    def _show_store(self) -> None:
-        """Swap a downsampled preview for the store's lazy multiscale label pyramid."""
-        image, down, store, model = self._pending
-        group = zarr.open_group(str(store), mode="r")
-        data = [group[f"{LABELS_PATH}/{k}"] for k in range(group.attrs["xt"]["label_levels"])]
-        scale, translate = labels_placement(image, down)
-        self._replace_layer(
-            Labels(
-                data,
-                multiscale=len(data) > 1,
-                name=SEGMENTATION_LAYER,
-                opacity=0.6,
-                scale=scale,
-                translate=translate,
-                **label_layer_kwargs(model.config.head),
-            )
-        )
-
     def _on_event(self, event: object) -> None:
-        if isinstance(event, RegionDone) and self._labels is not None:
-            f, r = self._preview_factor, event.region
-            sub = event.labels[(-r.y0) % f :: f, (-r.x0) % f :: f]
-            y0, x0 = -(-r.y0 // f), -(-r.x0 // f)
-            target = self._labels.data[y0 : y0 + sub.shape[0], x0 : x0 + sub.shape[1]]
-            target[...] = sub[: target.shape[0], : target.shape[1]]
+        if isinstance(event, RegionDone):
+            self.results.paint(event)
         elif isinstance(event, Progress):
-            if self._labels is not None:
-                self._labels.refresh()
+            self.results.refresh()
             self.progress.setValue(event.done)
             self.status.setText(
                 f"{event.done}/{event.total} regions, {event.regions_per_s:.1f} regions/s, "
@@ -360,10 +294,7 @@ class XTInferenceWidget(QWidget):
     def _on_worker_finished(self) -> None:
         self._worker = None
         self._set_running(False)
-        if self._preview_factor > 1:
-            self._show_store()
-        elif self._labels is not None:
-            self._labels.refresh()
+        self.results.finish()
         self.run_finished.emit(self._last_cancelled)
 
     def _set_running(self, running: bool) -> None:
@@ -375,6 +306,7 @@ class XTInferenceWidget(QWidget):
             self.level_combo,
             self.device_combo,
             self.image_combo,
+            self.attention_check,
         ):
             control.setEnabled(not running)
         self.cancel_button.setEnabled(running)

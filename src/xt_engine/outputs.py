@@ -4,6 +4,7 @@ Layout::
 
     OUT.zarr/                      root group; attrs: ome.version, ome.labels, xt (provenance)
       labels/segmentation/0..K     label pyramid (level 0 = the inference level), uint8
+  attention/0                  optional: per-token attention, float16, one pixel per token
       xt_done                      bool per region: written regions (resume record)
 
 The root attribute ``xt.complete`` turns true only after every region is written, so an
@@ -29,6 +30,7 @@ from xt_engine.tiling import Region, RegionGrid
 
 NGFF_VERSION = "0.5"
 LABELS_PATH = "labels/segmentation"
+ATTENTION_PATH = "attention"
 
 
 def _pyramid_depth(shape_yx: tuple[int, int], region_size: int) -> int:
@@ -45,10 +47,19 @@ class OutputStore:
         self.root = root
         self.labels = [root[f"{LABELS_PATH}/{k}"] for k in range(root.attrs["xt"]["label_levels"])]
         self.done = root["xt_done"]
+        self.attention = root[f"{ATTENTION_PATH}/0"] if ATTENTION_PATH in root else None
+        self.attention_stride = int(root.attrs["xt"].get("attention_stride", 0))
 
     @classmethod
     def create(
-        cls, path: Path, *, source: ImageSource, level: int, grid: RegionGrid, config: XTConfig
+        cls,
+        path: Path,
+        *,
+        source: ImageSource,
+        level: int,
+        grid: RegionGrid,
+        config: XTConfig,
+        token_stride: int = 0,
     ) -> OutputStore:
         """A fresh store at ``path`` (an existing store there is replaced)."""
         try:
@@ -105,8 +116,12 @@ class OutputStore:
                 "properties": [{"label-value": i, "class": n} for i, n in enumerate(names)],
             },
         }
+        if token_stride:
+            _create_attention(root, shape, token_stride, r, pixel, down, axes)
         root.attrs["ome"] = {"version": NGFF_VERSION, "labels": ["segmentation"]}
-        root.attrs["xt"] = _provenance(source, level, grid, config, depth)
+        root.attrs["xt"] = _provenance(source, level, grid, config, depth) | {
+            "attention_stride": token_stride
+        }
         return cls(path, root)
 
     @classmethod
@@ -114,8 +129,15 @@ class OutputStore:
         root = zarr.open_group(str(path), mode="r+")
         return cls(path, root)
 
-    def write_region(self, region: Region, labels: np.ndarray) -> None:
-        """Write a region's labels (h, w) to every pyramid level, then record it as done."""
+    def write_region(
+        self, region: Region, labels: np.ndarray, attention: np.ndarray | None = None
+    ) -> None:
+        """Write a region's labels (h, w) to every pyramid level (and its attention map at token
+        resolution when the store has one), then record the region as done."""
+        if attention is not None and self.attention is not None:
+            s = self.attention_stride
+            ay, ax = region.y0 // s, region.x0 // s
+            self.attention[ay : ay + attention.shape[0], ax : ax + attention.shape[1]] = attention
         for k, array in enumerate(self.labels):
             f = 2**k
             sub = labels[::f, ::f]
@@ -132,6 +154,40 @@ class OutputStore:
     @property
     def complete(self) -> bool:
         return bool(self.root.attrs["xt"].get("complete", False))
+
+
+def _create_attention(
+    root: zarr.Group,
+    shape: tuple[int, int],
+    stride: int,
+    region_size: int,
+    pixel: tuple[float, float],
+    down: tuple[float, float],
+    axes: list[dict[str, Any]],
+) -> None:
+    """A float16 image at token resolution (one pixel per token: ``stride`` level pixels)."""
+    tokens = region_size // stride
+    root.create_array(
+        f"{ATTENTION_PATH}/0",
+        shape=(-(-shape[0] // stride), -(-shape[1] // stride)),
+        chunks=(tokens, tokens),
+        dtype="float16",
+        fill_value=0,
+        dimension_names=("y", "x"),
+    )
+    scale = [pixel[0] * down[0] * stride, pixel[1] * down[1] * stride]
+    root[ATTENTION_PATH].attrs["ome"] = {
+        "version": NGFF_VERSION,
+        "multiscales": [
+            {
+                "name": "attention",
+                "axes": axes,
+                "datasets": [
+                    {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+                ],
+            }
+        ],
+    }
 
 
 def _provenance(

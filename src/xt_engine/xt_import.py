@@ -29,8 +29,12 @@ from xt_engine.models import XTModel, create_model
 from xt_engine.models.region_encoder import read_state_dict
 
 SWINV2_CANDIDATES = (
-    "swinv2_tiny_window16_256", "swinv2_tiny_window8_256", "swinv2_small_window16_256",
-    "swinv2_small_window8_256", "swinv2_base_window16_256", "swinv2_base_window8_256",
+    "swinv2_tiny_window16_256",
+    "swinv2_tiny_window8_256",
+    "swinv2_small_window16_256",
+    "swinv2_small_window8_256",
+    "swinv2_base_window16_256",
+    "swinv2_base_window8_256",
 )
 _RENAMES = (
     ("encoder.model.", "region_encoder.backbone."),
@@ -79,8 +83,11 @@ def convert_xt_state_dict(
     }
     if not is_mamba:
         context["mlp_ratio"] = state["decoder.layers.0.mlp.gate_proj.weight"].shape[0] / dim
-    head = {"task": "classification", "num_classes": int(state["decoder.cls.1.weight"].shape[0]),
-            "pool": "cls"}
+    head = {
+        "task": "classification",
+        "num_classes": int(state["decoder.cls.1.weight"].shape[0]),
+        "pool": "cls",
+    }
     renamed = {}
     unused = []
     for key, value in state.items():
@@ -92,28 +99,40 @@ def convert_xt_state_dict(
             "check that the file is a released xT classification checkpoint",
         )
     errors = []
-    for name in ([backbone] if backbone else SWINV2_CANDIDATES):
-        config = XTConfig.from_dict({
-            "tiling": {"region_size": region_size},
-            "region_encoder": {"name": name, "in_chans": 3},
-            "context_encoder": context,
-            "head": head,
-        })
+    for name in [backbone] if backbone else SWINV2_CANDIDATES:
+        config = XTConfig.from_dict(
+            {
+                "tiling": {"region_size": region_size},
+                "region_encoder": {"name": name, "in_chans": 3},
+                "context_encoder": context,
+                "head": head,
+            }
+        )
         model = create_model(config)
         own = model.state_dict()
-        missing = [k for k in own if k not in renamed and not k.endswith(_NOT_IN_FILE)
-                   and not _is_derived_buffer(k)]
-        wrong = [k for k, v in renamed.items()
-                 if (k in own and own[k].shape != v.shape)
-                 or (k not in own and not _is_derived_buffer(k))]
+        missing = [
+            k
+            for k in own
+            if k not in renamed and not k.endswith(_NOT_IN_FILE) and not _is_derived_buffer(k)
+        ]
+        wrong = [
+            k
+            for k, v in renamed.items()
+            if (k in own and own[k].shape != v.shape)
+            or (k not in own and not _is_derived_buffer(k))
+        ]
         if missing or wrong:
-            errors.append(f"{name}: {len(missing)} missing, {len(wrong)} unplaced/wrong shape "
-                          f"(e.g. {(missing + wrong)[:2]})")
+            errors.append(
+                f"{name}: {len(missing)} missing, {len(wrong)} unplaced/wrong shape "
+                f"(e.g. {(missing + wrong)[:2]})"
+            )
             continue
         model.load_state_dict({k: v for k, v in renamed.items() if k in own}, strict=False)
         if model.region_encoder.channels[-1] != in_channels:
-            raise CheckpointError(f"decoder.input_proj takes {in_channels} channels but {name} "
-                                  f"gives {model.region_encoder.channels[-1]}")
+            raise CheckpointError(
+                f"decoder.input_proj takes {in_channels} channels but {name} "
+                f"gives {model.region_encoder.channels[-1]}"
+            )
         return model.eval()
     raise CheckpointError(
         "the xT file fits none of the backbones tried: " + "; ".join(errors),

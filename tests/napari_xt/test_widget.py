@@ -66,12 +66,17 @@ def test_widget_runs_and_paints_labels(make_napari_viewer, qtbot, artifacts_dir:
     assert labels.features["class"].tolist()[:2] == ["background", "land"]
     assert widget.progress.value() == widget.progress.maximum() == 16  # 512 px / 128 px regions
     assert widget.status.text().startswith("Done: 16/16 regions")
-    first_store = widget.last_store
+    first_store = widget.results.store
 
-    # running again replaces the layer and its store instead of piling up
+    # running again replaces the layer and its store instead of piling up; with attention
+    widget.attention_check.setChecked(True)
     assert _run(widget, qtbot) is False
+    heat = viewer.layers["xT attention"]
+    assert heat.data.shape == (16, 16)  # one pixel per token: 512 px / stride 32
+    assert (heat.data > 0).mean() > 0.9 and heat.contrast_limits[1] == pytest.approx(heat.data.max())
+    np.testing.assert_allclose(heat.scale[-2:], [32, 32])
     assert [layer.name for layer in viewer.layers].count("xT segmentation") == 1
-    assert widget.last_store != first_store and not first_store.exists()
+    assert widget.results.store != first_store and not first_store.exists()
 
     Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(
         artifacts_dir / "widget_after_run.png"

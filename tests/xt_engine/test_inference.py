@@ -168,3 +168,24 @@ def test_bidirectional_two_pass_streaming_equals_a_whole_image_forward(
     progress = [e for e in events if isinstance(e, Progress)]
     assert [p.done for p in progress[:3]] == [0, 0, 0]  # pass 1: context only, nothing written
     assert progress[-1].done == 12 and progress[-1].eta_s == 0
+
+
+@pytest.mark.parametrize("name", ["test_convnext_txl", "test_convnext_txl_bidir"])
+def test_attention_is_exported_to_events_and_store(
+    rgb_image: np.ndarray, tmp_path: Path, name: str
+) -> None:
+    model = create_model(name).eval()
+    out = tmp_path / "att.zarr"
+    events = list(run_inference(rgb_image, model, output=out, batch_size=4, attention=True))
+    done = [e for e in events if isinstance(e, RegionDone)]
+    assert all(e.token_stride == 32 and e.attention is not None for e in done)
+    stored = zarr.open_group(str(out), mode="r")["attention/0"][:].astype(np.float32)
+    assert stored.shape == (5, 7)  # ceil(150 / 32), ceil(200 / 32)
+    for event in done:
+        r = event.region
+        block = stored[r.y0 // 32 : r.y0 // 32 + event.attention.shape[0],
+                       r.x0 // 32 : r.x0 // 32 + event.attention.shape[1]]
+        np.testing.assert_allclose(block, event.attention, rtol=1e-2, atol=1e-3)
+    assert stored.max() > 0 and np.isfinite(stored).all()
+    without = [e for e in run_inference(rgb_image, model) if isinstance(e, RegionDone)]
+    assert without[0].attention is None

@@ -27,10 +27,14 @@ class RegionDone:
     """One region's results, cropped to its valid (unpadded) part.
 
     ``labels`` (h, w) uint8 class indices at the inference level, placed at ``region.y0, x0``.
+    ``attention`` (only when asked for): (h / s, w / s) float32 per token of the region, rounded
+    up, where ``s = token_stride``; see :class:`xt_engine.models.RegionOutputs`.
     """
 
     region: Region
     labels: np.ndarray
+    attention: np.ndarray | None = None
+    token_stride: int = 0
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ def run_inference(
     batch_size: int = 4,
     device: str | torch.device = "cpu",
     cancel: CancelToken | None = None,
+    attention: bool = False,
 ) -> Iterator[Event]:
     """Yield events while running ``model`` over ``image`` (a path, array or ImageSource).
 
@@ -43,6 +44,8 @@ def run_inference(
         output: an OME-Zarr path to write results to (optional: events carry results too).
         level: pyramid level to run on; ``roi`` is ``(y0, x0, y1, x1)`` in that level's pixels.
         batch_size: regions per forward pass; the context state is carried between batches.
+        attention: also export per-token attention (``RegionDone.attention`` and, with
+            ``output``, an ``attention`` image in the store).
         cancel: checked between batches; a cancelled run ends with ``Finished(cancelled=True)``
             and leaves the output store marked incomplete.
     """
@@ -66,7 +69,14 @@ def run_inference(
     device = torch.device(device)
     model = model.to(device).eval()
     store = (
-        OutputStore.create(Path(output), source=source, level=level, grid=grid, config=config)
+        OutputStore.create(
+            Path(output),
+            source=source,
+            level=level,
+            grid=grid,
+            config=config,
+            token_stride=model.region_size // model.token_grid[0] if attention else 0,
+        )
         if output is not None
         else None
     )
@@ -83,9 +93,9 @@ def run_inference(
     bidirectional = isinstance(model.context_encoder, BidirectionalContext)
     context_done = 0  # regions through the first (context) pass of a two-pass run
     passes = (
-        two_pass(model, reader, order, cancel)
+        two_pass(model, reader, order, cancel, need_attention=attention)
         if bidirectional
-        else causal_pass(model, reader, order, cancel, need_attention=False)
+        else causal_pass(model, reader, order, cancel, need_attention=attention)
     )
     try:
         for regions, outputs in passes:
@@ -94,11 +104,21 @@ def run_inference(
             else:
                 assert outputs.logits is not None
                 labels = outputs.logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
-                for region, region_labels in zip(regions, labels, strict=True):
+                maps = (
+                    outputs.attention.float().cpu().numpy()
+                    if attention and outputs.attention is not None
+                    else [None] * len(regions)
+                )
+                stride = model.region_size // model.token_grid[0]
+                for region, region_labels, region_map in zip(regions, labels, maps, strict=True):
                     valid = region_labels[: region.height, : region.width]
+                    if region_map is not None:
+                        region_map = region_map[
+                            : -(-region.height // stride), : -(-region.width // stride)
+                        ]
                     if store is not None:
-                        store.write_region(region, valid)
-                    yield RegionDone(region, valid)
+                        store.write_region(region, valid, region_map)
+                    yield RegionDone(region, valid, region_map, stride if attention else 0)
                 done += len(regions)
             elapsed = time.perf_counter() - start
             work_done = done + context_done

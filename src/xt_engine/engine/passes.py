@@ -83,6 +83,7 @@ def two_pass(
     reader: RegionReader,
     order: list[list[int]],
     cancel: CancelToken | None,
+    need_attention: bool = False,
 ) -> Iterator[tuple[list[Region], RegionOutputs | None]]:
     """Bidirectional context in two passes (see the module docstring); pass-1 batches are
     yielded as ``(regions, None)`` so callers can report progress."""
@@ -112,5 +113,8 @@ def two_pass(
                 forward, fwd_state = context.forward_direction(tokens, positions, fwd_state)
                 backward = torch.from_numpy(cache[first:last]).to(forward.device)
                 merged = context.merge(forward, backward.reshape(forward.shape))
-                outputs = model.decode(merged, features, None)
+                influence = None
+                if need_attention:  # no single attention matrix in two passes: the proxy
+                    influence = (merged - tokens).norm(dim=-1) / tokens.norm(dim=-1).clamp_min(1e-6)
+                outputs = model.decode(merged, features, influence)
             yield regions, outputs

@@ -46,7 +46,9 @@ class SegmentationHead(nn.Module):
         self.trunk = FusionTrunk(context_dim, feature_channels[0], config.decoder_dim)
         self.classify = nn.Conv2d(config.decoder_dim, config.num_classes, 1)
 
-    def forward(self, context: torch.Tensor, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(
+        self, context: torch.Tensor, features: list[torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         logits = self.classify(self.trunk(context, features))
         size = (self.region_size, self.region_size)
         return {"logits": F.interpolate(logits, size=size, mode="bilinear", align_corners=False)}
@@ -65,7 +67,9 @@ class DetectionHead(nn.Module):
         self.size = nn.Conv2d(config.decoder_dim, 2, 1)
         nn.init.constant_(self.heatmap.bias, -math.log((1 - 0.1) / 0.1))  # prior 0.1
 
-    def forward(self, context: torch.Tensor, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(
+        self, context: torch.Tensor, features: list[torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         x = self.trunk(context, features)
         return {"heatmap": self.heatmap(x), "log_size": self.size(x)}
 
@@ -83,7 +87,9 @@ class ClassificationHead(nn.Module):
         if self.pool == "cls":
             self.cls_token = nn.Parameter(torch.zeros(1, 1, context_dim))
             nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.cls = nn.Sequential(nn.LayerNorm(context_dim), nn.Linear(context_dim, config.num_classes))
+        self.cls = nn.Sequential(
+            nn.LayerNorm(context_dim), nn.Linear(context_dim, config.num_classes)
+        )
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.cls(pooled)
@@ -123,6 +129,13 @@ def decode_detections(
     iy, ix = rest // w, rest % w
     sizes = log_size[:, iy, ix].exp().T  # (M, 2)
     return torch.stack(
-        [(iy + 0.5) * stride, (ix + 0.5) * stride, cls.to(scores.dtype), top_scores,
-         sizes[:, 0], sizes[:, 1]], dim=1,
+        [
+            (iy + 0.5) * stride,
+            (ix + 0.5) * stride,
+            cls.to(scores.dtype),
+            top_scores,
+            sizes[:, 0],
+            sizes[:, 1],
+        ],
+        dim=1,
     )

@@ -82,7 +82,10 @@ def _config(
             "tiling": {"region_size": region_size},
             "region_encoder": {"name": backbone, "in_chans": in_chans},
             "context_encoder": {
-                "kind": kind, "dim": dim, "depth": depth, "bidirectional": bidirectional,
+                "kind": kind,
+                "dim": dim,
+                "depth": depth,
+                "bidirectional": bidirectional,
             },
             "head": {
                 "task": task,

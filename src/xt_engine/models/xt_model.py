@@ -147,7 +147,10 @@ class XTModel(nn.Module):
         return outputs
 
     def forward(
-        self, pixels: torch.Tensor, region_rc: torch.Tensor, state: XTState,
+        self,
+        pixels: torch.Tensor,
+        region_rc: torch.Tensor,
+        state: XTState,
         need_attention: bool = False,
     ) -> tuple[RegionOutputs, XTState]:
         """Run one chunk of N regions of B images.

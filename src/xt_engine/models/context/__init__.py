@@ -41,4 +41,9 @@ def _build_one(config: ContextEncoderConfig) -> ContextEncoder:
     return builder(config)
 
 
-__all__ = ["BidirectionalContext", "ContextEncoder", "build_context_encoder", "sincos_position_embedding"]
+__all__ = [
+    "BidirectionalContext",
+    "ContextEncoder",
+    "build_context_encoder",
+    "sincos_position_embedding",
+]
