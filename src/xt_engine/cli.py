@@ -102,6 +102,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             roi=roi,
             batch_size=args.batch_size,
             device=args.device,
+            attention=args.attention,
         )
     )
     print(
@@ -259,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--attention", action="store_true", help="also write a per-token attention map")
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("import-xt-checkpoint", help="convert a released xT .pth checkpoint")

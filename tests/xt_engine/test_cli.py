@@ -84,10 +84,11 @@ def test_infer_writes_a_complete_store_for_a_level0_roi(
     small_tiff: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out.zarr"
-    assert main(["infer", str(small_tiff), "--model", "xt_demo_sar", "--out", str(out),
+    assert main(["infer", str(small_tiff), "--model", "xt_demo_sar", "--out", str(out), "--attention",
                  "--roi", "10", "20", "150", "180"]) == 0
     root = zarr.open_group(str(out), mode="r")
     assert root.attrs["xt"]["complete"] is True and root.attrs["xt"]["roi"] == [10, 20, 150, 180]
+    assert root["attention/0"].shape == (10, 7)  # 300 x 200 px at one pixel per 32 px token
     assert "regions/s" in capsys.readouterr().out
 
 
