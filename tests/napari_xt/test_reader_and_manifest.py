@@ -86,3 +86,19 @@ def test_sample_data_opens(make_napari_viewer) -> None:
     assert [layer.name for layer in viewer.layers] == ["synthetic SAR scene", "ground truth"]
     truth = viewer.layers["ground truth"].data
     assert truth.shape == (2048, 2048) and set(np.unique(truth)) <= {0, 1, 2, 3}
+
+
+@pytest.mark.gui
+def test_plugin_loads_after_the_viewer_exists() -> None:
+    """napari imports plugin modules after its OpenGL context exists; with Mesa's llvmpipe,
+    loading triton's LLVM then (torchvision/timm pull it in) used to segfault the process."""
+    code = (
+        "import napari\n"
+        "viewer = napari.Viewer(show=False)\n"
+        "import napari_xt._widget, timm\n"
+        "timm.create_model('test_convnext', features_only=True)\n"
+        "print('alive')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and "alive" in result.stdout, result.stderr[-2000:]
