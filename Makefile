@@ -32,6 +32,7 @@ napari: setup
 bench: setup
 	$(PY) benchmarks/model_zoo.py --out out/bench
 	$(PY) benchmarks/readers.py --out out/bench
+	$(PY) benchmarks/streaming.py --out out/bench
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -1,0 +1,133 @@
+"""Peak memory against image size, and throughput against the backbone's own compute rate.
+
+For each image side (default 2048, 4096, 8192, 16384) a tiled, deflate-compressed grayscale TIFF
+is written lazily (tile by tile, never whole in memory) and, each in a fresh process:
+
+- ``xt``: ``run_inference`` over the whole file, writing an OME-Zarr result (peak RSS, regions/s);
+- ``naive``: the region encoder run on the whole image at once (only up to ``--naive-max``);
+
+plus, once, the ceiling: the region encoder alone on in-memory batches (regions/s). Prints a
+table and writes ``streaming.json`` (and ``streaming.png`` with matplotlib) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+CHILD = r"""
+import json, resource, sys, time
+import numpy as np, torch
+from xt_engine import create_model, run_inference, Finished
+from xt_engine.io import open_image
+mode, path, model_name, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+torch.manual_seed(0)
+model = create_model(model_name).eval()
+r = model.region_size
+rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+if mode == "ceiling":
+    x = torch.rand(1, batch, model.config.region_encoder.in_chans, r, r)
+    with torch.inference_mode():
+        model.region_encoder(model.normalize(x[0]))
+        t = time.perf_counter(); n = 0
+        while time.perf_counter() - t < 10:
+            model.region_encoder(model.normalize(x[0])); n += batch
+    print(json.dumps({"regions_per_s": n / (time.perf_counter() - t), "peak_rss_mb": rss()}))
+elif mode == "xt":
+    out = path + ".result.zarr"
+    for event in run_inference(path, model, output=out, batch_size=batch):
+        if isinstance(event, Finished):
+            print(json.dumps({"regions_per_s": event.done / event.seconds, "regions": event.done,
+                              "seconds": event.seconds, "peak_rss_mb": rss()}))
+else:
+    source = open_image(path)
+    h, w = source.shape_yx(0)
+    image = torch.from_numpy(source.read(0, 0, 0, h, w).astype(np.float32) / 255.0)[None]
+    t = time.perf_counter()
+    with torch.inference_mode():
+        model.region_encoder(model.normalize(image))
+    print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": rss()}))
+"""
+
+
+def write_tiled(path: Path, side: int, tile: int = 256) -> None:
+    rng = np.random.default_rng(side)
+
+    def tiles():
+        for _ in range((side // tile) ** 2):
+            yield rng.integers(0, 256, (tile, tile), dtype=np.uint8)
+
+    tifffile.imwrite(path, tiles(), shape=(side, side), dtype=np.uint8, tile=(tile, tile),
+                     compression="zlib", bigtiff=side > 16384)
+
+
+def child(mode: str, path: str, model: str, batch: int) -> dict:
+    result = subprocess.run([sys.executable, "-c", CHILD, mode, path, model, str(batch)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        return {"error": result.stderr.strip().splitlines()[-1] if result.stderr else "failed"}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192, 16384])
+    parser.add_argument("--model", default="xt_convnext_atto_none")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--naive-max", type=int, default=8192)
+    parser.add_argument("--out", default="out/bench")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    ceiling = child("ceiling", "-", args.model, args.batch_size)
+    with tempfile.TemporaryDirectory(prefix="xt-bench-") as tmp:
+        for side in args.sizes:
+            path = Path(tmp) / f"scene_{side}.tif"
+            write_tiled(path, side)
+            row = {"side": side, "xt": child("xt", str(path), args.model, args.batch_size)}
+            if side <= args.naive_max:
+                row["naive"] = child("naive", str(path), args.model, args.batch_size)
+            rows.append(row)
+            print(f"{side:6d}  xt {row['xt']}  naive {row.get('naive')}", flush=True)
+    print(f"\nmodel {args.model}; backbone ceiling {ceiling['regions_per_s']:.1f} regions/s")
+    print(f"{'side':>6s} {'xt RSS MiB':>11s} {'xt regions/s':>13s} {'ratio':>6s} {'naive RSS MiB':>14s}")
+    for row in rows:
+        xt, naive = row["xt"], row.get("naive", {})
+        ratio = xt.get("regions_per_s", 0) / ceiling["regions_per_s"]
+        row["ratio_to_ceiling"] = ratio
+        print(f"{row['side']:6d} {xt.get('peak_rss_mb', float('nan')):11.0f} "
+              f"{xt.get('regions_per_s', float('nan')):13.1f} {ratio:6.2f} "
+              f"{naive.get('peak_rss_mb', float('nan')):14.0f}")
+    (out / "streaming.json").write_text(json.dumps(
+        {"model": args.model, "ceiling": ceiling, "rows": rows}, indent=2))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sides = [r["side"] for r in rows]
+    ax.plot(sides, [r["xt"].get("peak_rss_mb") for r in rows], "o-", label="xt (streaming)")
+    naive = [(r["side"], r["naive"].get("peak_rss_mb")) for r in rows if "naive" in r]
+    if naive:
+        ax.plot(*zip(*naive, strict=True), "s--", label="naive full-image forward")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("image side (px)")
+    ax.set_ylabel("peak RSS (MiB)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "streaming.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
