@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ContextState = Any
@@ -44,6 +45,22 @@ class ContextEncoder(nn.Module):
         ``None`` for kinds without (the model then exports a documented proxy)."""
         out, state = self.forward(tokens, positions, state)
         return out, state, None
+
+
+def masked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, need_weights: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Multi-head attention under a boolean mask.
+
+    ``q`` (B, H, L, Dh), ``k``/``v`` (B, H, K, Dh), ``allowed`` (L, K) -> output (B, H, L, Dh),
+    and with ``need_weights`` the softmax weights averaged over heads (B, L, K); without, the
+    fused ``scaled_dot_product_attention`` kernel runs and no weights are formed.
+    """
+    if not need_weights:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed), None
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    probs = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+    return probs @ v, probs.mean(dim=1)
 
 
 def sincos_position_embedding(positions: torch.Tensor, dim: int) -> torch.Tensor:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xt_engine.config import ContextEncoderConfig
-from xt_engine.models.context.base import ContextEncoder
+from xt_engine.models.context.base import ContextEncoder, masked_attention
 
 
 def block_layout(num_queries: int, num_keys: int, block_size: int) -> tuple[int, int, int]:
@@ -222,8 +222,12 @@ class _HyperBlock(nn.Module):
             "lsh_projection", torch.randn(dim // num_heads, num_hashes, generator=generator)
         )
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, L, D), ``memory`` (B, M, D) -> (B, L, D)."""
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` (B, L, D), ``memory`` (B, M, D) -> (B, L, D), and with ``need_weights`` the
+        head-averaged weights (B, L, M + L) on the exact path (None on the approximate one,
+        which never forms the full matrix)."""
         b, length, dim = x.shape
         heads = self.num_heads
         context = torch.cat([memory, x], dim=1)  # (B, M + L, D)
@@ -237,13 +241,14 @@ class _HyperBlock(nn.Module):
         if context.shape[1] <= self.exact_threshold:
             # query i (at absolute offset mem + i) sees keys j <= mem + i
             allowed = torch.ones(length, mem + length, dtype=torch.bool, device=x.device).tril(mem)
-            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+            attn, weights = masked_attention(q, k, v, allowed, need_weights)
         else:
+            weights = None
             attn = hyper_attention(
                 q, k, v, mem, self.lsh_projection, self.block_size, self.num_samples
             )
         x = x + self.proj(attn.transpose(1, 2).reshape(b, length, dim))
-        return x + self.mlp(self.norm2(x))
+        return x + self.mlp(self.norm2(x)), weights
 
 
 class HyperContext(ContextEncoder):
@@ -295,14 +300,29 @@ class HyperContext(ContextEncoder):
     def forward(
         self, tokens: torch.Tensor, positions: torch.Tensor, state: list[torch.Tensor] | None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        out, new_state, _ = self._run(tokens, state, need_weights=False)
+        return out, new_state
+
+    def forward_with_attention(
+        self, tokens: torch.Tensor, positions: torch.Tensor, state: list[torch.Tensor] | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """Also the last layer's weights over ``[memory, chunk]`` on the exact path; None above
+        ``exact_threshold`` keys (the model then exports its documented proxy)."""
+        return self._run(tokens, state, need_weights=True)
+
+    def _run(
+        self, tokens: torch.Tensor, state: list[torch.Tensor] | None, need_weights: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
         if state is None:
             state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
         x = tokens
         new_state = []
-        for block, memory in zip(self.blocks, state, strict=True):
+        weights = None
+        last = len(self.blocks) - 1
+        for index, (block, memory) in enumerate(zip(self.blocks, state, strict=True)):
             if self.memory_tokens:
                 new_state.append(torch.cat([memory, x], dim=1)[:, -self.memory_tokens :])
             else:
                 new_state.append(memory[:, :0])
-            x = block(x, memory)
-        return self.norm(x), new_state
+            x, weights = block(x, memory, need_weights and index == last)
+        return self.norm(x), new_state, weights

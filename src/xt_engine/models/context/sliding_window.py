@@ -20,11 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from xt_engine.config import ContextEncoderConfig
-from xt_engine.models.context.base import ContextEncoder
+from xt_engine.models.context.base import ContextEncoder, masked_attention
 
 
 @dataclass
@@ -65,9 +64,14 @@ class _SlidingBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor, allowed: torch.Tensor
-    ) -> torch.Tensor:
-        """``x`` (B, L, D), ``context`` (B, K, D) ending with ``x``, ``allowed`` (L, K) bool."""
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        allowed: torch.Tensor,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` (B, L, D), ``context`` (B, K, D) ending with ``x``, ``allowed`` (L, K) bool ->
+        (B, L, D) and, with ``need_weights``, the head-averaged weights (B, L, K)."""
         b, length, dim = x.shape
         heads = self.num_heads
         q = self.q(self.norm1(x)).view(b, length, heads, dim // heads).transpose(1, 2)
@@ -76,9 +80,9 @@ class _SlidingBlock(nn.Module):
             .view(b, context.shape[1], 2, heads, dim // heads)
             .permute(2, 0, 3, 1, 4)
         )
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        attn, weights = masked_attention(q, k, v, allowed, need_weights)
         x = x + self.proj(attn.transpose(1, 2).reshape(b, length, dim))
-        return x + self.mlp(self.norm2(x))
+        return x + self.mlp(self.norm2(x)), weights
 
 
 class SlidingWindowContext(ContextEncoder):
@@ -113,6 +117,18 @@ class SlidingWindowContext(ContextEncoder):
     def forward(
         self, tokens: torch.Tensor, positions: torch.Tensor, state: SlidingWindowState | None
     ) -> tuple[torch.Tensor, SlidingWindowState]:
+        out, next_state, _ = self._run(tokens, state, need_weights=False)
+        return out, next_state
+
+    def forward_with_attention(
+        self, tokens: torch.Tensor, positions: torch.Tensor, state: SlidingWindowState | None
+    ) -> tuple[torch.Tensor, SlidingWindowState, torch.Tensor | None]:
+        """Also the last layer's weights (B, L, K) over ``[globals, recent, chunk]``."""
+        return self._run(tokens, state, need_weights=True)
+
+    def _run(
+        self, tokens: torch.Tensor, state: SlidingWindowState | None, need_weights: bool
+    ) -> tuple[torch.Tensor, SlidingWindowState, torch.Tensor | None]:
         if state is None:
             state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
         device = tokens.device
@@ -135,13 +151,17 @@ class SlidingWindowContext(ContextEncoder):
 
         x = tokens
         new_recent, new_global = [], []
-        for block, recent, glob in zip(self.blocks, state.recent, state.global_tokens, strict=True):
+        weights = None
+        last = len(self.blocks) - 1
+        for index, (block, recent, glob) in enumerate(
+            zip(self.blocks, state.recent, state.global_tokens, strict=True)
+        ):
             local = torch.cat([recent, x], dim=1)
             new_recent.append(local[:, -self.window :] if self.window else local[:, :0])
             new_global.append(torch.cat([glob, x], dim=1)[:, : self.num_global])
             context = torch.cat([glob[:, :keep_glob], local], dim=1)
-            x = block(x, context, allowed)
+            x, weights = block(x, context, allowed, need_weights and index == last)
         next_state = SlidingWindowState(
             seen=seen + length, recent=new_recent, global_tokens=new_global
         )
-        return self.norm(x), next_state
+        return self.norm(x), next_state, weights

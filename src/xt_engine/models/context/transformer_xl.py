@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xt_engine.config import ContextEncoderConfig
-from xt_engine.models.context.base import ContextEncoder
+from xt_engine.models.context.base import ContextEncoder, masked_attention
 
 
 class CausalMemoryAttention(nn.Module):
@@ -44,14 +44,7 @@ class CausalMemoryAttention(nn.Module):
         q = q[:, :, mem:]
         # query i (at absolute offset mem + i) sees keys j <= mem + i
         allowed = torch.ones(length, mem + length, dtype=torch.bool, device=x.device).tril(mem)
-        weights = None
-        if need_weights:
-            scores = (q @ k.transpose(-2, -1)) * (dim // heads) ** -0.5
-            probs = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
-            out = probs @ v
-            weights = probs.mean(dim=1)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        out, weights = masked_attention(q, k, v, allowed, need_weights)
         return self.proj(out.transpose(1, 2).reshape(b, length, dim)), weights
 
 
