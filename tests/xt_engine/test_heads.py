@@ -70,5 +70,5 @@ def test_attention_export_per_region(kind: str) -> None:
         assert out.attention.sum().item() == pytest.approx(1.0, abs=1e-4)
     elif kind == "none":
         assert out.attention.abs().max() == 0  # no context: nothing changed
-    else:  # mamba: the documented proxy, how much context changed each token
+    else:  # mamba: implicit attention of the selective scan (not normalised)
         assert out.attention.max() > 0

@@ -402,3 +402,25 @@ def test_importing_the_mamba_kind_does_not_import_mamba_ssm() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_implicit_attention_reproduces_the_scan_output() -> None:
+    """Without D, z and initial state, y_t = sum_s alpha_{t,s} u_s per channel: check the
+    channel-averaged |alpha| against alphas recovered from the scan with one-hot inputs."""
+    from xt_engine.models.context.selective_scan import implicit_attention, selective_scan_reference
+
+    torch.manual_seed(0)
+    batch, d_inner, d_state, length = 1, 3, 4, 6
+    delta = torch.rand(batch, d_inner, length) * 0.5 + 0.1
+    A = -torch.rand(d_inner, d_state) - 0.5
+    B = torch.randn(batch, d_state, length)
+    C = torch.randn(batch, d_state, length)
+    alpha = torch.zeros(batch, d_inner, length, length)
+    for s in range(length):
+        u = torch.zeros(batch, d_inner, length)
+        u[..., s] = 1.0
+        y, _ = selective_scan_reference(u, delta, A, B, C, delta_softplus=False)
+        alpha[..., s] = y  # column s: response at every t to a unit input at s
+    expected = alpha.abs().mean(dim=1)
+    torch.testing.assert_close(implicit_attention(delta, A, B, C, channel_block=2), expected,
+                               atol=1e-5, rtol=1e-4)

@@ -39,9 +39,11 @@ class RegionOutputs:
     - ``logits`` (B*N, K, R, R): segmentation class logits.
     - ``heatmap`` (B*N, K, R/s, R/s), ``log_size`` (B*N, 2, R/s, R/s): detection.
     - ``attention`` (B*N, gh, gw): per token, the attention it receives from the chunk's
-      queries (last context layer, mean over heads and queries) for kinds with attention; for
-      kinds without (none, mamba) a proxy: how much context changed the token,
-      ``|ctx - token| / |token|``. Only filled when asked for.
+      queries (last context layer, mean over heads and queries): softmax weights for the
+      attention kinds (hyper: exact path only), the selective scan's implicit attention
+      ``mean_d |alpha_{t,s,d}|`` for mamba; where no attention matrix exists (``none``, hyper
+      above its exact threshold, bidirectional two-pass streaming) a documented proxy: how much
+      context changed the token, ``|ctx - token| / |token|``. Only filled when asked for.
     - ``tokens`` (B, N*gh*gw, D): the contextualised tokens.
     """
 

@@ -33,7 +33,7 @@ from torch import nn
 from xt_engine.config import ContextEncoderConfig
 from xt_engine.models.context.base import ContextEncoder
 from xt_engine.models.context.mamba_ssm_adapter import mamba_ssm_available, selective_scan_cuda
-from xt_engine.models.context.selective_scan import selective_scan_chunked
+from xt_engine.models.context.selective_scan import implicit_attention, selective_scan_chunked
 
 MambaLayerState = tuple[torch.Tensor, torch.Tensor]
 
@@ -99,9 +99,10 @@ class MambaMixer(nn.Module):
         return conv_state, ssm_state
 
     def forward(
-        self, x: torch.Tensor, state: MambaLayerState
-    ) -> tuple[torch.Tensor, MambaLayerState]:
-        """``x`` (B, L, dim), ``state`` (conv_state, ssm_state) -> (B, L, dim), next state."""
+        self, x: torch.Tensor, state: MambaLayerState, need_attention: bool = False
+    ) -> tuple[torch.Tensor, MambaLayerState, torch.Tensor | None]:
+        """``x`` (B, L, dim), ``state`` (conv_state, ssm_state) -> (B, L, dim), next state, and
+        with ``need_attention`` the chunk's implicit attention (B, L, L) (else None)."""
         conv_state, ssm_state = state
         xs, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)  # (B, d_inner, L) each
 
@@ -120,6 +121,11 @@ class MambaMixer(nn.Module):
         c_out = c_out.transpose(1, 2).contiguous()  # (B, d_state, L)
         A = -torch.exp(self.A_log.float())  # (d_inner, d_state)
 
+        implicit = (
+            implicit_attention(F.softplus(delta + self.dt_proj.bias[:, None]), A, b_in, c_out)
+            if need_attention
+            else None
+        )
         scan_args = (xs, delta, A, b_in, c_out, self.D.float(), z, self.dt_proj.bias.float())
         if xs.is_cuda and mamba_ssm_available():
             y, next_ssm_state = selective_scan_cuda(
@@ -132,7 +138,7 @@ class MambaMixer(nn.Module):
                 initial_state=ssm_state,
                 chunk_size=GPU_SCAN_CHUNK if xs.is_cuda else CPU_SCAN_CHUNK,
             )
-        return self.out_proj(y.transpose(1, 2)), (next_conv_state, next_ssm_state)
+        return self.out_proj(y.transpose(1, 2)), (next_conv_state, next_ssm_state), implicit
 
 
 class _MambaLayer(nn.Module):
@@ -146,11 +152,11 @@ class _MambaLayer(nn.Module):
         self.residual_from_norm = residual_from_norm
 
     def forward(
-        self, x: torch.Tensor, state: MambaLayerState
-    ) -> tuple[torch.Tensor, MambaLayerState]:
+        self, x: torch.Tensor, state: MambaLayerState, need_attention: bool = False
+    ) -> tuple[torch.Tensor, MambaLayerState, torch.Tensor | None]:
         h = self.norm(x)
-        out, state = self.mixer(h, state)
-        return (h if self.residual_from_norm else x) + out, state
+        out, state, implicit = self.mixer(h, state, need_attention)
+        return (h if self.residual_from_norm else x) + out, state, implicit
 
 
 class MambaContext(ContextEncoder):
@@ -175,13 +181,32 @@ class MambaContext(ContextEncoder):
         self, tokens: torch.Tensor, positions: torch.Tensor, state: list[MambaLayerState] | None
     ) -> tuple[torch.Tensor, list[MambaLayerState]]:
         """``tokens`` (B, L, D); ``positions`` (L, 2) are unused -> (B, L, D), next state."""
+        out, next_state, _ = self._run(tokens, state, need_attention=False)
+        return out, next_state
+
+    def forward_with_attention(
+        self, tokens: torch.Tensor, positions: torch.Tensor, state: list[MambaLayerState] | None
+    ) -> tuple[torch.Tensor, list[MambaLayerState], torch.Tensor | None]:
+        """Also the last layer's implicit attention within the chunk, (B, L, L), mean over
+        channels of |alpha_{t,s}| (see :func:`implicit_attention`; not softmax weights)."""
+        return self._run(tokens, state, need_attention=True)
+
+    def _run(
+        self, tokens: torch.Tensor, state: list[MambaLayerState] | None, need_attention: bool
+    ) -> tuple[torch.Tensor, list[MambaLayerState], torch.Tensor | None]:
         if state is None:
             state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
         x = tokens
         next_state = []
+        implicit = None
+        last = len(self.layers) - 1
         for index, (layer, layer_state) in enumerate(zip(self.layers, state, strict=True)):
             backwards = self.xt_layout and index % 2 == 0
-            x, layer_state = layer(x.flip(1) if backwards else x, layer_state)
-            x = x.flip(1) if backwards else x
+            x, layer_state, implicit = layer(
+                x.flip(1) if backwards else x, layer_state, need_attention and index == last
+            )
+            if backwards:
+                x = x.flip(1)
+                implicit = implicit.flip(1, 2) if implicit is not None else None
             next_state.append(layer_state)
-        return self.norm_f(x), next_state
+        return self.norm_f(x), next_state, implicit

@@ -174,3 +174,34 @@ def selective_scan_chunked(
     else:
         y = uf.new_zeros(uf.shape)
     return _output(y, u, D, z, u.dtype), h
+
+
+def implicit_attention(
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    channel_block: int = 8,
+) -> torch.Tensor:
+    """Mamba's implicit attention within one chunk, averaged over channels.
+
+    The scan's output is ``y_t = sum_{s <= t} alpha_{t,s} u_s + D u_t`` with, per channel d,
+    ``alpha_{t,s,d} = sum_n C_{t,n} exp(sum_{r=s+1..t} delta_{r,d} A_{d,n}) B_{s,n} delta_{s,d}``.
+    Returns ``mean_d |alpha_{t,s,d}|`` as (batch, L, L) (zero above the diagonal). ``delta`` is
+    the step size after bias and softplus, (batch, d_inner, L); ``A`` (d_inner, d_state);
+    ``B``, ``C`` (batch, d_state, L). The state carried in from earlier chunks is not included.
+    Memory: batch x channel_block x L x L x d_state floats at a time.
+    """
+    batch, d_inner, length = delta.shape
+    causal = torch.ones(length, length, dtype=torch.bool, device=delta.device).tril()
+    b_s = B.transpose(1, 2)[:, None, None, :, :].float()  # (batch, 1, 1, L_s, n)
+    c_t = C.transpose(1, 2)[:, None, :, None, :].float()  # (batch, 1, L_t, 1, n)
+    total = torch.zeros(batch, length, length, device=delta.device)
+    for d0 in range(0, d_inner, channel_block):
+        d_delta = delta[:, d0 : d0 + channel_block].float()  # (batch, c, L)
+        log_decay = (d_delta[..., None] * A[d0 : d0 + channel_block, None, :].float()).cumsum(2)
+        diff = log_decay[:, :, :, None, :] - log_decay[:, :, None, :, :]  # (batch, c, t, s, n)
+        diff = diff.masked_fill(~causal[None, None, :, :, None], float("-inf"))
+        alpha = (c_t * diff.exp() * b_s).sum(-1) * d_delta[:, :, None, :]  # (batch, c, t, s)
+        total += alpha.abs().sum(dim=1)
+    return total / d_inner
