@@ -72,6 +72,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_provenance(spec: str) -> dict[str, object]:
+    """The model as named, and the SHA-256 of the weights file behind it, if any."""
+    import hashlib
+
+    from xt_engine.loading import bundled_checkpoint
+
+    path = Path(spec) if Path(spec).is_file() else bundled_checkpoint(spec)
+    info: dict[str, object] = {"model": spec}
+    if path is not None:
+        info["checkpoint"] = str(path)
+        info["checkpoint_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return info
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     from xt_engine.engine import run_inference
     from xt_engine.errors import InputError
@@ -103,6 +117,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             device=args.device,
             attention=args.attention,
+            resume=args.resume,
+            provenance=_model_provenance(args.model),
         )
     )
     print(
@@ -261,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--attention", action="store_true", help="also write a per-token attention map")
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted --out store of the same run"
+    )
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("import-xt-checkpoint", help="convert a released xT .pth checkpoint")
@@ -301,8 +320,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"xt {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
+        hint = (
+            " (the output is marked incomplete; add --resume to continue)"
+            if args.command == "infer"
+            else ""
+        )
         print(
-            f"\nxt {args.command}: interrupted after {time.perf_counter() - started:.0f} s",
+            f"\nxt {args.command}: interrupted after {time.perf_counter() - started:.0f} s{hint}",
             file=sys.stderr,
         )
         return 130

@@ -14,6 +14,7 @@ interrupted run never looks finished. Each region fills exactly one chunk on eve
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,9 +126,30 @@ class OutputStore:
         return cls(path, root)
 
     @classmethod
-    def open(cls, path: Path) -> OutputStore:
-        root = zarr.open_group(str(path), mode="r+")
+    def resume(
+        cls, path: Path, *, source: ImageSource, level: int, grid: RegionGrid, config: XTConfig
+    ) -> OutputStore:
+        """Reopen an interrupted store of the same run (same image, level, ROI and model)."""
+        try:
+            root = zarr.open_group(str(path), mode="r+")
+            xt = dict(root.attrs["xt"])
+        except (FileNotFoundError, KeyError, ValueError) as err:
+            raise InputError(
+                f"{path} is not a napari-xt result store to resume",
+                "run without --resume to start a new one",
+            ) from err
+        fresh = _provenance(source, level, grid, config, xt.get("label_levels", 0))
+        for key in ("source", "level", "roi", "region_size", "num_regions", "model_config"):
+            if xt.get(key) != json.loads(json.dumps(fresh[key])):  # attrs hold JSON
+                raise InputError(
+                    f"{path} was written by another run ({key} differs)",
+                    "resume with the same image, --level, --roi and model, or write a new --out",
+                )
         return cls(path, root)
+
+    def done_regions(self) -> set[int]:
+        """Indices of the regions already written."""
+        return {int(i) for i in np.flatnonzero(self.done[:])}
 
     def write_region(
         self, region: Region, labels: np.ndarray, attention: np.ndarray | None = None
@@ -199,6 +221,7 @@ def _provenance(
         "complete": False,
         "started": datetime.now(UTC).isoformat(),
         "software": f"napari-xt {__version__}",
+        "source_path": str(source.metadata.get("path", source.name)),
         "source": {
             "name": source.name,
             "shape_yx": list(source.shape_yx(0)),

@@ -120,3 +120,34 @@ def test_infer_bad_inputs_exit_2_with_the_fix(
     _fails(["infer", str(small_tiff), "--model", str(fake), "--out", out], capsys,
            "not a napari-xt checkpoint")
     assert not (tmp_path / "o.zarr").exists()  # nothing half-written that looks complete
+
+
+def test_ctrl_c_exits_130_and_resume_completes(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    import tifffile
+
+    image = tmp_path / "big.tif"
+    tifffile.imwrite(image, np.random.default_rng(0).integers(0, 255, (3072, 3072), np.uint8),
+                     tile=(256, 256))
+    out = tmp_path / "big.zarr"
+    cmd = [sys.executable, "-m", "xt_engine.cli", "infer", str(image), "--model", "xt_demo_sar",
+           "--out", str(out), "--batch-size", "4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until regions are being written
+        if (out / "xt_done" / "c").exists() or (out / "xt_done" / "c" / "0").exists():
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    root = zarr.open_group(str(out), mode="r")
+    assert root.attrs["xt"]["complete"] is False
+    assert root.attrs["xt"]["checkpoint_sha256"]
+    result = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert zarr.open_group(str(out), mode="r").attrs["xt"]["complete"] is True

@@ -189,3 +189,30 @@ def test_attention_is_exported_to_events_and_store(
     assert stored.max() > 0 and np.isfinite(stored).all()
     without = [e for e in run_inference(rgb_image, model) if isinstance(e, RegionDone)]
     assert without[0].attention is None
+
+
+@pytest.mark.parametrize("name", ["test_convnext_txl", "test_convnext_none", "test_convnext_txl_bidir"])
+def test_resume_after_cancel_equals_an_uninterrupted_run(
+    rgb_image: np.ndarray, tmp_path: Path, name: str
+) -> None:
+    model = create_model(name).eval()
+    whole = _labels_from_events(list(run_inference(rgb_image, model, batch_size=2)), (150, 200))
+    out = tmp_path / "resumable.zarr"
+    cancel = CancelToken()
+    for event in run_inference(rgb_image, model, output=out, batch_size=2, cancel=cancel):
+        if isinstance(event, Progress) and event.done == 6:
+            cancel.cancel()
+    assert zarr.open_group(str(out), mode="r").attrs["xt"]["complete"] is False
+    events = list(run_inference(rgb_image, model, output=out, batch_size=2, resume=True))
+    assert len([e for e in events if isinstance(e, RegionDone)]) == 6  # only what was missing
+    root = zarr.open_group(str(out), mode="r")
+    assert root.attrs["xt"]["complete"] is True
+    np.testing.assert_array_equal(root[f"{LABELS_PATH}/0"][:], whole)
+
+
+def test_resume_refuses_a_store_of_another_run(rgb_image: np.ndarray, tmp_path: Path) -> None:
+    model = create_model("test_convnext_none").eval()
+    out = tmp_path / "other.zarr"
+    list(run_inference(rgb_image, model, output=out, roi=(0, 0, 100, 100)))
+    with pytest.raises(InputError, match="roi differs"):
+        next(run_inference(rgb_image, model, output=out, resume=True))

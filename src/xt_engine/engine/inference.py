@@ -37,6 +37,8 @@ def run_inference(
     device: str | torch.device = "cpu",
     cancel: CancelToken | None = None,
     attention: bool = False,
+    resume: bool = False,
+    provenance: dict[str, object] | None = None,
 ) -> Iterator[Event]:
     """Yield events while running ``model`` over ``image`` (a path, array or ImageSource).
 
@@ -48,6 +50,10 @@ def run_inference(
             ``output``, an ``attention`` image in the store).
         cancel: checked between batches; a cancelled run ends with ``Finished(cancelled=True)``
             and leaves the output store marked incomplete.
+        resume: continue an interrupted ``output`` store of the same run: regions it records
+            as written are not decoded or written again (the context still reads them, so the
+            carried state is the same as in an uninterrupted run).
+        provenance: extra entries for the store's ``xt`` attributes (e.g. checkpoint hash).
     """
     source = open_image(image)
     config = model.config
@@ -68,8 +74,15 @@ def run_inference(
     grid = RegionGrid.for_image(source.shape_yx(level), config.tiling.region_size, roi)
     device = torch.device(device)
     model = model.to(device).eval()
-    store = (
-        OutputStore.create(
+    store: OutputStore | None = None
+    skip: set[int] = set()
+    if output is not None and resume and Path(output).exists():
+        store = OutputStore.resume(
+            Path(output), source=source, level=level, grid=grid, config=config
+        )
+        skip = store.done_regions()
+    elif output is not None:
+        store = OutputStore.create(
             Path(output),
             source=source,
             level=level,
@@ -77,9 +90,8 @@ def run_inference(
             config=config,
             token_stride=model.region_size // model.token_grid[0] if attention else 0,
         )
-        if output is not None
-        else None
-    )
+    if store is not None and provenance:
+        store.root.attrs["xt"] = dict(store.root.attrs["xt"]) | provenance
     scale = pixel_scale(source.dtype, config.region_encoder.input_scaling)
     yield Started(len(grid), grid, level, source.shape_yx(level), config.head.num_classes)
 
@@ -88,14 +100,14 @@ def run_inference(
     ]
     reader = RegionReader(source, level, grid, scale, device)
     start = time.perf_counter()
-    done = 0
+    done = len(skip)
     cancelled = False
     bidirectional = isinstance(model.context_encoder, BidirectionalContext)
     context_done = 0  # regions through the first (context) pass of a two-pass run
     passes = (
-        two_pass(model, reader, order, cancel, need_attention=attention)
+        two_pass(model, reader, order, cancel, need_attention=attention, skip=skip)
         if bidirectional
-        else causal_pass(model, reader, order, cancel, need_attention=attention)
+        else causal_pass(model, reader, order, cancel, need_attention=attention, skip=skip)
     )
     try:
         for regions, outputs in passes:
@@ -121,9 +133,9 @@ def run_inference(
                     yield RegionDone(region, valid, region_map, stride if attention else 0)
                 done += len(regions)
             elapsed = time.perf_counter() - start
-            work_done = done + context_done
-            work_total = len(grid) * (2 if bidirectional else 1)
-            rate = done / elapsed if elapsed > 0 else 0.0
+            work_done = done - len(skip) + context_done
+            work_total = (len(grid) - len(skip)) + (len(grid) if bidirectional else 0)
+            rate = (done - len(skip)) / elapsed if elapsed > 0 else 0.0
             work_rate = work_done / elapsed if elapsed > 0 else 0.0
             eta = (work_total - work_done) / work_rate if work_rate else float("inf")
             yield Progress(done, len(grid), rate, eta)

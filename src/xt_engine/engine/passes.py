@@ -69,11 +69,20 @@ def causal_pass(
     order: list[list[int]],
     cancel: CancelToken | None,
     need_attention: bool,
+    skip: set[int] | None = None,
 ) -> Iterator[tuple[list[Region], RegionOutputs]]:
-    """One pass in raster order, context state carried from batch to batch."""
+    """One pass in raster order, context state carried from batch to batch. Batches whose
+    regions are all in ``skip`` (written by an interrupted run) only advance the context."""
     state = model.init_state(1, reader.device)
+    stateless = model.config.context_encoder.kind == "none"
+    skip = skip or set()
+    order = [b for b in order if not (stateless and set(b) <= skip)]
     for regions, pixels, rc in reader.batches(order, cancel):
         with torch.inference_mode():
+            if {r.index for r in regions} <= skip:
+                _, tokens, positions = model.encode(pixels, rc)
+                _, state.context, _ = model.contextualize(tokens, positions, state.context, False)
+                continue
             outputs, state = model(pixels, rc, state, need_attention=need_attention)
         yield regions, outputs
 
@@ -84,6 +93,7 @@ def two_pass(
     order: list[list[int]],
     cancel: CancelToken | None,
     need_attention: bool = False,
+    skip: set[int] | None = None,
 ) -> Iterator[tuple[list[Region], RegionOutputs | None]]:
     """Bidirectional context in two passes (see the module docstring); pass-1 batches are
     yielded as ``(regions, None)`` so callers can report progress."""
@@ -111,6 +121,8 @@ def two_pass(
             with torch.inference_mode():
                 features, tokens, positions = model.encode(pixels, rc)
                 forward, fwd_state = context.forward_direction(tokens, positions, fwd_state)
+                if {r.index for r in regions} <= (skip or set()):
+                    continue  # written by an interrupted run; the forward state is advanced
                 backward = torch.from_numpy(cache[first:last]).to(forward.device)
                 merged = context.merge(forward, backward.reshape(forward.shape))
                 influence = None

@@ -45,7 +45,9 @@ def open_image(image: Any, axes: str | None = None) -> ImageSource:
     if isinstance(image, ImageSource):
         return image
     if isinstance(image, str | os.PathLike):
-        return _open_path(Path(image))
+        source = _open_path(Path(image))
+        source.metadata.setdefault("path", str(Path(image).resolve()))
+        return source
     if hasattr(image, "shape") or isinstance(image, list | tuple):
         return source_from_arrays(image, axes)
     raise InputError(
