@@ -87,6 +87,9 @@ class XTInferenceWidget(QWidget):
             "Also show, per token, how much attention it receives from the context encoder "
             "(for kinds without attention weights: how much context changed it)"
         )
+        self.precision_combo = QComboBox()
+        self.precision_combo.addItems(["auto", "fp32", "bf16", "fp16"])
+        self.precision_combo.setToolTip("auto: bf16/fp16 autocast on CUDA, fp32 on CPU")
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 256)
         self.batch_spin.setValue(8)
@@ -107,6 +110,7 @@ class XTInferenceWidget(QWidget):
         form.addRow("Scope", self.scope_combo)
         form.addRow("Level", self.level_combo)
         form.addRow("Device", self.device_combo)
+        form.addRow("Precision", self.precision_combo)
         form.addRow("Batch size", self.batch_spin)
         form.addRow("", self.attention_check)
         buttons = QHBoxLayout()
@@ -233,6 +237,7 @@ class XTInferenceWidget(QWidget):
                 cancel=self._cancel,
                 batch_size=self.batch_spin.value(),
                 attention=self.attention_check.isChecked(),
+                precision=self.precision_combo.currentText(),
                 device=self.device_combo.currentText(),
             )
             first = next(events)  # validates inputs on the main thread: errors show at once
@@ -307,6 +312,7 @@ class XTInferenceWidget(QWidget):
             self.device_combo,
             self.image_combo,
             self.attention_check,
+            self.precision_combo,
         ):
             control.setEnabled(not running)
         self.cancel_button.setEnabled(running)

@@ -72,6 +72,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(name: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; a CUDA device that is missing is an
+    input error naming the fix."""
+    import torch
+
+    from xt_engine.errors import InputError
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: no CUDA device here", "use --device cpu or auto")
+    return name
+
+
 def _model_provenance(spec: str) -> dict[str, object]:
     """The model as named, and the SHA-256 of the weights file behind it, if any."""
     import hashlib
@@ -115,10 +129,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
             level=args.level,
             roi=roi,
             batch_size=args.batch_size,
-            device=args.device,
+            device=_device(args.device),
             attention=args.attention,
             resume=args.resume,
             provenance=_model_provenance(args.model),
+            precision=args.precision,
         )
     )
     print(
@@ -275,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="region of interest in level-0 pixels",
     )
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--attention", action="store_true", help="also write a per-token attention map")
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted --out store of the same run"

@@ -216,3 +216,25 @@ def test_resume_refuses_a_store_of_another_run(rgb_image: np.ndarray, tmp_path: 
     list(run_inference(rgb_image, model, output=out, roi=(0, 0, 100, 100)))
     with pytest.raises(InputError, match="roi differs"):
         next(run_inference(rgb_image, model, output=out, resume=True))
+
+
+def test_precision_choices(rgb_image: np.ndarray) -> None:
+    from xt_engine import ConfigError
+
+    model = create_model("test_convnext_txl").eval()
+    fp32 = _labels_from_events(list(run_inference(rgb_image, model, precision="fp32")), (150, 200))
+    bf16 = _labels_from_events(list(run_inference(rgb_image, model, precision="bf16")), (150, 200))
+    assert (fp32 == bf16).mean() > 0.95  # bf16 autocast on CPU: close, not bit-equal
+    with pytest.raises(ConfigError, match="fp16 autocast needs a CUDA device"):
+        next(run_inference(rgb_image, model, precision="fp16"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_agrees_with_cpu_fp32(rgb_image: np.ndarray) -> None:
+    model = create_model("test_convnext_txl").eval()
+    cpu = _labels_from_events(list(run_inference(rgb_image, model, precision="fp32")), (150, 200))
+    gpu = _labels_from_events(
+        list(run_inference(rgb_image, model, device="cuda", precision="bf16")), (150, 200)
+    )
+    assert (cpu == gpu).mean() > 0.95

@@ -10,6 +10,7 @@ import os
 import resource
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ def run_inference(
     attention: bool = False,
     resume: bool = False,
     provenance: dict[str, object] | None = None,
+    precision: str = "auto",
 ) -> Iterator[Event]:
     """Yield events while running ``model`` over ``image`` (a path, array or ImageSource).
 
@@ -54,6 +56,8 @@ def run_inference(
             as written are not decoded or written again (the context still reads them, so the
             carried state is the same as in an uninterrupted run).
         provenance: extra entries for the store's ``xt`` attributes (e.g. checkpoint hash).
+        precision: ``auto`` (bf16 autocast on CUDA where supported, else fp16; fp32 on CPU),
+            ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
     """
     source = open_image(image)
     config = model.config
@@ -73,6 +77,7 @@ def run_inference(
         raise InputError(f"batch_size={batch_size} < 1", "use a batch size of 1 or more")
     grid = RegionGrid.for_image(source.shape_yx(level), config.tiling.region_size, roi)
     device = torch.device(device)
+    amp_dtype = resolve_precision(precision, device)
     model = model.to(device).eval()
     store: OutputStore | None = None
     skip: set[int] = set()
@@ -99,15 +104,25 @@ def run_inference(
         list(range(i, min(i + batch_size, len(grid)))) for i in range(0, len(grid), batch_size)
     ]
     reader = RegionReader(source, level, grid, scale, device)
+
+    def autocast() -> AbstractContextManager[object]:
+        if amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device.type, dtype=amp_dtype)
+
     start = time.perf_counter()
     done = len(skip)
     cancelled = False
     bidirectional = isinstance(model.context_encoder, BidirectionalContext)
     context_done = 0  # regions through the first (context) pass of a two-pass run
     passes = (
-        two_pass(model, reader, order, cancel, need_attention=attention, skip=skip)
+        two_pass(
+            model, reader, order, cancel, need_attention=attention, skip=skip, autocast=autocast
+        )
         if bidirectional
-        else causal_pass(model, reader, order, cancel, need_attention=attention, skip=skip)
+        else causal_pass(
+            model, reader, order, cancel, need_attention=attention, skip=skip, autocast=autocast
+        )
     )
     try:
         for regions, outputs in passes:
@@ -151,6 +166,26 @@ def run_inference(
         output=str(store.path) if store is not None else None,
         peak_rss_mb=peak_rss_mb(),
     )
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"precision {precision!r} is unknown", f"use one of {', '.join(PRECISIONS)}"
+        )
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            "fp16 autocast needs a CUDA device", "use --precision fp32 or bf16 on CPU"
+        )
+    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 def pixel_scale(dtype: np.dtype, scaling: str) -> float:

@@ -14,8 +14,9 @@ with the cached backward outputs, head. The region encoder thus runs twice; the 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
@@ -32,20 +33,23 @@ Batch = tuple[list[Region], torch.Tensor, torch.Tensor]  # regions, pixels (1,N,
 
 
 class RegionReader:
-    """Reads batches of regions, one batch ahead in a worker thread."""
+    """Reads batches of regions, one batch ahead in a worker thread; on CUDA the batch is
+    pinned in the worker and copied without blocking."""
 
     def __init__(
         self, source: ImageSource, level: int, grid: RegionGrid, scale: float, device: torch.device
     ) -> None:
         self.source, self.level, self.grid = source, level, grid
         self.scale, self.device = scale, device
+        self.pin = device.type == "cuda"
 
-    def _read(self, indices: list[int]) -> tuple[list[Region], np.ndarray]:
+    def _read(self, indices: list[int]) -> tuple[list[Region], torch.Tensor]:
         regions = [self.grid.region(i) for i in indices]
         pixels = np.stack(
             [self.source.read_padded(self.level, r.y0, r.x0, r.size) for r in regions]
         )
-        return regions, pixels  # (N, C, R, R) in the source dtype
+        tensor = torch.from_numpy(pixels)  # (N, C, R, R) in the source dtype
+        return regions, tensor.pin_memory() if self.pin else tensor
 
     def batches(self, order: list[list[int]], cancel: CancelToken | None) -> Iterator[Batch]:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xt-prefetch") as pool:
@@ -58,7 +62,7 @@ class RegionReader:
                 pending = (
                     pool.submit(self._read, order[number + 1]) if number + 1 < len(order) else None
                 )
-                tensor = torch.from_numpy(pixels).to(self.device, torch.float32).mul_(self.scale)
+                tensor = pixels.to(self.device, non_blocking=self.pin).float().mul_(self.scale)
                 rc = torch.tensor([[r.row, r.col] for r in regions], device=self.device)
                 yield regions, tensor[None], rc
 
@@ -70,6 +74,7 @@ def causal_pass(
     cancel: CancelToken | None,
     need_attention: bool,
     skip: set[int] | None = None,
+    autocast: Callable[[], AbstractContextManager[object]] = nullcontext,
 ) -> Iterator[tuple[list[Region], RegionOutputs]]:
     """One pass in raster order, context state carried from batch to batch. Batches whose
     regions are all in ``skip`` (written by an interrupted run) only advance the context."""
@@ -78,7 +83,7 @@ def causal_pass(
     skip = skip or set()
     order = [b for b in order if not (stateless and set(b) <= skip)]
     for regions, pixels, rc in reader.batches(order, cancel):
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             if {r.index for r in regions} <= skip:
                 _, tokens, positions = model.encode(pixels, rc)
                 _, state.context, _ = model.contextualize(tokens, positions, state.context, False)
@@ -94,6 +99,7 @@ def two_pass(
     cancel: CancelToken | None,
     need_attention: bool = False,
     skip: set[int] | None = None,
+    autocast: Callable[[], AbstractContextManager[object]] = nullcontext,
 ) -> Iterator[tuple[list[Region], RegionOutputs | None]]:
     """Bidirectional context in two passes (see the module docstring); pass-1 batches are
     yielded as ``(regions, None)`` so callers can report progress."""
@@ -110,20 +116,22 @@ def two_pass(
         )
         fwd_state, bwd_state = context.init_state(1, reader.device, torch.float32)
         for regions, pixels, rc in reader.batches(order[::-1], cancel):
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast():
                 _, tokens, positions = model.encode(pixels, rc)
                 backward, bwd_state = context.backward_direction(tokens, positions, bwd_state)
             first, last = regions[0].index, regions[-1].index + 1
-            cache[first:last] = backward.reshape(len(regions), tokens_per_region, dim).cpu().numpy()
+            cache[first:last] = (
+                backward.float().reshape(len(regions), tokens_per_region, dim).cpu().numpy()
+            )
             yield regions, None
         for regions, pixels, rc in reader.batches(order, cancel):
             first, last = regions[0].index, regions[-1].index + 1
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast():
                 features, tokens, positions = model.encode(pixels, rc)
                 forward, fwd_state = context.forward_direction(tokens, positions, fwd_state)
                 if {r.index for r in regions} <= (skip or set()):
                     continue  # written by an interrupted run; the forward state is advanced
-                backward = torch.from_numpy(cache[first:last]).to(forward.device)
+                backward = torch.from_numpy(cache[first:last]).to(forward.device, forward.dtype)
                 merged = context.merge(forward, backward.reshape(forward.shape))
                 influence = None
                 if need_attention:  # no single attention matrix in two passes: the proxy
