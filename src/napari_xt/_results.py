@@ -15,17 +15,19 @@ from typing import Any
 
 import numpy as np
 import zarr
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Points
 
 from napari_xt._layers import label_layer_kwargs
 from napari_xt._view import labels_placement
 from xt_engine import RegionDone
+from xt_engine.colors import class_colors
 from xt_engine.io import ImageSource
 from xt_engine.models import XTModel
 from xt_engine.outputs import LABELS_PATH
 
 SEGMENTATION_LAYER = "xT segmentation"
 ATTENTION_LAYER = "xT attention"
+DETECTIONS_LAYER = "xT detections"
 PREVIEW_MAX_SIDE = 4096
 
 
@@ -36,6 +38,10 @@ class RunLayers:
         self.viewer = viewer
         self.labels: Labels | None = None
         self.attention: Image | None = None
+        self.points: Points | None = None
+        self._detections: list[np.ndarray] = []
+        self._class_names: list[str] = []
+        self._class_rgba = np.zeros((0, 4), dtype=np.float32)
         self.store: Path | None = None
         self._factor = 1
         self._run: tuple[Image, tuple[float, float], XTModel] | None = None
@@ -56,21 +62,26 @@ class RunLayers:
         while max(shape) / factor > PREVIEW_MAX_SIDE:
             factor *= 2
         self._factor, self._run = factor, (image, down, model)
-        preview = np.zeros((-(-shape[0] // factor), -(-shape[1] // factor)), dtype=np.uint8)
-        scale, translate = labels_placement(image, (down[0] * factor, down[1] * factor))
-        self._replace_labels(
-            Labels(
-                preview,
-                name=SEGMENTATION_LAYER,
-                opacity=0.6,
-                scale=scale,
-                translate=translate,
-                **label_layer_kwargs(model.config.head),
+        for name in (ATTENTION_LAYER, DETECTIONS_LAYER):
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        self.attention, self.points, self._detections = None, None, []
+        if model.config.head.task == "detection":
+            self.labels = None  # a segmentation layer of an earlier run stays as it is
+            self._start_points(image, down, model)
+        else:
+            preview = np.zeros((-(-shape[0] // factor), -(-shape[1] // factor)), dtype=np.uint8)
+            scale, translate = labels_placement(image, (down[0] * factor, down[1] * factor))
+            self._replace_labels(
+                Labels(
+                    preview,
+                    name=SEGMENTATION_LAYER,
+                    opacity=0.6,
+                    scale=scale,
+                    translate=translate,
+                    **label_layer_kwargs(model.config.head),
+                )
             )
-        )
-        if ATTENTION_LAYER in self.viewer.layers:
-            self.viewer.layers.remove(ATTENTION_LAYER)
-        self.attention = None
         if attention:
             stride = model.region_size // model.token_grid[0]
             heat = np.zeros((-(-shape[0] // stride), -(-shape[1] // stride)), dtype=np.float32)
@@ -89,9 +100,29 @@ class RunLayers:
         if previous is not None and previous != store:
             shutil.rmtree(previous, ignore_errors=True)
 
+    def _start_points(self, image: Image, down: tuple[float, float], model: XTModel) -> None:
+        """An empty Points layer for detections, one face colour per class."""
+        colors = np.asarray(class_colors(model.config.head), dtype=np.float32) / 255.0
+        colors[:, 3] = 1.0
+        self._class_names = list(model.config.head.names())
+        self._class_rgba = colors
+        scale, translate = labels_placement(image, down)
+        self.points = self.viewer.add_points(
+            np.zeros((0, 2)),
+            name=DETECTIONS_LAYER,
+            scale=scale,
+            translate=translate,
+            size=12,
+            border_width=0.1,
+            border_color="white",
+            face_color="transparent",
+        )
+
     def paint(self, event: RegionDone) -> None:
         """Copy one region's results into the previews (no redraw; see :meth:`refresh`)."""
-        if self.labels is None:
+        if event.detections is not None and len(event.detections):
+            self._detections.append(event.detections)
+        if self.labels is None or event.labels is None:
             return
         f, r = self._factor, event.region
         sub = event.labels[(-r.y0) % f :: f, (-r.x0) % f :: f]
@@ -105,6 +136,18 @@ class RunLayers:
             block[...] = event.attention[: block.shape[0], : block.shape[1]]
 
     def refresh(self) -> None:
+        if self.points is not None and self._detections:
+            rows = np.concatenate(self._detections)  # (M, 6): y, x, class, score, h, w
+            classes = rows[:, 2].astype(int)
+            self.points.data = rows[:, :2]
+            self.points.features = {
+                "class": [self._class_names[c] for c in classes],
+                "score": rows[:, 3],
+                "height": rows[:, 4],
+                "width": rows[:, 5],
+            }
+            self.points.face_color = self._class_rgba[classes]
+            self.points.size = np.maximum(rows[:, 4:6].max(axis=1), 4.0)
         if self.labels is not None:
             self.labels.refresh()
         if self.attention is not None:
@@ -114,7 +157,7 @@ class RunLayers:
 
     def finish(self) -> None:
         """After the run: large results switch to the store's lazy label pyramid."""
-        if self._factor == 1 or self.store is None or self._run is None:
+        if self._factor == 1 or self.store is None or self._run is None or self.labels is None:
             self.refresh()
             return
         image, down, model = self._run

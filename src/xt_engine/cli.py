@@ -293,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--attention", action="store_true", help="also write a per-token attention map")
     p.add_argument(
+        "--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+        help="autocast dtype (auto: bf16/fp16 on CUDA, fp32 on CPU)",
+    )
+    p.add_argument(
         "--resume", action="store_true", help="continue an interrupted --out store of the same run"
     )
     p.set_defaults(func=cmd_infer)

@@ -5,6 +5,8 @@ Layout::
     OUT.zarr/                      root group; attrs: ome.version, ome.labels, xt (provenance)
       labels/segmentation/0..K     label pyramid (level 0 = the inference level), uint8
   attention/0                  optional: per-token attention, float16, one pixel per token
+  detections.csv               detection models: region, y, x, class, class_name, score,
+                               height, width (centres and sizes in level-0 pixels)
       xt_done                      bool per region: written regions (resume record)
 
 The root attribute ``xt.complete`` turns true only after every region is written, so an
@@ -14,6 +16,7 @@ interrupted run never looks finished. Each region fills exactly one chunk on eve
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from datetime import UTC, datetime
@@ -32,6 +35,8 @@ from xt_engine.tiling import Region, RegionGrid
 NGFF_VERSION = "0.5"
 LABELS_PATH = "labels/segmentation"
 ATTENTION_PATH = "attention"
+DETECTIONS_FILE = "detections.csv"
+DETECTION_COLUMNS = ("region", "y", "x", "class", "class_name", "score", "height", "width")
 
 
 def _pyramid_depth(shape_yx: tuple[int, int], region_size: int) -> int:
@@ -145,27 +150,74 @@ class OutputStore:
                     f"{path} was written by another run ({key} differs)",
                     "resume with the same image, --level, --roi and model, or write a new --out",
                 )
-        return cls(path, root)
+        store = cls(path, root)
+        store.drop_detections_of_unfinished_regions()
+        return store
 
     def done_regions(self) -> set[int]:
         """Indices of the regions already written."""
         return {int(i) for i in np.flatnonzero(self.done[:])}
 
     def write_region(
-        self, region: Region, labels: np.ndarray, attention: np.ndarray | None = None
+        self,
+        region: Region,
+        labels: np.ndarray | None,
+        attention: np.ndarray | None = None,
+        detections: np.ndarray | None = None,
     ) -> None:
-        """Write a region's labels (h, w) to every pyramid level (and its attention map at token
-        resolution when the store has one), then record the region as done."""
+        """Write a region's labels (h, w) to every pyramid level, its attention map at token
+        resolution when the store has one, and its detections (rows in the level's pixels) to
+        ``detections.csv`` in level-0 pixels; then record the region as done."""
+        if detections is not None:
+            self._append_detections(region, detections)
         if attention is not None and self.attention is not None:
             s = self.attention_stride
             ay, ax = region.y0 // s, region.x0 // s
             self.attention[ay : ay + attention.shape[0], ax : ax + attention.shape[1]] = attention
-        for k, array in enumerate(self.labels):
+        for k, array in enumerate(self.labels if labels is not None else []):
             f = 2**k
             sub = labels[::f, ::f]
             y0, x0 = region.y0 // f, region.x0 // f
             array[y0 : y0 + sub.shape[0], x0 : x0 + sub.shape[1]] = sub
         self.done[region.index] = True
+
+    def _append_detections(self, region: Region, rows: np.ndarray) -> None:
+        xt = self.root.attrs["xt"]
+        dy, dx = xt["downsample"]
+        names = xt["model_config"]["head"].get("class_names") or []
+        path = self.path / DETECTIONS_FILE
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(DETECTION_COLUMNS)
+            for y, x, cls, score, h, w in rows.tolist():
+                name = names[int(cls)] if int(cls) < len(names) else f"class_{int(cls)}"
+                writer.writerow(
+                    [
+                        region.index,
+                        f"{y * dy:.2f}",
+                        f"{x * dx:.2f}",
+                        int(cls),
+                        name,
+                        f"{score:.4f}",
+                        f"{h * dy:.2f}",
+                        f"{w * dx:.2f}",
+                    ]
+                )
+
+    def drop_detections_of_unfinished_regions(self) -> None:
+        """On resume: rows of regions not recorded as done were written by an interrupted batch."""
+        path = self.path / DETECTIONS_FILE
+        if not path.exists():
+            return
+        done = self.done_regions()
+        with path.open(newline="") as handle:
+            rows = [r for r in csv.reader(handle)][1:]
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(DETECTION_COLUMNS)
+            writer.writerows(r for r in rows if int(r[0]) in done)
 
     def mark_complete(self) -> None:
         xt = dict(self.root.attrs["xt"])
@@ -229,6 +281,7 @@ def _provenance(
             "channels": source.num_channels,
         },
         "level": level,
+        "downsample": list(source.downsample(level)),
         "roi": list(grid.box),
         "region_size": grid.region_size,
         "num_regions": len(grid),

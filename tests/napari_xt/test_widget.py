@@ -190,3 +190,29 @@ def test_channel_mismatch_shows_the_engine_message(make_napari_viewer, qtbot) ->
     assert "channel(s) but the model takes 1" in widget.status.text()
     assert widget.run_button.isEnabled()
     assert "xT segmentation" not in viewer.layers  # nothing half-made is left behind
+
+
+def test_detection_model_adds_points(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    import torch
+
+    from xt_engine import create_model, save_checkpoint
+
+    model = create_model("test_convnext_txl_det")
+    with torch.no_grad():
+        model.head.heatmap.weight.zero_()
+        model.head.heatmap.bias.copy_(torch.tensor([-9.0, 6.0, -9.0]))  # class 1 everywhere
+    checkpoint = save_checkpoint(model, tmp_path / "det.safetensors")
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.random.default_rng(0).integers(0, 255, (128, 192, 3), np.uint8),
+                     rgb=True, name="rgb")
+    widget = _dock(viewer)
+    widget.model_combo.addItem(str(checkpoint))
+    widget.model_combo.setCurrentText(str(checkpoint))
+    widget.scope_combo.setCurrentText("Whole image")
+    assert _run(widget, qtbot) is False, widget.status.text()
+    assert "xT detections" in viewer.layers, (widget.status.text(), [x.name for x in viewer.layers])
+    points = viewer.layers["xT detections"]
+    assert len(points.data) == 6 * 100  # 6 regions, the best 100 centres of each
+    assert set(points.features["class"]) == {"class_1"}
+    assert points.data[:, 0].max() < 128 and points.data[:, 1].max() < 192
+    assert "xT segmentation" not in viewer.layers

@@ -238,3 +238,43 @@ def test_cuda_bf16_agrees_with_cpu_fp32(rgb_image: np.ndarray) -> None:
         list(run_inference(rgb_image, model, device="cuda", precision="bf16")), (150, 200)
     )
     assert (cpu == gpu).mean() > 0.95
+
+
+def test_detection_models_stream_points_to_events_and_a_csv(tmp_path: Path) -> None:
+    import csv
+
+    import torch
+
+    model = create_model("test_convnext_txl_det").eval()
+    with torch.no_grad():  # make class 2 fire at a few fixed cells of every region
+        model.head.heatmap.weight.zero_()
+        model.head.heatmap.bias.fill_(-10.0)
+    base = np.random.default_rng(3).integers(0, 255, (200, 260, 3), dtype=np.uint8)
+    pyramid = [base, base[::2, ::2].copy()]
+    original = model.head.forward
+
+    def fixed_peaks(context, features):
+        out = original(context, features)
+        heat = out["heatmap"].clone()
+        heat[:, 2, 3, 5] = 4.0  # one confident centre per region at cell (3, 5), stride 4
+        return {**out, "heatmap": heat}
+
+    model.head.forward = fixed_peaks
+    out = tmp_path / "det.zarr"
+    events = [e for e in run_inference(pyramid, model, output=out, level=1)
+              if isinstance(e, RegionDone)]
+    assert all(e.labels is None for e in events)
+    rows = np.concatenate([e.detections for e in events])
+    # one detection per region whose cell (3, 5) lies inside the image at level 1 (100 x 130)
+    expected = [(r.y0 + 14.0, r.x0 + 22.0) for r in (e.region for e in events)
+                if 14 < r.height and 22 < r.width]
+    assert sorted(map(tuple, rows[:, :2].tolist())) == sorted(expected)
+    assert set(rows[:, 2].tolist()) == {2.0}
+    with (out / "detections.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == len(expected)
+    # level-0 coordinates: twice the level-1 pixels
+    assert sorted((float(t["y"]), float(t["x"])) for t in table) == sorted(
+        (2 * y, 2 * x) for y, x in expected
+    )
+    assert {t["class_name"] for t in table} == {"class_2"}

@@ -26,15 +26,19 @@ class Started:
 class RegionDone:
     """One region's results, cropped to its valid (unpadded) part.
 
-    ``labels`` (h, w) uint8 class indices at the inference level, placed at ``region.y0, x0``.
+    ``labels`` (h, w) uint8 class indices at the inference level, placed at ``region.y0, x0``
+    (segmentation models; None for detection models).
+    ``detections`` (detection models): (M, 6) float32 rows ``(y, x, class, score, height,
+    width)`` with centres in the inference level's pixels (image frame, not region frame).
     ``attention`` (only when asked for): (h / s, w / s) float32 per token of the region, rounded
     up, where ``s = token_stride``; see :class:`xt_engine.models.RegionOutputs`.
     """
 
     region: Region
-    labels: np.ndarray
+    labels: np.ndarray | None
     attention: np.ndarray | None = None
     token_stride: int = 0
+    detections: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from xt_engine.errors import Cancelled, ConfigError, InputError
 from xt_engine.io import open_image
 from xt_engine.models import XTModel
 from xt_engine.models.context import BidirectionalContext
+from xt_engine.models.heads import decode_detections
 from xt_engine.outputs import OutputStore
 from xt_engine.tiling import RegionGrid
 
@@ -67,11 +68,11 @@ def run_inference(
             f"{config.region_encoder.in_chans}",
             "pick a model trained for this channel count or convert the image",
         )
-    if config.head.task != "segmentation":
+    if config.head.task == "classification":
         raise ConfigError(
-            f"streaming inference writes segmentation results; this model's task is "
-            f"{config.head.task!r}",
-            "pick a segmentation model (detection and classification outputs are coming)",
+            "streaming inference writes per-region results; this model classifies whole images",
+            "pick a segmentation or detection model (for classification call the model and "
+            "XTModel.finish directly)",
         )
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size} < 1", "use a batch size of 1 or more")
@@ -129,23 +130,12 @@ def run_inference(
             if outputs is None:
                 context_done += len(regions)
             else:
-                assert outputs.logits is not None
-                labels = outputs.logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
-                maps = (
-                    outputs.attention.float().cpu().numpy()
-                    if attention and outputs.attention is not None
-                    else [None] * len(regions)
-                )
-                stride = model.region_size // model.token_grid[0]
-                for region, region_labels, region_map in zip(regions, labels, maps, strict=True):
-                    valid = region_labels[: region.height, : region.width]
-                    if region_map is not None:
-                        region_map = region_map[
-                            : -(-region.height // stride), : -(-region.width // stride)
-                        ]
+                for region, event in zip(
+                    regions, _region_events(model, regions, outputs, attention), strict=True
+                ):
                     if store is not None:
-                        store.write_region(region, valid, region_map)
-                    yield RegionDone(region, valid, region_map, stride if attention else 0)
+                        store.write_region(region, event.labels, event.attention, event.detections)
+                    yield event
                 done += len(regions)
             elapsed = time.perf_counter() - start
             work_done = done - len(skip) + context_done
@@ -202,3 +192,33 @@ def pixel_scale(dtype: np.dtype, scaling: str) -> float:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _region_events(
+    model: XTModel, regions: list, outputs: object, attention: bool
+) -> list[RegionDone]:
+    """Per-region results of one batch, cropped to each region's valid part."""
+    stride = model.region_size // model.token_grid[0]
+    out = []
+    for i, region in enumerate(regions):
+        labels = detections = region_map = None
+        if outputs.logits is not None:  # type: ignore[attr-defined]
+            labels = outputs.logits[i].argmax(dim=0).to(torch.uint8).cpu().numpy()  # type: ignore[attr-defined]
+            labels = labels[: region.height, : region.width]
+        if outputs.heatmap is not None:  # type: ignore[attr-defined]
+            rows = decode_detections(
+                outputs.heatmap[i].float(),
+                outputs.log_size[i].float(),  # type: ignore[attr-defined]
+                model.output_stride,
+                model.config.head.detection_threshold,
+            )
+            inside = (rows[:, 0] < region.height) & (rows[:, 1] < region.width)
+            rows = rows[inside].cpu().numpy().astype(np.float32)
+            rows[:, 0] += region.y0
+            rows[:, 1] += region.x0
+            detections = rows
+        if attention and outputs.attention is not None:  # type: ignore[attr-defined]
+            region_map = outputs.attention[i].float().cpu().numpy()  # type: ignore[attr-defined]
+            region_map = region_map[: -(-region.height // stride), : -(-region.width // stride)]
+        out.append(RegionDone(region, labels, region_map, stride if attention else 0, detections))
+    return out
