@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -225,9 +226,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     paths = find_pairs(images, masks, Path(args.manifest) if args.manifest else None)
     pairs = load_pairs(paths, model_config.head.num_classes, cfg.seed)
     train_pairs, val_pairs = split_pairs(pairs, args.val_fraction)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        for _ in train(
+            model_config, cfg, train_pairs, val_pairs, out, resume=args.resume, device=args.device
+        ):
+            pass
+        return 0
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     print(
-        f"training on {len(train_pairs)} image(s), validating on {len(val_pairs)}; "
-        f"{cfg.max_steps} steps of {cfg.batch_size} x {cfg.crop_size} px crops"
+        f"training in {world} process(es) on {len(train_pairs)} image(s), validating on "
+        f"{len(val_pairs)}; {cfg.max_steps} steps of {cfg.batch_size} x {cfg.crop_size} px crops"
     )
     tty = sys.stderr.isatty()
     names = model_config.head.names()
@@ -293,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--attention", action="store_true", help="also write a per-token attention map")
     p.add_argument(
-        "--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16", "fp16"),
         help="autocast dtype (auto: bf16/fp16 on CUDA, fp32 on CPU)",
     )
     p.add_argument(

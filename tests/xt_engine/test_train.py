@@ -122,3 +122,53 @@ def test_train_errors_name_the_fix(tmp_path: Path, data_dirs: tuple[Path, Path])
     with pytest.raises(ConfigError, match="multiple of the region size"):
         main(["--debug", "train", "--images", str(data_dirs[0]), "--masks", str(data_dirs[1]),
               "--config", str(config), "--out", str(tmp_path / "m.safetensors")])
+
+
+def _average_in_two_processes(rank: int, port: int, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from xt_engine.train.distributed import Ranks, average_gradients, broadcast_parameters
+
+    os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    layer = torch.nn.Linear(2, 1)
+    torch.nn.init.constant_(layer.weight, float(rank))  # differs until broadcast
+    ranks = Ranks(rank, 2, rank)
+    broadcast_parameters(layer, ranks)
+    layer.weight.grad = torch.full_like(layer.weight, float(rank + 1))
+    average_gradients(layer, ranks)
+    torch.save({"weight": layer.weight.detach(), "grad": layer.weight.grad}, f"{out}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_gradients_are_averaged_across_two_gloo_processes(tmp_path: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_average_in_two_processes, args=(port, str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        saved = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
+        assert torch.equal(saved["weight"], torch.zeros(1, 2))  # rank 0's initial weights
+        assert torch.equal(saved["grad"], torch.full((1, 2), 1.5))  # mean of 1 and 2
+
+
+def test_torchrun_two_cpu_processes_train(data_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps(dict(TINY_CONFIG, train={**TINY_CONFIG["train"], "max_steps": 2})))
+    out = tmp_path / "ddp.safetensors"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "xt_engine.cli", "train", "--images", str(data_dirs[0]), "--masks",
+           str(data_dirs[1]), "--config", str(config), "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training in 2 process(es)" in result.stdout and "step 2" in result.stdout
+    assert load_checkpoint(out).config.region_encoder.name == "test_convnext"

@@ -24,6 +24,7 @@ from xt_engine.errors import ConfigError
 from xt_engine.models import XTModel, create_model
 from xt_engine.train.config import TrainConfig
 from xt_engine.train.data import Pair, sample_crop
+from xt_engine.train.distributed import average_gradients, barrier, broadcast_parameters, setup
 from xt_engine.train.losses import segmentation_loss
 from xt_engine.train.metrics import confusion, scores
 
@@ -139,9 +140,13 @@ def train(
             "train a segmentation model",
         )
     cfg.validate(model_config.tiling.region_size)
+    ranks = setup(device)
     seed_everything(cfg.seed)
+    if device.startswith("cuda") and ranks.world > 1:
+        device = f"cuda:{ranks.local_rank}"
     dev = torch.device(device)
     model = create_model(model_config).to(dev).train()
+    broadcast_parameters(model, ranks)
     if cfg.grad_checkpointing and hasattr(model.region_encoder.backbone, "set_grad_checkpointing"):
         model.region_encoder.backbone.set_grad_checkpointing(True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -155,7 +160,7 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     state_path = out.with_name(out.name + ".trainstate.pt")
     start_step = 0
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.seed + 1000 * ranks.rank)  # each rank its own crops
     if resume and out.exists() and state_path.exists():
         saved_config, _ = read_checkpoint_config(out)
         if saved_config != model_config:
@@ -196,6 +201,7 @@ def train(
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(model, ranks)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
@@ -207,7 +213,9 @@ def train(
             schedule.get_last_lr()[0],
             time.perf_counter() - started,
         )
-        if done % cfg.val_every == 0 or done == cfg.max_steps:
+        if (done % cfg.val_every == 0 or done == cfg.max_steps) and not ranks.main:
+            barrier(ranks)  # wait for rank 0's validation and checkpoint
+        elif done % cfg.val_every == 0 or done == cfg.max_steps:
             event.val = evaluate(model, val_batches, cfg) if val_batches else None
             save_checkpoint(
                 model, out, extra={"step": done, "train": cfg.to_dict(), "val": event.val}
@@ -225,4 +233,5 @@ def train(
             )
             os.replace(tmp, state_path)
             event.checkpoint = str(out)
+            barrier(ranks)
         yield event
