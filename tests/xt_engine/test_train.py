@@ -172,3 +172,13 @@ def test_torchrun_two_cpu_processes_train(data_dirs: tuple[Path, Path], tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training in 2 process(es)" in result.stdout and "step 2" in result.stdout
     assert load_checkpoint(out).config.region_encoder.name == "test_convnext"
+
+
+def test_demo_recipe_runs_for_a_few_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from xt_engine.models.registry import model_config
+
+    out = tmp_path / "demo.safetensors"
+    assert main(["train", "--recipe", "demo-sar", "--out", str(out), "--max-steps", "2"]) == 0
+    assert "step 2" in capsys.readouterr().out
+    assert load_checkpoint(out).config == model_config("xt_demo_sar")  # the shipped architecture
+    assert len(list((tmp_path / "demo-data" / "images").glob("*.tif"))) == 6
