@@ -54,3 +54,28 @@ def labels_placement(layer: Any, downsample: tuple[float, float]) -> tuple[np.nd
         (np.asarray(downsample) - 1) / 2 * np.asarray(layer.scale[-2:], dtype=float)
     )
     return scale, translate
+
+
+def shapes_box(
+    shapes: Any, layer: Any, shape_yx: tuple[int, int]
+) -> tuple[int, int, int, int] | None:
+    """The level-0 pixel box of ``layer`` that bounds every shape of a Shapes layer (mapped
+    through world coordinates, clipped to the image); None when there is no shape inside."""
+    vertices = [np.asarray(v, dtype=float)[:, -2:] for v in shapes.data]
+    if not vertices:
+        return None
+    points = np.concatenate(vertices)
+    corners = []
+    for corner in (points.min(axis=0), points.max(axis=0)):
+        data = np.zeros(shapes.ndim)
+        data[-2:] = corner
+        world = np.asarray(shapes.data_to_world(data))
+        full = np.zeros(layer.ndim)
+        full[-2:] = world[-2:]
+        corners.append(np.asarray(layer.world_to_data(full))[-2:])
+    lo, hi = np.minimum(*corners), np.maximum(*corners)
+    y0, x0 = max(0, math.floor(lo[0])), max(0, math.floor(lo[1]))
+    y1, x1 = min(shape_yx[0], math.ceil(hi[0]) + 1), min(shape_yx[1], math.ceil(hi[1]) + 1)
+    if y0 >= y1 or x0 >= x1:
+        return None
+    return y0, x0, y1, x1

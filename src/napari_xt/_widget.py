@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from napari.layers import Image
+from napari.layers import Image, Shapes
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Signal
@@ -32,10 +32,11 @@ from qtpy.QtWidgets import (
 )
 
 from napari_xt._results import RunLayers
-from napari_xt._view import auto_level, view_box
+from napari_xt._view import auto_level, shapes_box, view_box
 from xt_engine import (
     CancelToken,
     Finished,
+    InputError,
     Progress,
     RegionDone,
     Started,
@@ -49,6 +50,7 @@ from xt_engine.tiling import box_at_level
 
 DEFAULT_MODEL = "xt_demo_sar"
 SCOPES = ("Current view", "Whole image")
+SHAPES_PREFIX = "Shapes: "
 
 
 class XTInferenceWidget(QWidget):
@@ -139,7 +141,21 @@ class XTInferenceWidget(QWidget):
         self._show_model_summary(self.model_combo.currentText())
 
     # -- choices -------------------------------------------------------------------------------
+    def _refresh_scopes(self) -> None:
+        """The fixed scopes plus one per Shapes layer (the bounding box of its shapes)."""
+        current = self.scope_combo.currentText()
+        items = list(SCOPES) + [
+            SHAPES_PREFIX + layer.name for layer in self.viewer.layers if isinstance(layer, Shapes)
+        ]
+        if items == [self.scope_combo.itemText(i) for i in range(self.scope_combo.count())]:
+            return
+        self.scope_combo.clear()
+        self.scope_combo.addItems(items)
+        if current in items:
+            self.scope_combo.setCurrentText(current)
+
     def _refresh_layers(self, event: object = None) -> None:
+        self._refresh_scopes()
         current = self.image_combo.currentText()
         names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
         self.image_combo.blockSignals(True)
@@ -269,9 +285,20 @@ class XTInferenceWidget(QWidget):
     def _roi(
         self, layer: Image, source: ImageSource, level: int
     ) -> tuple[int, int, int, int] | None:
-        if self.scope_combo.currentText() != "Current view":
+        scope = self.scope_combo.currentText()
+        if scope.startswith(SHAPES_PREFIX):
+            name = scope.removeprefix(SHAPES_PREFIX)
+            shapes = self.viewer.layers[name] if name in self.viewer.layers else None
+            box0 = shapes_box(shapes, layer, source.shape_yx(0)) if shapes is not None else None
+            if box0 is None:
+                raise InputError(
+                    f"the Shapes layer {name!r} has no shape over the image",
+                    "draw a rectangle or polygon over the image, or pick another scope",
+                )
+        elif scope == "Current view":
+            box0 = view_box(self.viewer, layer, source.shape_yx(0))
+        else:
             return None
-        box0 = view_box(self.viewer, layer, source.shape_yx(0))
         return box_at_level(box0, source.downsample(level), source.shape_yx(level))
 
     def _on_event(self, event: object) -> None:

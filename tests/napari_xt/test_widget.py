@@ -216,3 +216,24 @@ def test_detection_model_adds_points(make_napari_viewer, qtbot, tmp_path: Path) 
     assert set(points.features["class"]) == {"class_1"}
     assert points.data[:, 0].max() < 128 and points.data[:, 1].max() < 192
     assert "xT segmentation" not in viewer.layers
+
+
+def test_scope_from_a_shapes_layer(make_napari_viewer, qtbot) -> None:
+    from xt_engine.synthetic import make_sar_scene
+
+    image, _ = make_sar_scene((512, 512), seed=11)
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(image, name="scene")
+    widget = _dock(viewer)
+    viewer.add_shapes([np.array([[100, 150], [300, 400]])], shape_type="rectangle", name="roi")
+    assert widget.scope_combo.findText("Shapes: roi") >= 0  # follows the layer list
+    widget.scope_combo.setCurrentText("Shapes: roi")
+    widget.image_combo.setCurrentText("scene")
+    assert _run(widget, qtbot) is False
+    labels = _labels_level0(viewer.layers["xT segmentation"])
+    expected = _expected_labels(image, "xt_demo_sar", 8, roi=(100, 150, 301, 401))
+    np.testing.assert_array_equal(labels, expected)
+    assert labels[:100].max() == 0 and labels[:, :150].max() == 0 and labels[301:].max() == 0
+    viewer.layers["roi"].data = []
+    widget.run_button.click()
+    assert "has no shape over the image" in widget.status.text()
