@@ -44,7 +44,7 @@ from xt_engine import (
     run_inference,
 )
 from xt_engine.io import ImageSource, source_from_arrays
-from xt_engine.loading import load_model
+from xt_engine.loading import load_model, load_model_parts
 from xt_engine.models import XTModel, list_models
 from xt_engine.tiling import box_at_level
 
@@ -64,7 +64,7 @@ class XTInferenceWidget(QWidget):
         self._worker: Any = None
         self._cancel: CancelToken | None = None
         self._model: XTModel | None = None
-        self._model_spec: str | None = None
+        self._model_spec: tuple[str | None, ...] | None = None
         self._last_cancelled = False
         self._store_dir = Path(tempfile.mkdtemp(prefix="napari-xt-"))
         self._run_count = 0
@@ -75,6 +75,16 @@ class XTInferenceWidget(QWidget):
         self.model_combo.addItems(list_models())
         self.model_combo.setCurrentText(DEFAULT_MODEL)
         self.browse_button = QPushButton("Checkpoint...")
+        self.region_weights_button = QPushButton("Region encoder weights...")
+        self.region_weights_button.setToolTip(
+            "A plain timm state dict (.safetensors/.pth/.bin) for the chosen architecture's backbone"
+        )
+        self.context_weights_button = QPushButton("Context + head weights...")
+        self.context_weights_button.setToolTip(
+            "The context encoder and head weights of the chosen architecture"
+        )
+        self.region_weights: str | None = None
+        self.context_weights: str | None = None
         self.model_summary = QLabel()
         self.model_summary.setWordWrap(True)
         self.scope_combo = QComboBox()
@@ -108,6 +118,10 @@ class XTInferenceWidget(QWidget):
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
         form.addRow("Model", model_row)
+        weights_row = QHBoxLayout()
+        weights_row.addWidget(self.region_weights_button)
+        weights_row.addWidget(self.context_weights_button)
+        form.addRow("", weights_row)
         form.addRow("", self.model_summary)
         form.addRow("Scope", self.scope_combo)
         form.addRow("Level", self.level_combo)
@@ -128,6 +142,8 @@ class XTInferenceWidget(QWidget):
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.browse_button.clicked.connect(self._browse_checkpoint)
+        self.region_weights_button.clicked.connect(lambda: self._browse_weights("region"))
+        self.context_weights_button.clicked.connect(lambda: self._browse_weights("context"))
         self.model_combo.currentTextChanged.connect(self._show_model_summary)
         self.image_combo.currentTextChanged.connect(self._refresh_levels)
         for event in (
@@ -216,15 +232,39 @@ class XTInferenceWidget(QWidget):
         context = cfg.context_encoder.kind + (
             " (both directions)" if cfg.context_encoder.bidirectional else ""
         )
+        files = [Path(p).name for p in (self.region_weights, self.context_weights) if p]
+        weights = f" (weights: {', '.join(files)})" if files and spec in list_models() else ""
         self.model_summary.setText(
-            f"{cfg.region_encoder.name} -> {context}; {cfg.head.num_classes} classes; "
+            f"{cfg.region_encoder.name} -> {context}{weights}; {cfg.head.num_classes} classes; "
             f"{params / 1e6:.2f} M parameters; {cfg.region_encoder.in_chans} channel(s)"
         )
 
+    def _browse_weights(self, part: str) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, f"{part} weights", "", "Weights (*.safetensors *.pth *.pt *.bin)"
+        )
+        if path:
+            self.set_weights(part, path)
+
+    def set_weights(self, part: str, path: str | None) -> None:
+        """Use separate weight files with a registered architecture: ``part`` is ``region``
+        (a timm state dict for the backbone) or ``context`` (context encoder + head)."""
+        if part == "region":
+            self.region_weights = path
+        else:
+            self.context_weights = path
+        self._model = None
+        self._show_model_summary(self.model_combo.currentText())
+
     def _load_model(self, spec: str) -> XTModel:
-        if self._model is None or spec != self._model_spec:
-            self._model = load_model(spec)
-            self._model_spec = spec
+        separate = (self.region_weights, self.context_weights)
+        key = (spec, *separate)
+        if self._model is None or key != self._model_spec:
+            if any(separate) and spec in list_models():
+                self._model = load_model_parts(spec, *separate)
+            else:
+                self._model = load_model(spec)
+            self._model_spec = key
         return self._model
 
     # -- running -------------------------------------------------------------------------------
@@ -334,6 +374,8 @@ class XTInferenceWidget(QWidget):
             self.run_button,
             self.model_combo,
             self.browse_button,
+            self.region_weights_button,
+            self.context_weights_button,
             self.scope_combo,
             self.level_combo,
             self.device_combo,

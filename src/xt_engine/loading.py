@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 
 from xt_engine.checkpoint import load_checkpoint
-from xt_engine.errors import ConfigError
-from xt_engine.models import XTModel, create_model, list_models
+from xt_engine.errors import CheckpointError, ConfigError
+from xt_engine.models import XTModel, create_model, list_models, model_config
+from xt_engine.models.region_encoder import read_state_dict
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -34,3 +35,31 @@ def load_model(spec: str, *, seed: int = 0) -> XTModel:
         )
     torch.manual_seed(seed)
     return create_model(spec).eval()
+
+
+def load_model_parts(
+    name: str, region_weights: str | None = None, context_head_weights: str | None = None
+) -> XTModel:
+    """A registered architecture with its region encoder from a plain timm state-dict file and
+    the rest (token projection, context encoder, head) from a second weights file.
+
+    The second file may be a full napari-xt checkpoint or a state dict of just those parts; its
+    ``region_encoder.*`` entries, if any, are ignored. Every non-backbone weight of the model
+    must be present with the right shape, or a CheckpointError names what is missing.
+    """
+    config = model_config(name)
+    config.region_encoder.weights = region_weights
+    model = create_model(config)
+    if context_head_weights:
+        state = read_state_dict(context_head_weights)
+        own = {k: v for k, v in model.state_dict().items() if not k.startswith("region_encoder.")}
+        missing = [k for k in own if k not in state and not k.startswith("pixel_")]
+        wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+        if missing or wrong:
+            raise CheckpointError(
+                f"{context_head_weights} does not fit {name}: {len(missing)} missing "
+                f"(e.g. {missing[:2]}), {len(wrong)} with another shape (e.g. {wrong[:2]})",
+                "save the context encoder and head of the same architecture",
+            )
+        model.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
+    return model.eval()

@@ -237,3 +237,36 @@ def test_scope_from_a_shapes_layer(make_napari_viewer, qtbot) -> None:
     viewer.layers["roi"].data = []
     widget.run_button.click()
     assert "has no shape over the image" in widget.status.text()
+
+
+def test_architecture_with_separate_weight_files(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from xt_engine import create_model
+
+    torch.manual_seed(9)
+    source = create_model("test_convnext_txl").eval()
+    backbone = tmp_path / "backbone.safetensors"
+    save_file({k.removeprefix("region_encoder.backbone."): v.contiguous()
+               for k, v in source.state_dict().items()
+               if k.startswith("region_encoder.backbone.")}, str(backbone))
+    rest = tmp_path / "rest.pth"
+    torch.save({k: v for k, v in source.state_dict().items()
+                if not k.startswith("region_encoder.")}, rest)
+    image = np.random.default_rng(2).integers(0, 255, (100, 130, 3), np.uint8)
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(image, rgb=True, name="rgb")
+    widget = _dock(viewer)
+    widget.model_combo.setCurrentText("test_convnext_txl")
+    widget.set_weights("region", str(backbone))
+    widget.set_weights("context", str(rest))
+    assert "backbone.safetensors, rest.pth" in widget.model_summary.text()
+    widget.scope_combo.setCurrentText("Whole image")
+    assert _run(widget, qtbot) is False
+    expected = np.zeros((100, 130), np.uint8)
+    for event in run_inference(image, source, batch_size=8):
+        if isinstance(event, RegionDone):
+            r = event.region
+            expected[r.y0 : r.y1, r.x0 : r.x1] = event.labels
+    np.testing.assert_array_equal(_labels_level0(viewer.layers["xT segmentation"]), expected)
