@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from napari_xt._layers import label_layer_kwargs
 from xt_engine.config import HeadConfig
 from xt_engine.synthetic import SAR_CLASS_COLORS, SAR_CLASS_NAMES, make_sar_scene
@@ -20,3 +22,26 @@ def sar_scene(size: int = 2048, seed: int = 0) -> list[tuple[Any, dict[str, Any]
         (image, {"name": "synthetic SAR scene", "colormap": "gray"}, "image"),
         (mask, truth, "labels"),
     ]
+
+
+def sar_scene_with_results(
+    size: int = 2048, seed: int = 0
+) -> list[tuple[Any, dict[str, Any], str]]:
+    """The synthetic SAR scene, its ground truth and the bundled demo model's segmentation."""
+    from xt_engine import RegionDone, run_inference
+    from xt_engine.loading import load_model
+
+    layers = sar_scene(size, seed)
+    image = layers[0][0]
+    model = load_model("xt_demo_sar")
+    result = np.zeros(image.shape, dtype=np.uint8)
+    for event in run_inference(image, model, batch_size=16):
+        if isinstance(event, RegionDone) and event.labels is not None:
+            r = event.region
+            result[r.y0 : r.y1, r.x0 : r.x1] = event.labels
+    seg = {
+        "name": "xT segmentation (demo model)",
+        "opacity": 0.6,
+        **label_layer_kwargs(model.config.head),
+    }
+    return [*layers, (result, seg, "labels")]

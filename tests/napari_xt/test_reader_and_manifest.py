@@ -14,7 +14,7 @@ import zarr
 
 def test_contributions_import_without_qt() -> None:
     code = (
-        "import sys, napari_xt._reader, napari_xt._sample_data\n"
+        "import sys, napari_xt._reader, napari_xt._sample_data, napari_xt._writer\n"
         "bad = sorted({m.split('.')[0] for m in sys.modules} & {'PyQt6', 'PyQt5', 'PySide6', "
         "'PySide2', 'qtpy'})\n"
         "print(','.join(bad))\n"
@@ -102,3 +102,40 @@ def test_plugin_loads_after_the_viewer_exists() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and "alive" in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.gui
+def test_writers_save_labels_as_ome_zarr_and_points_as_csv(make_napari_viewer, tmp_path: Path) -> None:
+    import csv
+
+    from xt_engine.io import open_image
+
+    viewer = make_napari_viewer(show=False)
+    labels = np.random.default_rng(0).integers(0, 4, (300, 200), dtype=np.uint8)
+    layer = viewer.add_labels(labels, name="seg", scale=(0.5, 0.5),
+                              features={"index": [0, 1, 2, 3], "class": ["bg", "a", "b", "c"]})
+    out = str(tmp_path / "seg.zarr")
+    assert layer.save(out, plugin="napari-xt") == [out]
+    source = open_image(out)
+    assert source.pixel_size == (0.5, 0.5)
+    np.testing.assert_array_equal(source.read(0, 0, 0, 300, 200)[0], labels)
+    attrs = zarr.open_group(out, mode="r").attrs["ome"]
+    assert attrs["image-label"]["properties"][2] == {"label-value": 2, "class": "b"}
+
+    points = viewer.add_points(np.array([[10.0, 20.0], [30.5, 40.25]]), name="dets",
+                               features={"class": ["ship", "ship"], "score": [0.9, 0.5]})
+    csv_path = str(tmp_path / "dets.csv")
+    assert points.save(csv_path, plugin="napari-xt") == [csv_path]
+    with open(csv_path) as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[1] == {"y": "30.50", "x": "40.25", "class": "ship", "score": "0.5"}
+
+
+def test_sample_with_results_matches_the_truth_on_land() -> None:
+    from napari_xt._sample_data import sar_scene_with_results
+
+    (image, _, _), (truth, _, _), (seg, meta, kind) = sar_scene_with_results(size=512, seed=4)
+    assert kind == "labels" and seg.shape == truth.shape == image.shape
+    land = truth == 1
+    assert land.any() and (seg[land] == 1).mean() > 0.9  # the trained demo model finds land
+    assert meta["features"]["class"][2] == "vessel_near_shore"
