@@ -37,8 +37,9 @@ def evaluate(ckpt: Path, seeds: list[int], size: int, vessels: int) -> dict[str,
     hard_right = hard_total = 0
     seconds = regions = 0.0
     for seed in seeds:
-        image, truth = make_sar_scene((size, size), seed=seed, num_vessels=vessels,
-                                      near_shore_px=DEMO_SAR_NEAR_SHORE_PX)
+        image, truth = make_sar_scene(
+            (size, size), seed=seed, num_vessels=vessels, near_shore_px=DEMO_SAR_NEAR_SHORE_PX
+        )
         pred = np.zeros_like(truth)
         start = time.perf_counter()
         for event in run_inference(image, model, batch_size=16):
@@ -47,24 +48,31 @@ def evaluate(ckpt: Path, seeds: list[int], size: int, vessels: int) -> dict[str,
                 pred[g.y0 : g.y1, g.x0 : g.x1] = event.labels
                 regions += 1
         seconds += time.perf_counter() - start
-        matrix += np.bincount(truth.ravel().astype(np.int64) * 4 + pred.ravel(),
-                              minlength=16).reshape(4, 4)
+        matrix += np.bincount(
+            truth.ravel().astype(np.int64) * 4 + pred.ravel(), minlength=16
+        ).reshape(4, 4)
         land_in_region = truth.reshape(size // r, r, size // r, r).__eq__(1).any(axis=(1, 3))
         no_land = ~np.repeat(np.repeat(land_in_region, r, axis=0), r, axis=1)
         hard = no_land & (truth >= 2)
         hard_right += int((pred[hard] == truth[hard]).sum())
         hard_total += int(hard.sum())
     f1 = scores(matrix)["f1"]
-    return {"f1_near_shore": f1[2], "f1_offshore": f1[3], "vessel_macro_f1": (f1[2] + f1[3]) / 2,
-            "hard_vessel_accuracy": hard_right / max(hard_total, 1), "hard_pixels": hard_total,
-            "regions_per_s": regions / seconds,
-            "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+    return {
+        "f1_near_shore": f1[2],
+        "f1_offshore": f1[3],
+        "vessel_macro_f1": (f1[2] + f1[3]) / 2,
+        "hard_vessel_accuracy": hard_right / max(hard_total, 1),
+        "hard_pixels": hard_total,
+        "regions_per_s": regions / seconds,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--kinds", nargs="+",
-                        default=["none", "transformer_xl", "sliding_window", "hyper", "mamba"])
+    parser.add_argument(
+        "--kinds", nargs="+", default=["none", "transformer_xl", "sliding_window", "hyper", "mamba"]
+    )
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--out", default="out/bench")
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[900, 901])
@@ -74,13 +82,15 @@ def main() -> None:
     spec = DEMO_SAR["data"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="xt-context-") as tmp:
-        images, masks = write_demo_data(Path(tmp) / "data", spec["scenes"], spec["size"],
-                                        spec["vessels"])
+        images, masks = write_demo_data(
+            Path(tmp) / "data", spec["scenes"], spec["size"], spec["vessels"]
+        )
         for kind in args.kinds:
             recipe = copy.deepcopy(DEMO_SAR)
             recipe.pop("data")
-            cfg = TrainConfig.from_dict({**recipe.pop("train"), "max_steps": args.steps,
-                                         "val_every": args.steps})
+            cfg = TrainConfig.from_dict(
+                {**recipe.pop("train"), "max_steps": args.steps, "val_every": args.steps}
+            )
             recipe["context_encoder"] |= {"kind": kind, "bidirectional": kind != "none"}
             config = XTConfig.from_dict(recipe)
             pairs = load_pairs(find_pairs(images, masks, None), 4, cfg.seed)
@@ -90,17 +100,26 @@ def main() -> None:
             started = time.perf_counter()
             for _ in train(config, cfg, train_pairs, val_pairs, ckpt):
                 pass
-            row = {"kind": kind, "train_s": time.perf_counter() - started,
-                   **evaluate(ckpt, args.eval_seeds, spec["size"], spec["vessels"])}
+            row = {
+                "kind": kind,
+                "train_s": time.perf_counter() - started,
+                **evaluate(ckpt, args.eval_seeds, spec["size"], spec["vessels"]),
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"\n{'context':16s} {'near F1':>8s} {'off F1':>8s} {'macro':>7s} {'hard acc':>9s} "
-          f"{'params M':>9s} {'regions/s':>10s}")
+    print(
+        f"\n{'context':16s} {'near F1':>8s} {'off F1':>8s} {'macro':>7s} {'hard acc':>9s} "
+        f"{'params M':>9s} {'regions/s':>10s}"
+    )
     for r in rows:
-        print(f"{r['kind']:16s} {r['f1_near_shore']:8.3f} {r['f1_offshore']:8.3f} "
-              f"{r['vessel_macro_f1']:7.3f} {r['hard_vessel_accuracy']:9.3f} {r['params_m']:9.2f} "
-              f"{r['regions_per_s']:10.1f}")
-    (out / "context_task.json").write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=2))
+        print(
+            f"{r['kind']:16s} {r['f1_near_shore']:8.3f} {r['f1_offshore']:8.3f} "
+            f"{r['vessel_macro_f1']:7.3f} {r['hard_vessel_accuracy']:9.3f} {r['params_m']:9.2f} "
+            f"{r['regions_per_s']:10.1f}"
+        )
+    (out / "context_task.json").write_text(
+        json.dumps({"steps": args.steps, "rows": rows}, indent=2)
+    )
     try:
         import matplotlib
 
@@ -111,8 +130,12 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     x = np.arange(len(rows))
     ax.bar(x - 0.2, [r["vessel_macro_f1"] for r in rows], 0.4, label="vessel macro-F1")
-    ax.bar(x + 0.2, [r["hard_vessel_accuracy"] for r in rows], 0.4,
-           label="accuracy, land outside the region")
+    ax.bar(
+        x + 0.2,
+        [r["hard_vessel_accuracy"] for r in rows],
+        0.4,
+        label="accuracy, land outside the region",
+    )
     ax.set_xticks(x, [r["kind"] for r in rows])
     ax.set_ylim(0, 1)
     ax.legend()

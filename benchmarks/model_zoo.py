@@ -36,7 +36,8 @@ def measure(name: str, regions: int, repeats: int) -> dict[str, object]:
     return {
         "name": name,
         "region_encoder": cfg.region_encoder.name,
-        "context": cfg.context_encoder.kind + (" (bidir)" if cfg.context_encoder.bidirectional else ""),
+        "context": cfg.context_encoder.kind
+        + (" (bidir)" if cfg.context_encoder.bidirectional else ""),
         "task": cfg.head.task,
         "region_size": r,
         "params_m": total / 1e6,
@@ -61,8 +62,10 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for row in rows:
-        print(f"{row['name']:26s} {row['region_encoder']:26s} {row['context']:22s} "
-              f"{row['region_size']:4d} {row['params_m']:9.2f} {row['ms_per_region']:10.1f}")
+        print(
+            f"{row['name']:26s} {row['region_encoder']:26s} {row['context']:22s} "
+            f"{row['region_size']:4d} {row['params_m']:9.2f} {row['ms_per_region']:10.1f}"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu"}

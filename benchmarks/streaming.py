@@ -5,6 +5,8 @@ is written lazily (tile by tile, never whole in memory) and, each in a fresh pro
 
 - ``xt``: ``run_inference`` over the whole file, writing an OME-Zarr result (peak RSS, regions/s);
 - ``naive``: the region encoder run on the whole image at once (only up to ``--naive-max``);
+- ``monai``: MONAI's ``sliding_window_inference`` with the same model per window, which needs
+  the whole image in memory as a tensor (only up to ``--monai-max``; skipped without MONAI);
 
 plus, once, the ceiling: the region encoder alone on in-memory batches (regions/s). Prints a
 table and writes ``streaming.json`` (and ``streaming.png`` with matplotlib) to ``--out``.
@@ -27,9 +29,12 @@ import json, resource, sys, time
 import numpy as np, torch
 from xt_engine import create_model, run_inference, Finished
 from xt_engine.io import open_image
+from xt_engine.models import model_config
 mode, path, model_name, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 torch.manual_seed(0)
-model = create_model(model_name).eval()
+config = model_config(model_name)
+config.region_encoder.in_chans = 1  # the benchmark scenes are grayscale
+model = create_model(config).eval()
 r = model.region_size
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 if mode == "ceiling":
@@ -46,6 +51,22 @@ elif mode == "xt":
         if isinstance(event, Finished):
             print(json.dumps({"regions_per_s": event.done / event.seconds, "regions": event.done,
                               "seconds": event.seconds, "peak_rss_mb": rss()}))
+elif mode == "monai":
+    from monai.inferers import sliding_window_inference
+    source = open_image(path)
+    h, w = source.shape_yx(0)
+    image = torch.from_numpy(source.read(0, 0, 0, h, w).astype(np.float32) / 255.0)[None]
+    state = model.init_state(1)
+    def predictor(x):  # the same per-region computation as xt (no context kind)
+        out, _ = model(x[None], torch.zeros(x.shape[0], 2, dtype=torch.long), state)
+        return out.logits
+    t = time.perf_counter()
+    with torch.inference_mode():
+        logits = sliding_window_inference(image, (r, r), batch, predictor, overlap=0.0)
+        labels = logits.argmax(1).to(torch.uint8)
+    seconds = time.perf_counter() - t
+    print(json.dumps({"regions_per_s": (h // r) * (w // r) / seconds, "seconds": seconds,
+                      "peak_rss_mb": rss()}))
 else:
     source = open_image(path)
     h, w = source.shape_yx(0)
@@ -64,16 +85,30 @@ def write_tiled(path: Path, side: int, tile: int = 256) -> None:
         for _ in range((side // tile) ** 2):
             yield rng.integers(0, 256, (tile, tile), dtype=np.uint8)
 
-    tifffile.imwrite(path, tiles(), shape=(side, side), dtype=np.uint8, tile=(tile, tile),
-                     compression="zlib", bigtiff=side > 16384)
+    tifffile.imwrite(
+        path,
+        tiles(),
+        shape=(side, side),
+        dtype=np.uint8,
+        tile=(tile, tile),
+        compression="zlib",
+        bigtiff=side > 16384,
+    )
 
 
 def child(mode: str, path: str, model: str, batch: int) -> dict:
-    result = subprocess.run([sys.executable, "-c", CHILD, mode, path, model, str(batch)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, path, model, str(batch)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         return {"error": result.stderr.strip().splitlines()[-1] if result.stderr else "failed"}
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _has_monai() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("monai") is not None
 
 
 def main() -> None:
@@ -82,6 +117,7 @@ def main() -> None:
     parser.add_argument("--model", default="xt_convnext_atto_none")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--naive-max", type=int, default=8192)
+    parser.add_argument("--monai-max", type=int, default=16384)
     parser.add_argument("--out", default="out/bench")
     args = parser.parse_args()
     out = Path(args.out)
@@ -95,19 +131,29 @@ def main() -> None:
             row = {"side": side, "xt": child("xt", str(path), args.model, args.batch_size)}
             if side <= args.naive_max:
                 row["naive"] = child("naive", str(path), args.model, args.batch_size)
+            if side <= args.monai_max and _has_monai():
+                row["monai"] = child("monai", str(path), args.model, args.batch_size)
             rows.append(row)
             print(f"{side:6d}  xt {row['xt']}  naive {row.get('naive')}", flush=True)
     print(f"\nmodel {args.model}; backbone ceiling {ceiling['regions_per_s']:.1f} regions/s")
-    print(f"{'side':>6s} {'xt RSS MiB':>11s} {'xt regions/s':>13s} {'ratio':>6s} {'naive RSS MiB':>14s}")
+    print(
+        f"{'side':>6s} {'xt RSS MiB':>11s} {'xt regions/s':>13s} {'ratio':>6s} "
+        f"{'naive RSS MiB':>14s} {'monai RSS MiB':>14s} {'monai regions/s':>16s}"
+    )
+    nan = float("nan")
     for row in rows:
-        xt, naive = row["xt"], row.get("naive", {})
+        xt, naive, monai = row["xt"], row.get("naive", {}), row.get("monai", {})
         ratio = xt.get("regions_per_s", 0) / ceiling["regions_per_s"]
         row["ratio_to_ceiling"] = ratio
-        print(f"{row['side']:6d} {xt.get('peak_rss_mb', float('nan')):11.0f} "
-              f"{xt.get('regions_per_s', float('nan')):13.1f} {ratio:6.2f} "
-              f"{naive.get('peak_rss_mb', float('nan')):14.0f}")
-    (out / "streaming.json").write_text(json.dumps(
-        {"model": args.model, "ceiling": ceiling, "rows": rows}, indent=2))
+        print(
+            f"{row['side']:6d} {xt.get('peak_rss_mb', nan):11.0f} "
+            f"{xt.get('regions_per_s', nan):13.1f} {ratio:6.2f} "
+            f"{naive.get('peak_rss_mb', nan):14.0f} {monai.get('peak_rss_mb', nan):14.0f} "
+            f"{monai.get('regions_per_s', nan):16.1f}"
+        )
+    (out / "streaming.json").write_text(
+        json.dumps({"model": args.model, "ceiling": ceiling, "rows": rows}, indent=2)
+    )
     try:
         import matplotlib
 
@@ -118,9 +164,13 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     sides = [r["side"] for r in rows]
     ax.plot(sides, [r["xt"].get("peak_rss_mb") for r in rows], "o-", label="xt (streaming)")
-    naive = [(r["side"], r["naive"].get("peak_rss_mb")) for r in rows if "naive" in r]
-    if naive:
-        ax.plot(*zip(*naive, strict=True), "s--", label="naive full-image forward")
+    for key, style, label in (
+        ("naive", "s--", "naive full-image forward"),
+        ("monai", "^:", "MONAI sliding window"),
+    ):
+        points = [(r["side"], r[key].get("peak_rss_mb")) for r in rows if key in r]
+        if points:
+            ax.plot(*zip(*points, strict=True), style, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("image side (px)")
     ax.set_ylabel("peak RSS (MiB)")
