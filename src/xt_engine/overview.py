@@ -40,7 +40,7 @@ def write_overview(
     for y in range(0, h, band):
         pixels = source.read(level, y, 0, min(h, y + band), w)[:, ::stride, ::stride]
         image_rows.append(pixels)
-        label_rows.append(np.asarray(labels[y : min(h, y + band) : stride, ::stride]))
+        label_rows.append(_downsample_labels(labels, y, min(h, y + band), w, stride))
     rgb = _to_display(np.concatenate(image_rows, axis=1)).astype(np.float32)
     lab = np.concatenate(label_rows, axis=0)
     palette = np.array(colors, dtype=np.float32)
@@ -49,3 +49,16 @@ def write_overview(
     blended = rgb * (1 - a) + overlay[..., :3] * a
     Image.fromarray(blended.astype(np.uint8)).save(path)
     return path
+
+
+def _downsample_labels(labels: Any, y0: int, y1: int, width: int, stride: int) -> np.ndarray:
+    """Rows ``y0:y1`` of ``labels`` at 1/``stride``: the highest class of each stride x stride
+    block (so small objects of the later, rarer classes stay visible) while the band fits in
+    64 M pixels; plain striding beyond that."""
+    if stride == 1 or (y1 - y0) * width > 64_000_000:
+        return np.asarray(labels[y0:y1:stride, ::stride])
+    block = np.asarray(labels[y0:y1, :width])
+    h, w = -(-block.shape[0] // stride) * stride, -(-block.shape[1] // stride) * stride
+    padded = np.zeros((h, w), dtype=block.dtype)
+    padded[: block.shape[0], : block.shape[1]] = block
+    return padded.reshape(h // stride, stride, w // stride, stride).max(axis=(1, 3))
