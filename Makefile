@@ -8,7 +8,7 @@ STAMP := $(VENV)/.napari-xt-installed
 # breaks it; this pair is the one that works together (and lies on this machine's disk).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test napari bench lint clean
+.PHONY: setup demo test napari bench bench-context lint clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,9 @@ bench: setup
 	$(PY) benchmarks/model_zoo.py --out out/bench
 	$(PY) benchmarks/readers.py --out out/bench
 	$(PY) benchmarks/streaming.py --out out/bench
+
+bench-context: setup
+	$(PY) benchmarks/context_task.py --out out/bench
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
