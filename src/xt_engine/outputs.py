@@ -168,18 +168,53 @@ class OutputStore:
         """Write a region's labels (h, w) to every pyramid level, its attention map at token
         resolution when the store has one, and its detections (rows in the level's pixels) to
         ``detections.csv`` in level-0 pixels; then record the region as done."""
-        if detections is not None:
-            self._append_detections(region, detections)
-        if attention is not None and self.attention is not None:
-            s = self.attention_stride
-            ay, ax = region.y0 // s, region.x0 // s
-            self.attention[ay : ay + attention.shape[0], ax : ax + attention.shape[1]] = attention
-        for k, array in enumerate(self.labels if labels is not None else []):
-            f = 2**k
-            sub = labels[::f, ::f]
-            y0, x0 = region.y0 // f, region.x0 // f
-            array[y0 : y0 + sub.shape[0], x0 : x0 + sub.shape[1]] = sub
-        self.done[region.index] = True
+        self.write_batch([(region, labels, attention, detections)])
+
+    def write_batch(
+        self, items: list[tuple[Region, np.ndarray | None, np.ndarray | None, np.ndarray | None]]
+    ) -> None:
+        """Write several regions ``(region, labels, attention, detections)`` at once: labels of
+        regions side by side in one row are joined into one strip, so each pyramid level takes
+        one write per strip instead of one per region (zarr's per-call cost dominates); the
+        done flags are written last, in one call per contiguous run of indices."""
+        strips: list[list[tuple[Region, np.ndarray]]] = []
+        for region, labels, attention, detections in items:
+            if detections is not None:
+                self._append_detections(region, detections)
+            if attention is not None and self.attention is not None:
+                self._write_attention(region, attention)
+            if labels is None:
+                continue
+            last = strips[-1][-1][0] if strips else None
+            if (
+                last is not None
+                and last.y0 == region.y0
+                and last.height == region.height
+                and last.x1 == region.x0
+            ):
+                strips[-1].append((region, labels))
+            else:
+                strips.append([(region, labels)])
+        for strip in strips:
+            first = strip[0][0]
+            labels = np.concatenate([lab for _, lab in strip], axis=1)
+            for k, array in enumerate(self.labels):
+                f = 2**k
+                sub = labels[::f, ::f]
+                y0, x0 = first.y0 // f, first.x0 // f
+                array[y0 : y0 + sub.shape[0], x0 : x0 + sub.shape[1]] = sub
+        indices = sorted(region.index for region, *_ in items)
+        start = 0
+        for i in range(1, len(indices) + 1):
+            if i == len(indices) or indices[i] != indices[i - 1] + 1:
+                self.done[indices[start] : indices[i - 1] + 1] = True
+                start = i
+
+    def _write_attention(self, region: Region, attention: np.ndarray) -> None:
+        s = self.attention_stride
+        ay, ax = region.y0 // s, region.x0 // s
+        assert self.attention is not None
+        self.attention[ay : ay + attention.shape[0], ax : ax + attention.shape[1]] = attention
 
     def _append_detections(self, region: Region, rows: np.ndarray) -> None:
         xt = self.root.attrs["xt"]

@@ -19,6 +19,7 @@ import torch
 from xt_engine.engine.cancel import CancelToken
 from xt_engine.engine.events import Event, Finished, Progress, RegionDone, Started
 from xt_engine.engine.passes import RegionReader, causal_pass, two_pass
+from xt_engine.engine.writer import BackgroundWriter
 from xt_engine.errors import Cancelled, ConfigError, InputError
 from xt_engine.io import open_image
 from xt_engine.models import XTModel
@@ -125,17 +126,16 @@ def run_inference(
             model, reader, order, cancel, need_attention=attention, skip=skip, autocast=autocast
         )
     )
+    writer = BackgroundWriter(store) if store is not None else None
     try:
         for regions, outputs in passes:
             if outputs is None:
                 context_done += len(regions)
             else:
-                for region, event in zip(
-                    regions, _region_events(model, regions, outputs, attention), strict=True
-                ):
-                    if store is not None:
-                        store.write_region(region, event.labels, event.attention, event.detections)
-                    yield event
+                events = _region_events(model, regions, outputs, attention)
+                if writer is not None:
+                    writer.submit(events)
+                yield from events
                 done += len(regions)
             elapsed = time.perf_counter() - start
             work_done = done - len(skip) + context_done
@@ -146,6 +146,9 @@ def run_inference(
             yield Progress(done, len(grid), rate, eta)
     except Cancelled:
         cancelled = True
+    finally:
+        if writer is not None:
+            writer.close()  # everything yielded so far is on disk before the store is marked
     if store is not None and not cancelled:
         store.mark_complete()
     yield Finished(
