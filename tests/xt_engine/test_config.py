@@ -45,3 +45,15 @@ def test_bad_fields_are_named(patch: dict, needle: str) -> None:
 def test_unknown_timm_name_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="not a timm model"):
         create_model({**MINIMAL, "region_encoder": {"name": "no_such_net_v9"}})
+
+
+@pytest.mark.parametrize("kind", ["transformer_xl", "hyper", "mamba", "sliding_window", "none"])
+def test_minimal_dict_accepts_every_context_kind(kind: str) -> None:
+    import torch
+
+    model = create_model({**MINIMAL, "context_encoder": {"kind": kind}}).eval()
+    assert model.config.context_encoder.kind == kind
+    with torch.inference_mode():
+        out, _ = model(torch.rand(1, 2, 3, 256, 256), torch.tensor([[0, 0], [0, 1]]),
+                       model.init_state())
+    assert out.logits.shape == (2, 4, 256, 256)
