@@ -203,11 +203,13 @@ def _region_events(
     """Per-region results of one batch, cropped to each region's valid part."""
     stride = model.region_size // model.token_grid[0]
     out = []
+    batch_labels = None
+    if outputs.logits is not None:  # type: ignore[attr-defined]
+        batch_labels = outputs.logits.argmax(dim=1).to(torch.uint8).cpu().numpy()  # type: ignore[attr-defined]
     for i, region in enumerate(regions):
         labels = detections = region_map = None
-        if outputs.logits is not None:  # type: ignore[attr-defined]
-            labels = outputs.logits[i].argmax(dim=0).to(torch.uint8).cpu().numpy()  # type: ignore[attr-defined]
-            labels = labels[: region.height, : region.width]
+        if batch_labels is not None:
+            labels = batch_labels[i, : region.height, : region.width]
         if outputs.heatmap is not None:  # type: ignore[attr-defined]
             rows = decode_detections(
                 outputs.heatmap[i].float(),
