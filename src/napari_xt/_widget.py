@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_xt._inspect import AttentionInspector, RunContext
 from napari_xt._results import RunLayers
 from napari_xt._view import auto_level, shapes_box, view_box
 from xt_engine import (
@@ -129,6 +130,8 @@ class XTInferenceWidget(QWidget):
         form.addRow("Precision", self.precision_combo)
         form.addRow("Batch size", self.batch_spin)
         form.addRow("", self.attention_check)
+        self.inspector = AttentionInspector(self.viewer, self.status)
+        form.addRow("", self.inspector.button)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -297,6 +300,9 @@ class XTInferenceWidget(QWidget):
                 device=self.device_combo.currentText(),
             )
             first = next(events)  # validates inputs on the main thread: errors show at once
+            self.inspector.set_context(
+                RunContext(layer, source, level, roi, model, self.batch_spin.value())
+            )
         except XTError as err:
             show_error(f"xT: {err}")
             self.status.setText(str(err))

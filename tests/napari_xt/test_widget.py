@@ -270,3 +270,28 @@ def test_architecture_with_separate_weight_files(make_napari_viewer, qtbot, tmp_
             r = event.region
             expected[r.y0 : r.y1, r.x0 : r.x1] = event.labels
     np.testing.assert_array_equal(_labels_level0(viewer.layers["xT segmentation"]), expected)
+
+
+def test_click_to_inspect_attention(make_napari_viewer, qtbot) -> None:
+    from xt_engine.synthetic import make_sar_scene
+
+    image, _ = make_sar_scene((512, 512), seed=12)
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(image, name="scene", scale=(2.0, 2.0))  # world units differ from pixels
+    widget = _dock(viewer)
+    assert not widget.inspector.button.isEnabled()  # nothing to inspect before a run
+    widget.scope_combo.setCurrentText("Whole image")
+    assert _run(widget, qtbot) is False
+    widget.inspector.button.setChecked(True)
+    assert widget.inspector._on_click in viewer.mouse_drag_callbacks
+    # world (600, 300) -> pixel (300, 150) -> region row 2, col 1 of the 4 x 4 grid
+    assert widget.inspector.region_at((600.0, 300.0)) == 9
+    assert widget.inspector.region_at((2000.0, 10.0)) is None
+    widget.inspector.inspect_at((600.0, 300.0))
+    qtbot.waitUntil(lambda: "xT region attention" in viewer.layers, timeout=60_000)
+    heat = viewer.layers["xT region attention"]
+    assert heat.data.shape == (16, 16) and heat.data.sum() == pytest.approx(1.0, abs=1e-4)
+    np.testing.assert_allclose(heat.scale[-2:], [64, 64])  # 32 px tokens x 2 world units
+    assert widget.status.text().startswith("Attention of region 9")
+    widget.inspector.button.setChecked(False)
+    assert widget.inspector._on_click not in viewer.mouse_drag_callbacks

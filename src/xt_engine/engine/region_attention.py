@@ -1,0 +1,141 @@
+"""Where one region attends across the image: the clicked-region view of the attention export.
+
+For a region, the model's context encoder is replayed over a window of regions around it
+(``memory_tokens`` worth on each side it can see) and the last layer's attention of the
+region's tokens over every key is mapped back to the keys' 2-D token positions. Causal kinds see
+the window before the region (and the region's own batch); bidirectional models add their
+backward encoder over the window after it. Mamba's weights are its implicit attention within the
+region's batch. The replay starts from a fresh state one memory length back, so memory hidden
+states are recomputed from that point (exact when the image starts inside the window).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from xt_engine.engine.inference import pixel_scale
+from xt_engine.engine.passes import RegionReader
+from xt_engine.errors import ConfigError, InputError
+from xt_engine.io import open_image
+from xt_engine.models import XTModel
+from xt_engine.models.context import BidirectionalContext, ContextEncoder
+from xt_engine.tiling import RegionGrid
+
+
+@dataclass(frozen=True)
+class RegionAttention:
+    """``weights`` (rows * gh, cols * gw) over the grid's tokens, summing to 1;
+    ``token_stride`` level pixels per token; ``box`` the grid's (y0, x0, y1, x1) at the level."""
+
+    weights: np.ndarray
+    token_stride: int
+    box: tuple[int, int, int, int]
+    region_index: int
+
+
+def region_attention(
+    image: object,
+    model: XTModel,
+    region_index: int,
+    *,
+    level: int = 0,
+    roi: tuple[int, int, int, int] | None = None,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+) -> RegionAttention:
+    source = open_image(image)
+    grid = RegionGrid.for_image(source.shape_yx(level), model.region_size, roi)
+    if not 0 <= region_index < len(grid):
+        raise InputError(
+            f"region {region_index} is outside the grid of {len(grid)} regions",
+            "click inside the image",
+        )
+    device = torch.device(device)
+    model = model.to(device).eval()
+    gh, gw = model.token_grid
+    per_region = gh * gw
+    memory = model.config.context_encoder.memory_tokens
+    reach = math.ceil(memory / per_region) if memory else 0
+    start = region_index // batch_size * batch_size
+    stop = min(len(grid), start + batch_size)
+    context = model.context_encoder
+    directions = (
+        [(context.forward_encoder, False), (context.backward_encoder, True)]
+        if isinstance(context, BidirectionalContext)
+        else [(context, False)]
+    )
+    lo, hi = max(0, start - reach), min(len(grid), stop + (reach if len(directions) == 2 else 0))
+    reader = RegionReader(source, level, grid, pixel_scale(source.dtype, "auto"), device)
+    tokens, positions = {}, {}
+    with torch.inference_mode():
+        for regions, pixels, rc in reader.batches(
+            [list(range(i, min(i + batch_size, hi))) for i in range(lo, hi, batch_size)], None
+        ):
+            _, seq, pos = model.encode(pixels, rc)
+            for n, region in enumerate(regions):
+                tokens[region.index] = seq[:, n * per_region : (n + 1) * per_region]
+                positions[region.index] = pos[n * per_region : (n + 1) * per_region]
+        heat = np.zeros((grid.rows * gh, grid.cols * gw), dtype=np.float64)
+        for encoder, backward in directions:
+            before = list(range(hi - 1, stop - 1, -1)) if backward else list(range(lo, start))
+            chunk = list(range(stop - 1, start - 1, -1)) if backward else list(range(start, stop))
+            key_pos, weights, query = _replay(
+                encoder,
+                tokens,
+                positions,
+                before,
+                chunk,
+                region_index,
+                batch_size,
+                per_region,
+                backward,
+            )
+            row = weights[query].mean(dim=0).double().cpu().numpy()
+            heat[key_pos[:, 0], key_pos[:, 1]] += row / max(row.sum(), 1e-12)
+    heat /= len(directions)
+    return RegionAttention(heat.astype(np.float32), model.region_size // gh, grid.box, region_index)
+
+
+def _replay(
+    encoder: ContextEncoder,
+    tokens: dict,
+    positions: dict,
+    before: list[int],
+    chunk: list[int],
+    region: int,
+    batch_size: int,
+    per_region: int,
+    backward: bool,
+) -> tuple[np.ndarray, torch.Tensor, slice]:
+    """Feed ``before`` in batches (state carried), then ``chunk`` with attention; returns the
+    keys' (row, col) positions (K, 2), the weights (L, K) and the clicked region's query rows."""
+
+    def gather(indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens of ``indices`` in raster order, reversed as a whole for the backward pass."""
+        ordered = sorted(indices)
+        seq = torch.cat([tokens[i] for i in ordered], dim=1)
+        pos = torch.cat([positions[i] for i in ordered], dim=0)
+        return (seq.flip(1), pos.flip(0)) if backward else (seq, pos)
+
+    state = encoder.init_state(1, next(iter(tokens.values())).device, torch.float32)
+    fed: list[torch.Tensor] = []
+    for i in range(0, len(before), batch_size):
+        seq, pos = gather(before[i : i + batch_size])
+        _, state = encoder(seq, pos, state)
+        fed.append(pos)
+    seq, pos = gather(chunk)
+    _, _, weights = encoder.forward_with_attention(seq, pos, state)
+    if weights is None:
+        raise ConfigError(
+            f"the {encoder.kind!r} context encoder exports no attention matrix here",
+            "use the attention overlay (attention received per token) instead",
+        )
+    length, keys = seq.shape[1], weights.shape[-1]
+    history = torch.cat(fed, dim=0) if fed else pos[:0]
+    key_pos = torch.cat([history[len(history) - (keys - length) :], pos], dim=0)
+    at = chunk.index(region) * per_region
+    return key_pos.cpu().numpy(), weights[0], slice(at, at + per_region)
