@@ -54,6 +54,18 @@ def main() -> None:
     widget.scope_combo.setCurrentText("Current view")
     wait_for_run(widget)
     shot(viewer, "guide-3-current-view.png")
+    viewer.reset_view()
+    widget.scope_combo.setCurrentText("Whole image")
+    wait_for_run(widget)
+    widget.inspector.button.setChecked(True)
+    if len(ys):
+        widget.inspector.inspect_at((float(ys[0]), float(xs[0])))
+        deadline = time.time() + 120
+        while "xT region attention" not in viewer.layers and time.time() < deadline:
+            QApplication.processEvents()
+            time.sleep(0.02)
+        viewer.layers["xT segmentation"].visible = False
+        shot(viewer, "guide-4-inspect-attention.png")
     viewer.close()
 
 
