@@ -22,11 +22,11 @@ from xt_engine.engine.passes import RegionReader, causal_pass, two_pass
 from xt_engine.engine.writer import BackgroundWriter
 from xt_engine.errors import Cancelled, ConfigError, InputError
 from xt_engine.io import open_image
-from xt_engine.models import XTModel
+from xt_engine.models import RegionOutputs, XTModel
 from xt_engine.models.context import BidirectionalContext
 from xt_engine.models.heads import decode_detections
 from xt_engine.outputs import OutputStore
-from xt_engine.tiling import RegionGrid
+from xt_engine.tiling import Region, RegionGrid
 
 
 def run_inference(
@@ -198,22 +198,22 @@ def peak_rss_mb() -> float:
 
 
 def _region_events(
-    model: XTModel, regions: list, outputs: object, attention: bool
+    model: XTModel, regions: list[Region], outputs: RegionOutputs, attention: bool
 ) -> list[RegionDone]:
     """Per-region results of one batch, cropped to each region's valid part."""
     stride = model.region_size // model.token_grid[0]
     out = []
     batch_labels = None
-    if outputs.logits is not None:  # type: ignore[attr-defined]
-        batch_labels = outputs.logits.argmax(dim=1).to(torch.uint8).cpu().numpy()  # type: ignore[attr-defined]
+    if outputs.logits is not None:
+        batch_labels = outputs.logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
     for i, region in enumerate(regions):
         labels = detections = region_map = None
         if batch_labels is not None:
             labels = batch_labels[i, : region.height, : region.width]
-        if outputs.heatmap is not None:  # type: ignore[attr-defined]
+        if outputs.heatmap is not None:
             rows = decode_detections(
                 outputs.heatmap[i].float(),
-                outputs.log_size[i].float(),  # type: ignore[attr-defined]
+                outputs.log_size[i].float(),
                 model.output_stride,
                 model.config.head.detection_threshold,
             )
@@ -222,8 +222,8 @@ def _region_events(
             rows[:, 0] += region.y0
             rows[:, 1] += region.x0
             detections = rows
-        if attention and outputs.attention is not None:  # type: ignore[attr-defined]
-            region_map = outputs.attention[i].float().cpu().numpy()  # type: ignore[attr-defined]
+        if attention and outputs.attention is not None:
+            region_map = outputs.attention[i].float().cpu().numpy()
             region_map = region_map[: -(-region.height // stride), : -(-region.width // stride)]
         out.append(RegionDone(region, labels, region_map, stride if attention else 0, detections))
     return out
