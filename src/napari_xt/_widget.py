@@ -93,8 +93,9 @@ class XTInferenceWidget(QWidget):
         self.level_combo = QComboBox()
         self.device_combo = QComboBox()
         self.device_combo.addItems(
-            ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+            ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         )
+        self.device_combo.setToolTip("auto: the first CUDA GPU when there is one, else the CPU")
         self.attention_check = QCheckBox("Attention overlay")
         self.attention_check.setToolTip(
             "Also show, per token, how much attention it receives from the context encoder "
@@ -297,7 +298,7 @@ class XTInferenceWidget(QWidget):
                 batch_size=self.batch_spin.value(),
                 attention=self.attention_check.isChecked(),
                 precision=self.precision_combo.currentText(),
-                device=self.device_combo.currentText(),
+                device=self._device(),
             )
             first = next(events)  # validates inputs on the main thread: errors show at once
             self.inspector.set_context(
@@ -323,6 +324,12 @@ class XTInferenceWidget(QWidget):
         if self._cancel is not None:
             self._cancel.cancel()
             self.status.setText("Cancelling after the current batch...")
+
+    def _device(self) -> str:
+        choice = self.device_combo.currentText()
+        if choice == "auto":
+            return "cuda:0" if torch.cuda.is_available() else "cpu"
+        return choice
 
     def _chosen_level(self, layer: Image, source: ImageSource) -> int:
         index = self.level_combo.currentIndex()
