@@ -23,7 +23,7 @@ ContextState = Any
 
 
 class ContextEncoder(nn.Module):
-    """Base class: subclasses implement :meth:`init_state` and :meth:`forward`."""
+    """Base class: subclasses implement :meth:`init_state` and :meth:`run_chunk`."""
 
     kind: str = "base"
 
@@ -34,17 +34,34 @@ class ContextEncoder(nn.Module):
     def forward(
         self, tokens: torch.Tensor, positions: torch.Tensor, state: ContextState
     ) -> tuple[torch.Tensor, ContextState]:
-        """``tokens`` (B, L, D), ``positions`` (L, 2) -> contextualised (B, L, D), next state."""
-        raise NotImplementedError
+        """``tokens`` (B, L, D), ``positions`` (L, 2) -> contextualised (B, L, D), next state.
+        ``state=None`` starts a new image."""
+        out, state, _ = self.run_chunk(tokens, positions, self._state(tokens, state), False)
+        return out, state
 
     def forward_with_attention(
         self, tokens: torch.Tensor, positions: torch.Tensor, state: ContextState
     ) -> tuple[torch.Tensor, ContextState, torch.Tensor | None]:
         """Like :meth:`forward`, plus the last layer's attention (B, L, K) over the K keys the
-        chunk saw (memory first, then the chunk) for kinds with real attention weights;
-        ``None`` for kinds without (the model then exports a documented proxy)."""
-        out, state = self.forward(tokens, positions, state)
-        return out, state, None
+        chunk saw (memory first, then the chunk) for kinds with an attention matrix; ``None``
+        for kinds without (the model then exports a documented proxy)."""
+        return self.run_chunk(tokens, positions, self._state(tokens, state), True)
+
+    def run_chunk(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        state: ContextState,
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, ContextState, torch.Tensor | None]:
+        """One chunk with a state that is never None: -> (tokens, next state, weights | None);
+        weights are only formed when ``need_weights``."""
+        raise NotImplementedError
+
+    def _state(self, tokens: torch.Tensor, state: ContextState) -> ContextState:
+        if state is None:
+            return self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
+        return state
 
 
 def masked_attention(

@@ -37,18 +37,21 @@ class BidirectionalContext(ContextEncoder):
             self.backward_encoder.init_state(batch_size, device, dtype),
         )
 
-    def forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor, state: ContextState
-    ) -> tuple[torch.Tensor, ContextState]:
+    def run_chunk(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        state: ContextState,
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, ContextState, torch.Tensor | None]:
         """Both directions over this call's tokens. The backward direction starts fresh here, so
-        this is the exact bidirectional result only when the call holds the whole sequence."""
-        if state is None:
-            state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
+        this is the exact bidirectional result only when the call holds the whole sequence.
+        No single attention matrix exists for the merged result (weights: None)."""
         fwd_state, _ = state
         fwd, fwd_state = self.forward_direction(tokens, positions, fwd_state)
         fresh = self.backward_encoder.init_state(tokens.shape[0], tokens.device, tokens.dtype)
         bwd, bwd_state = self.backward_direction(tokens, positions, fresh)
-        return self.merge(fwd, bwd), (fwd_state, bwd_state)
+        return self.merge(fwd, bwd), (fwd_state, bwd_state), None
 
     def forward_direction(
         self, tokens: torch.Tensor, positions: torch.Tensor, state: ContextState

@@ -297,24 +297,15 @@ class HyperContext(ContextEncoder):
         dim = self.norm.normalized_shape[0]
         return [torch.zeros(batch_size, 0, dim, device=device, dtype=dtype) for _ in self.blocks]
 
-    def forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor, state: list[torch.Tensor] | None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        out, new_state, _ = self._run(tokens, state, need_weights=False)
-        return out, new_state
-
-    def forward_with_attention(
-        self, tokens: torch.Tensor, positions: torch.Tensor, state: list[torch.Tensor] | None
+    def run_chunk(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        state: list[torch.Tensor],
+        need_weights: bool,
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
-        """Also the last layer's weights over ``[memory, chunk]`` on the exact path; None above
-        ``exact_threshold`` keys (the model then exports its documented proxy)."""
-        return self._run(tokens, state, need_weights=True)
-
-    def _run(
-        self, tokens: torch.Tensor, state: list[torch.Tensor] | None, need_weights: bool
-    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
-        if state is None:
-            state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
+        """Weights over ``[memory, chunk]`` on the exact path; None above ``exact_threshold``
+        keys (the model then exports its documented proxy)."""
         x = tokens
         new_state = []
         weights = None

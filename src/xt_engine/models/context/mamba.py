@@ -177,25 +177,16 @@ class MambaContext(ContextEncoder):
     ) -> list[MambaLayerState]:
         return [layer.mixer.init_state(batch_size, device, dtype) for layer in self.layers]
 
-    def forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor, state: list[MambaLayerState] | None
-    ) -> tuple[torch.Tensor, list[MambaLayerState]]:
-        """``tokens`` (B, L, D); ``positions`` (L, 2) are unused -> (B, L, D), next state."""
-        out, next_state, _ = self._run(tokens, state, need_attention=False)
-        return out, next_state
-
-    def forward_with_attention(
-        self, tokens: torch.Tensor, positions: torch.Tensor, state: list[MambaLayerState] | None
+    def run_chunk(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        state: list[MambaLayerState],
+        need_weights: bool,
     ) -> tuple[torch.Tensor, list[MambaLayerState], torch.Tensor | None]:
-        """Also the last layer's implicit attention within the chunk, (B, L, L), mean over
-        channels of |alpha_{t,s}| (see :func:`implicit_attention`; not softmax weights)."""
-        return self._run(tokens, state, need_attention=True)
-
-    def _run(
-        self, tokens: torch.Tensor, state: list[MambaLayerState] | None, need_attention: bool
-    ) -> tuple[torch.Tensor, list[MambaLayerState], torch.Tensor | None]:
-        if state is None:
-            state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
+        """``positions`` are unused (tokens carry a position embedding). Weights: the last
+        layer's implicit attention within the chunk, (B, L, L), mean over channels of
+        |alpha_{t,s}| (see :func:`implicit_attention`; not softmax weights)."""
         x = tokens
         next_state = []
         implicit = None
@@ -203,7 +194,7 @@ class MambaContext(ContextEncoder):
         for index, (layer, layer_state) in enumerate(zip(self.layers, state, strict=True)):
             backwards = self.xt_layout and index % 2 == 0
             x, layer_state, implicit = layer(
-                x.flip(1) if backwards else x, layer_state, need_attention and index == last
+                x.flip(1) if backwards else x, layer_state, need_weights and index == last
             )
             if backwards:
                 x = x.flip(1)

@@ -10,7 +10,11 @@ from xt_engine.models.context.base import ContextEncoder, ContextState
 class NoContext(ContextEncoder):
     kind = "none"
 
-    def forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor, state: ContextState
-    ) -> tuple[torch.Tensor, ContextState]:
-        return tokens, state
+    def run_chunk(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        state: ContextState,
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, ContextState, torch.Tensor | None]:
+        return tokens, state, None

@@ -114,23 +114,14 @@ class SlidingWindowContext(ContextEncoder):
 
         return SlidingWindowState(seen=0, recent=empty(), global_tokens=empty())
 
-    def forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor, state: SlidingWindowState | None
-    ) -> tuple[torch.Tensor, SlidingWindowState]:
-        out, next_state, _ = self._run(tokens, state, need_weights=False)
-        return out, next_state
-
-    def forward_with_attention(
-        self, tokens: torch.Tensor, positions: torch.Tensor, state: SlidingWindowState | None
+    def run_chunk(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        state: SlidingWindowState,
+        need_weights: bool,
     ) -> tuple[torch.Tensor, SlidingWindowState, torch.Tensor | None]:
-        """Also the last layer's weights (B, L, K) over ``[globals, recent, chunk]``."""
-        return self._run(tokens, state, need_weights=True)
-
-    def _run(
-        self, tokens: torch.Tensor, state: SlidingWindowState | None, need_weights: bool
-    ) -> tuple[torch.Tensor, SlidingWindowState, torch.Tensor | None]:
-        if state is None:
-            state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
+        """Weights: the last layer's (B, L, K) over ``[globals, recent, chunk]``."""
         device = tokens.device
         length = tokens.shape[1]
         seen = state.seen

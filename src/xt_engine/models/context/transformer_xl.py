@@ -99,24 +99,15 @@ class TransformerXL(ContextEncoder):
             torch.zeros(batch_size, 0, self.dim, device=device, dtype=dtype) for _ in self.layers
         ]
 
-    def forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor, state: list[torch.Tensor] | None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        out, new_state, _ = self._run(tokens, state, need_weights=False)
-        return out, new_state
-
-    def forward_with_attention(
-        self, tokens: torch.Tensor, positions: torch.Tensor, state: list[torch.Tensor] | None
+    def run_chunk(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        state: list[torch.Tensor],
+        need_weights: bool,
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
-        """Also returns the last layer's head-averaged attention (B, L, M + L) over
-        ``[memory, chunk]`` (real softmax weights; the memory part comes first)."""
-        return self._run(tokens, state, need_weights=True)
-
-    def _run(
-        self, tokens: torch.Tensor, state: list[torch.Tensor] | None, need_weights: bool
-    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
-        if state is None:
-            state = self.init_state(tokens.shape[0], tokens.device, tokens.dtype)
+        """Weights: the last layer's head-averaged softmax attention (B, L, M + L) over
+        ``[memory, chunk]``."""
         x = tokens
         new_state = []
         weights = None
