@@ -28,6 +28,7 @@ class XTState:
     """What a model carries between chunks of one image (B images at once)."""
 
     context: Any
+    batch_size: int = 1
     pooled_sum: torch.Tensor | None = None  # (B, D) running sum for mean pooling
     pooled_count: int = 0
 
@@ -96,7 +97,7 @@ class XTModel(nn.Module):
     def init_state(self, batch_size: int = 1, device: torch.device | None = None) -> XTState:
         param = next(self.parameters())
         device = device or param.device
-        return XTState(self.context_encoder.init_state(batch_size, device, param.dtype))
+        return XTState(self.context_encoder.init_state(batch_size, device, param.dtype), batch_size)
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """``pixels`` (N, C, R, R) scaled to [0, 1] -> normalised with the config's mean/std."""
@@ -167,8 +168,13 @@ class XTModel(nn.Module):
         context, ctx_state, attention = self.contextualize(
             tokens, positions, state.context, need_attention
         )
-        pooled_sum = context.sum(dim=1) + (state.pooled_sum if state.pooled_sum is not None else 0)
-        next_state = XTState(ctx_state, pooled_sum, state.pooled_count + context.shape[1])
+        next_state = XTState(
+            ctx_state, state.batch_size, state.pooled_sum, state.pooled_count + context.shape[1]
+        )
+        head = self.config.head
+        if head.task == "classification" and head.pool == "mean":  # only mean pooling needs it
+            previous = state.pooled_sum if state.pooled_sum is not None else 0
+            next_state.pooled_sum = context.sum(dim=1) + previous
         return self.decode(context, features, attention), next_state
 
     def finish(self, state: XTState) -> torch.Tensor:
@@ -176,17 +182,13 @@ class XTModel(nn.Module):
         if self.config.head.task != "classification":
             raise ValueError("finish() is for classification models")
         if self.config.head.pool == "cls":
-            cls = self.head.cls_token.expand(_batch_size(state), -1, -1)
+            cls = self.head.cls_token.expand(state.batch_size, -1, -1)
             no_position = torch.zeros(1, 2, dtype=torch.long, device=cls.device)
             out, _ = self.context_encoder(cls, no_position, state.context)
             return self.head(out[:, -1])
         if state.pooled_sum is None or state.pooled_count == 0:
             raise ValueError("finish() needs at least one chunk")
         return self.head(state.pooled_sum / state.pooled_count)
-
-
-def _batch_size(state: XTState) -> int:
-    return 1 if state.pooled_sum is None else state.pooled_sum.shape[0]
 
 
 def _token_positions(region_rc: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
