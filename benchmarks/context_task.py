@@ -25,7 +25,7 @@ from xt_engine.checkpoint import load_checkpoint
 from xt_engine.synthetic import make_sar_scene
 from xt_engine.train.config import TrainConfig
 from xt_engine.train.data import find_pairs, load_pairs, split_pairs
-from xt_engine.train.metrics import scores
+from xt_engine.train.metrics import confusion, scores
 from xt_engine.train.recipes import DEMO_SAR, DEMO_SAR_NEAR_SHORE_PX, write_demo_data
 from xt_engine.train.trainer import train
 
@@ -48,9 +48,7 @@ def evaluate(ckpt: Path, seeds: list[int], size: int, vessels: int) -> dict[str,
                 pred[g.y0 : g.y1, g.x0 : g.x1] = event.labels
                 regions += 1
         seconds += time.perf_counter() - start
-        matrix += np.bincount(
-            truth.ravel().astype(np.int64) * 4 + pred.ravel(), minlength=16
-        ).reshape(4, 4)
+        matrix += confusion(pred, truth, 4)
         land_in_region = truth.reshape(size // r, r, size // r, r).__eq__(1).any(axis=(1, 3))
         no_land = ~np.repeat(np.repeat(land_in_region, r, axis=0), r, axis=1)
         hard = no_land & (truth >= 2)

@@ -16,7 +16,7 @@ from xt_engine.loading import bundled_checkpoint, load_model
 from xt_engine.outputs import LABELS_PATH
 from xt_engine.overview import write_overview
 from xt_engine.synthetic import SAR_CLASS_NAMES, make_sar_scene
-from xt_engine.train.metrics import scores
+from xt_engine.train.metrics import confusion, scores
 from xt_engine.train.recipes import DEMO_SAR, DEMO_SAR_NEAR_SHORE_PX
 
 
@@ -77,9 +77,5 @@ def _confusion(
     """(K, K) confusion of predicted ``labels`` (zarr, read in bands) against ``truth``."""
     matrix = np.zeros((num_classes, num_classes), np.int64)
     for y in range(0, truth.shape[0], band):
-        pred = np.asarray(labels[y : y + band]).astype(np.int64).ravel()
-        true = truth[y : y + band].astype(np.int64).ravel()
-        matrix += np.bincount(true * num_classes + pred, minlength=num_classes**2).reshape(
-            num_classes, num_classes
-        )
+        matrix += confusion(np.asarray(labels[y : y + band]), truth[y : y + band], num_classes)
     return matrix

@@ -78,6 +78,8 @@ def test_losses_and_metrics() -> None:
     assert segmentation_loss(torch.zeros(1, 3, 2, 2), target) > 0.5
     matrix = confusion(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, -1]), 3)
     assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 0]]
+    same = confusion(np.array([0, 1, 1, 2]), np.array([0, 1, 2, -1]), 3)  # numpy arrays too
+    assert same.tolist() == matrix.tolist()
     result = scores(matrix)
     assert result["iou"][1] == pytest.approx(0.5) and result["f1"][2] == 0.0
     heat = torch.zeros(1, 1, 4, 4)

@@ -6,8 +6,17 @@ import numpy as np
 import torch
 
 
-def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> np.ndarray:
-    """(K, K) counts, rows = truth, cols = prediction, over pixels whose target is >= 0."""
+def confusion(
+    pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray, num_classes: int
+) -> np.ndarray:
+    """(K, K) counts, rows = truth, cols = prediction, over pixels whose target is >= 0.
+    Takes torch tensors (counted on their device) or numpy arrays of the same shape."""
+    if isinstance(pred, np.ndarray) or isinstance(target, np.ndarray):
+        true, guess = np.asarray(target).astype(np.int64), np.asarray(pred).astype(np.int64)
+        valid = true >= 0
+        index = true[valid] * num_classes + guess[valid]
+        counts = np.bincount(index, minlength=num_classes * num_classes)
+        return counts.reshape(num_classes, num_classes).astype(np.int64)
     valid = target >= 0
     index = target[valid] * num_classes + pred[valid]
     counts = torch.bincount(index.flatten(), minlength=num_classes * num_classes)
