@@ -239,21 +239,16 @@ def test_scope_from_a_shapes_layer(make_napari_viewer, qtbot) -> None:
     assert "has no shape over the image" in widget.status.text()
 
 
-def test_architecture_with_separate_weight_files(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+def test_architecture_with_separate_weight_files(
+    make_napari_viewer, qtbot, split_weights
+) -> None:
     import torch
-    from safetensors.torch import save_file
 
     from xt_engine import create_model
 
     torch.manual_seed(9)
     source = create_model("test_convnext_txl").eval()
-    backbone = tmp_path / "backbone.safetensors"
-    save_file({k.removeprefix("region_encoder.backbone."): v.contiguous()
-               for k, v in source.state_dict().items()
-               if k.startswith("region_encoder.backbone.")}, str(backbone))
-    rest = tmp_path / "rest.pth"
-    torch.save({k: v for k, v in source.state_dict().items()
-                if not k.startswith("region_encoder.")}, rest)
+    backbone, rest = split_weights(source)
     image = np.random.default_rng(2).integers(0, 255, (100, 130, 3), np.uint8)
     viewer = make_napari_viewer(show=True)
     viewer.add_image(image, rgb=True, name="rgb")

@@ -157,18 +157,14 @@ def test_config_dataclass_is_what_the_checkpoint_stores(tmp_path: Path) -> None:
     assert isinstance(config, XTConfig) and config == model.config
 
 
-def test_architecture_plus_two_weight_files_rebuilds_the_model(tmp_path: Path) -> None:
+def test_architecture_plus_two_weight_files_rebuilds_the_model(
+    tmp_path: Path, split_weights
+) -> None:
     from xt_engine.loading import load_model_parts
 
     torch.manual_seed(5)
     source = create_model("test_convnext_txl").eval()
-    backbone = tmp_path / "backbone.safetensors"
-    save_file({k.removeprefix("region_encoder.backbone."): v.contiguous()
-               for k, v in source.state_dict().items()
-               if k.startswith("region_encoder.backbone.")}, str(backbone))
-    rest = tmp_path / "context_head.pth"
-    torch.save({k: v for k, v in source.state_dict().items()
-                if not k.startswith("region_encoder.")}, rest)
+    backbone, rest = split_weights(source)
     model = load_model_parts("test_convnext_txl", str(backbone), str(rest))
     pixels, rc = torch.rand(1, 2, 3, 64, 64), torch.tensor([[0, 0], [0, 1]])
     with torch.inference_mode():
