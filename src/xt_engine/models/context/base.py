@@ -64,6 +64,43 @@ class ContextEncoder(nn.Module):
         return state
 
 
+class PreNormAttentionBlock(nn.Module):
+    """Pre-norm transformer block pieces shared by the kinds whose queries read a longer key
+    sequence (memory, window, globals): LayerNorm ``norm1`` -> ``q`` / ``kv`` -> attention ->
+    ``proj`` + residual -> LayerNorm ``norm2`` -> GELU ``mlp`` + residual. Subclasses choose
+    the keys and the attention (mask, approximation)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def project(
+        self, x: torch.Tensor, context: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x`` (B, L, D), ``context`` (B, K, D) -> q (B, H, L, Dh), k and v (B, H, K, Dh)."""
+        b, length, dim = x.shape
+        heads = self.num_heads
+        q = self.q(self.norm1(x)).view(b, length, heads, dim // heads).transpose(1, 2)
+        k, v = (
+            self.kv(self.norm1(context))
+            .view(b, context.shape[1], 2, heads, dim // heads)
+            .permute(2, 0, 3, 1, 4)
+        )
+        return q, k, v
+
+    def finish(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """Residual attention output ``attn`` (B, H, L, Dh) and the MLP: -> (B, L, D)."""
+        x = x + self.proj(attn.transpose(1, 2).reshape(x.shape))
+        return x + self.mlp(self.norm2(x))
+
+
 def masked_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, need_weights: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -35,7 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from xt_engine.config import ContextEncoderConfig
-from xt_engine.models.context.base import ContextEncoder, masked_attention
+from xt_engine.models.context.base import (
+    ContextEncoder,
+    PreNormAttentionBlock,
+    masked_attention,
+)
 
 
 def block_layout(num_queries: int, num_keys: int, block_size: int) -> tuple[int, int, int]:
@@ -191,7 +195,7 @@ def hyper_attention(
     return shares[0] * diag_out + shares[1] * block_out + shares[2] * sample_out
 
 
-class _HyperBlock(nn.Module):
+class _HyperBlock(PreNormAttentionBlock):
     """Pre-norm transformer block whose attention reads ``[memory, x]``, exact or approximate."""
 
     def __init__(
@@ -205,18 +209,10 @@ class _HyperBlock(nn.Module):
         num_hashes: int,
         seed: int,
     ) -> None:
-        super().__init__()
-        self.num_heads = num_heads
+        super().__init__(dim, num_heads, mlp_ratio)
         self.exact_threshold = exact_threshold
         self.block_size = block_size
         self.num_samples = num_samples
-        self.norm1 = nn.LayerNorm(dim)
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         generator = torch.Generator().manual_seed(seed)
         self.register_buffer(
             "lsh_projection", torch.randn(dim // num_heads, num_hashes, generator=generator)
@@ -228,15 +224,9 @@ class _HyperBlock(nn.Module):
         """``x`` (B, L, D), ``memory`` (B, M, D) -> (B, L, D), and with ``need_weights`` the
         head-averaged weights (B, L, M + L) on the exact path (None on the approximate one,
         which never forms the full matrix)."""
-        b, length, dim = x.shape
-        heads = self.num_heads
+        length = x.shape[1]
         context = torch.cat([memory, x], dim=1)  # (B, M + L, D)
-        q = self.q(self.norm1(x)).view(b, length, heads, dim // heads).transpose(1, 2)
-        k, v = (
-            self.kv(self.norm1(context))
-            .view(b, context.shape[1], 2, heads, dim // heads)
-            .permute(2, 0, 3, 1, 4)
-        )
+        q, k, v = self.project(x, context)
         mem = memory.shape[1]
         if context.shape[1] <= self.exact_threshold:
             # query i (at absolute offset mem + i) sees keys j <= mem + i
@@ -247,8 +237,7 @@ class _HyperBlock(nn.Module):
             attn = hyper_attention(
                 q, k, v, mem, self.lsh_projection, self.block_size, self.num_samples
             )
-        x = x + self.proj(attn.transpose(1, 2).reshape(b, length, dim))
-        return x + self.mlp(self.norm2(x)), weights
+        return self.finish(x, attn), weights
 
 
 class HyperContext(ContextEncoder):

@@ -23,7 +23,11 @@ import torch
 from torch import nn
 
 from xt_engine.config import ContextEncoderConfig
-from xt_engine.models.context.base import ContextEncoder, masked_attention
+from xt_engine.models.context.base import (
+    ContextEncoder,
+    PreNormAttentionBlock,
+    masked_attention,
+)
 
 
 @dataclass
@@ -49,19 +53,8 @@ def band_mask(
     return (delta >= 0) & ((delta <= window) | is_global)
 
 
-class _SlidingBlock(nn.Module):
+class _SlidingBlock(PreNormAttentionBlock):
     """Pre-norm transformer block whose attention reads ``[globals, recent, x]`` under a mask."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.norm1 = nn.LayerNorm(dim)
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(
         self,
@@ -72,17 +65,9 @@ class _SlidingBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` (B, L, D), ``context`` (B, K, D) ending with ``x``, ``allowed`` (L, K) bool ->
         (B, L, D) and, with ``need_weights``, the head-averaged weights (B, L, K)."""
-        b, length, dim = x.shape
-        heads = self.num_heads
-        q = self.q(self.norm1(x)).view(b, length, heads, dim // heads).transpose(1, 2)
-        k, v = (
-            self.kv(self.norm1(context))
-            .view(b, context.shape[1], 2, heads, dim // heads)
-            .permute(2, 0, 3, 1, 4)
-        )
+        q, k, v = self.project(x, context)
         attn, weights = masked_attention(q, k, v, allowed, need_weights)
-        x = x + self.proj(attn.transpose(1, 2).reshape(b, length, dim))
-        return x + self.mlp(self.norm2(x)), weights
+        return self.finish(x, attn), weights
 
 
 class SlidingWindowContext(ContextEncoder):
