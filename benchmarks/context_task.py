@@ -1,7 +1,8 @@
 """The context benchmark: region-only against xT context encoders on the synthetic SAR task.
 
 Same backbone, data and training budget for every kind (the demo-sar recipe with the context kind
-swapped; attention kinds bidirectional). Each model is trained with ``xt train``'s loop, then run
+swapped; attention kinds bidirectional; ``KIND+distance`` adds the 2-D distance bias). Each model
+is trained with ``xt train``'s loop, then run
 with ``run_inference`` over held-out scenes. Reported per kind: per-class F1 of the two vessel
 classes and their macro-F1, the accuracy of the near/offshore decision on vessel pixels whose
 128 px region holds no land (where one region alone cannot tell), parameters, regions/s.
@@ -89,7 +90,12 @@ def main() -> None:
             cfg = TrainConfig.from_dict(
                 {**recipe.pop("train"), "max_steps": args.steps, "val_every": args.steps}
             )
-            recipe["context_encoder"] |= {"kind": kind, "bidirectional": kind != "none"}
+            base_kind, _, option = kind.partition("+")  # "transformer_xl+distance"
+            recipe["context_encoder"] |= {
+                "kind": base_kind,
+                "bidirectional": base_kind != "none",
+                "distance_bias": option == "distance",
+            }
             config = XTConfig.from_dict(recipe)
             pairs = load_pairs(find_pairs(images, masks, None), 4, cfg.seed)
             train_pairs, val_pairs = split_pairs(pairs, 0.2)

@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from xt_engine import InputError
 from xt_engine.io import ImageSource
+from xt_engine.tiling import box_at_level
+
+SCOPES = ("Current view", "Whole image")
+SHAPES_PREFIX = "Shapes: "
 
 
 def view_box(viewer: Any, layer: Any, shape_yx: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -79,3 +84,24 @@ def shapes_box(
     if y0 >= y1 or x0 >= x1:
         return None
     return y0, x0, y1, x1
+
+
+def scope_roi(
+    viewer: Any, scope: str, layer: Any, source: ImageSource, level: int
+) -> tuple[int, int, int, int] | None:
+    """The ROI of a widget scope (one of :data:`SCOPES` or ``SHAPES_PREFIX + name``) as a
+    ``level`` pixel box, ``None`` for the whole image."""
+    if scope.startswith(SHAPES_PREFIX):
+        name = scope.removeprefix(SHAPES_PREFIX)
+        shapes = viewer.layers[name] if name in viewer.layers else None
+        box0 = shapes_box(shapes, layer, source.shape_yx(0)) if shapes is not None else None
+        if box0 is None:
+            raise InputError(
+                f"the Shapes layer {name!r} has no shape over the image",
+                "draw a rectangle or polygon over the image, or pick another scope",
+            )
+    elif scope == SCOPES[0]:
+        box0 = view_box(viewer, layer, source.shape_yx(0))
+    else:
+        return None
+    return box_at_level(box0, source.downsample(level), source.shape_yx(level))

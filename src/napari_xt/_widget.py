@@ -33,11 +33,10 @@ from qtpy.QtWidgets import (
 
 from napari_xt._inspect import AttentionInspector, RunContext
 from napari_xt._results import RunLayers
-from napari_xt._view import auto_level, shapes_box, view_box
+from napari_xt._view import SCOPES, SHAPES_PREFIX, auto_level, scope_roi
 from xt_engine import (
     CancelToken,
     Finished,
-    InputError,
     Progress,
     RegionDone,
     Started,
@@ -47,11 +46,8 @@ from xt_engine import (
 from xt_engine.io import ImageSource, source_from_arrays
 from xt_engine.loading import load_model, load_model_parts
 from xt_engine.models import XTModel, list_models
-from xt_engine.tiling import box_at_level
 
 DEFAULT_MODEL = "xt_demo_sar"
-SCOPES = ("Current view", "Whole image")
-SHAPES_PREFIX = "Shapes: "
 
 
 class XTInferenceWidget(QWidget):
@@ -64,6 +60,8 @@ class XTInferenceWidget(QWidget):
         self.viewer = napari_viewer
         self._worker: Any = None
         self._cancel: CancelToken | None = None
+        self._pending: RunContext | None = None  # the run started, until its Started event
+        self._pending_store = Path()
         self._model: XTModel | None = None
         self._model_spec: tuple[str | None, ...] | None = None
         self._last_cancelled = False
@@ -284,7 +282,8 @@ class XTInferenceWidget(QWidget):
             model = self._load_model(self.model_combo.currentText())
             source = source_from_arrays(self._levels(layer), rgb=layer.rgb, name=layer.name)
             level = self._chosen_level(layer, source)
-            roi = self._roi(layer, source, level)
+            scope = self.scope_combo.currentText()
+            roi = scope_roi(self.viewer, scope, layer, source, level)
             self._run_count += 1
             store = self._store_dir / f"run{self._run_count}.zarr"
             self._cancel = CancelToken()
@@ -300,25 +299,33 @@ class XTInferenceWidget(QWidget):
                 precision=self.precision_combo.currentText(),
                 device=self._device(),
             )
-            first = next(events)  # validates inputs on the main thread: errors show at once
-            self.inspector.set_context(
-                RunContext(layer, source, level, roi, model, self.batch_spin.value())
-            )
         except XTError as err:
             show_error(f"xT: {err}")
             self.status.setText(str(err))
             return
-        assert isinstance(first, Started)
-        self.results.start(layer, source, level, store, model, self.attention_check.isChecked())
-        self.progress.setRange(0, first.total)
-        self.progress.setValue(0)
-        self.status.setText(f"Running {first.total} regions at level {level}...")
+        # the engine validates its inputs and creates the store in the worker; the layers are
+        # made when its Started event arrives, in a later turn of the event loop
+        self._pending = RunContext(layer, source, level, roi, model, self.batch_spin.value())
+        self._pending_store = store
+        self.status.setText("Starting...")
         self._set_running(True)
         self._worker = create_worker(lambda: (yield from events), _start_thread=False)
         self._worker.yielded.connect(self._on_event)
         self._worker.errored.connect(self._on_error)
         self._worker.finished.connect(self._on_worker_finished)
         self._worker.start()
+
+    def _on_started(self, first: Started) -> None:
+        run, self._pending = self._pending, None
+        assert run is not None
+        self.inspector.set_context(run)
+        attention = self.attention_check.isChecked()
+        self.results.start(
+            run.image, run.source, run.level, self._pending_store, run.model, attention
+        )
+        self.progress.setRange(0, first.total)
+        self.progress.setValue(0)
+        self.status.setText(f"Running {first.total} regions at level {run.level}...")
 
     def cancel(self) -> None:
         if self._cancel is not None:
@@ -335,27 +342,10 @@ class XTInferenceWidget(QWidget):
         index = self.level_combo.currentIndex()
         return auto_level(self.viewer, layer, source) if index <= 0 else index - 1
 
-    def _roi(
-        self, layer: Image, source: ImageSource, level: int
-    ) -> tuple[int, int, int, int] | None:
-        scope = self.scope_combo.currentText()
-        if scope.startswith(SHAPES_PREFIX):
-            name = scope.removeprefix(SHAPES_PREFIX)
-            shapes = self.viewer.layers[name] if name in self.viewer.layers else None
-            box0 = shapes_box(shapes, layer, source.shape_yx(0)) if shapes is not None else None
-            if box0 is None:
-                raise InputError(
-                    f"the Shapes layer {name!r} has no shape over the image",
-                    "draw a rectangle or polygon over the image, or pick another scope",
-                )
-        elif scope == "Current view":
-            box0 = view_box(self.viewer, layer, source.shape_yx(0))
-        else:
-            return None
-        return box_at_level(box0, source.downsample(level), source.shape_yx(level))
-
     def _on_event(self, event: object) -> None:
-        if isinstance(event, RegionDone):
+        if isinstance(event, Started):
+            self._on_started(event)
+        elif isinstance(event, RegionDone):
             self.results.paint(event)
         elif isinstance(event, Progress):
             self.results.refresh()
@@ -379,7 +369,9 @@ class XTInferenceWidget(QWidget):
     def _on_worker_finished(self) -> None:
         self._worker = None
         self._set_running(False)
-        self.results.finish()
+        if self._pending is None:  # the run got as far as its layers
+            self.results.finish()
+        self._pending = None
         self.run_finished.emit(self._last_cancelled)
 
     def _set_running(self, running: bool) -> None:

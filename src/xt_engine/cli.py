@@ -135,6 +135,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             resume=args.resume,
             provenance=_model_provenance(args.model),
             precision=args.precision,
+            overlap=args.overlap,
         )
     )
     print(
@@ -305,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=("auto", "fp32", "bf16", "fp16"),
         help="autocast dtype (auto: bf16/fp16 on CUDA, fp32 on CPU)",
+    )
+    p.add_argument(
+        "--overlap",
+        type=int,
+        default=0,
+        help="px each region reads beyond its output tile on every side (no seams; costs "
+        "(R/(R-2*overlap))^2 x the regions)",
     )
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted --out store of the same run"

@@ -89,7 +89,10 @@ class ContextEncoderConfig:
     passes over the image. ``layout="xt"`` (mamba only) reproduces the released xT Mamba decoder
     (residual from the normalised input, even layers reversed; whole-sequence calls only).
     ``final_norm`` ends the encoder with a LayerNorm (the released xT
-    decoder has none; its imports set it false).
+    decoder has none; its imports set it false). ``distance_bias`` (transformer_xl only) adds
+    to every attention score ``-slope_h * distance`` between query and key tokens in the 2-D
+    token grid, one learned slope per head and layer (a 2-D ALiBi): heads start local to global
+    (e-fold fall-off at 2 ... 128 tokens), so "what lies within k regions" is easy to learn.
     """
 
     kind: str = "transformer_xl"
@@ -102,6 +105,7 @@ class ContextEncoderConfig:
     bidirectional: bool = False
     final_norm: bool = True
     layout: str = "prenorm"
+    distance_bias: bool = False
 
     def validate(self) -> None:
         if self.kind not in CONTEXT_KINDS:
@@ -132,6 +136,11 @@ class ContextEncoderConfig:
         if self.memory_tokens < 0:
             raise ConfigError(
                 "context_encoder.memory_tokens must be >= 0", "use 0 to disable memory"
+            )
+        if self.distance_bias and self.kind != "transformer_xl":
+            raise ConfigError(
+                f"context_encoder.distance_bias is not available for kind {self.kind!r}",
+                "set distance_bias to false, or use kind 'transformer_xl'",
             )
 
 

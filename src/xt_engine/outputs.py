@@ -11,7 +11,7 @@ Layout::
 
 The root attribute ``xt.complete`` turns true only after every region is written, so an
 interrupted run never looks finished. Each region fills exactly one chunk on every pyramid level
-(chunks are ``R / 2**k`` px), so pyramids are built incrementally without a second pass.
+(chunks are ``T / 2**k`` px for output tiles of ``T`` px: ``R``, or ``R - 2 overlap``), so pyramids are built incrementally without a second pass.
 """
 
 from __future__ import annotations
@@ -39,10 +39,11 @@ DETECTIONS_FILE = "detections.csv"
 DETECTION_COLUMNS = ("region", "y", "x", "class", "class_name", "score", "height", "width")
 
 
-def _pyramid_depth(shape_yx: tuple[int, int], region_size: int) -> int:
-    """Levels k >= 1 while chunks stay >= 16 px and the level stays >= 256 px on its long side."""
+def _pyramid_depth(shape_yx: tuple[int, int], tile: int) -> int:
+    """Levels k >= 1 while chunks (``tile / 2**k`` px, exact) stay >= 16 px and the level stays
+    >= 256 px on its long side."""
     depth = 1
-    while region_size >> depth >= 16 and max(shape_yx) >> depth >= 256:
+    while tile % (2**depth) == 0 and tile >> depth >= 16 and max(shape_yx) >> depth >= 256:
         depth += 1
     return depth
 
@@ -83,7 +84,7 @@ class OutputStore:
                 "choose a writable output path",
             ) from err
         shape = source.shape_yx(level)
-        r = grid.region_size
+        r = grid.step  # one chunk per region's output tile
         depth = _pyramid_depth(shape, r)
         down = source.downsample(level)
         pixel = source.pixel_size or (1.0, 1.0)
@@ -144,8 +145,11 @@ class OutputStore:
                 "run without --resume to start a new one",
             ) from err
         fresh = _provenance(source, level, grid, config, xt.get("label_levels", 0))
-        for key in ("source", "level", "roi", "region_size", "num_regions", "model_config"):
-            if xt.get(key) != json.loads(json.dumps(fresh[key])):  # attrs hold JSON
+        for key in (
+            "source", "level", "roi", "region_size", "overlap", "num_regions", "model_config"
+        ):
+            recorded = xt.get(key, 0 if key == "overlap" else None)  # stores before overlap
+            if recorded != json.loads(json.dumps(fresh[key])):  # attrs hold JSON
                 raise InputError(
                     f"{path} was written by another run ({key} differs)",
                     "resume with the same image, --level, --roi and model, or write a new --out",
@@ -319,6 +323,7 @@ def _provenance(
         "downsample": list(source.downsample(level)),
         "roi": list(grid.box),
         "region_size": grid.region_size,
+        "overlap": grid.overlap,
         "num_regions": len(grid),
         "label_levels": depth,
         "model_config": config.to_dict(),

@@ -6,6 +6,11 @@ of the image; the part outside is padding that the engine fills on read and drop
 stitches outputs. Any image size works, including strips one pixel high.
 
 Coordinates are ``(y, x)`` in pixels of the chosen level; boxes are half-open ``[y0, y1) x [x0, x1)``.
+
+With ``overlap = m`` the regions still have ``R`` px (the model's input) but step by
+``R - 2m``: each region's output is its centre ``(R - 2m)^2`` tile, and the model reads ``m`` px
+of real neighbouring pixels on every side (overlap-tile), so no output pixel lies within ``m``
+px of a region border and the border effects of the region encoder do not show as seams.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from xt_engine.errors import InputError
 class Region:
     """One region of the grid.
 
-    ``row``/``col`` index the region in the grid; ``y0, x0`` is its top-left corner in level
-    pixels (inside the ROI's frame of the whole level); ``height``/``width`` is the valid
-    (unpadded) part, at most ``size`` each.
+    ``row``/``col`` index the region in the grid; ``y0, x0`` is the top-left corner of its
+    output tile in level pixels (inside the ROI's frame of the whole level); ``height``/``width``
+    is the tile's valid (unpadded) part. The model reads ``size`` px square from
+    ``(y0 - margin, x0 - margin)``: the tile plus ``margin`` px of overlap on every side.
     """
 
     index: int
@@ -34,6 +40,15 @@ class Region:
     height: int
     width: int
     size: int
+    margin: int = 0
+
+    @property
+    def read_y0(self) -> int:
+        return self.y0 - self.margin
+
+    @property
+    def read_x0(self) -> int:
+        return self.x0 - self.margin
 
     @property
     def y1(self) -> int:
@@ -64,6 +79,7 @@ class RegionGrid:
 
     box: tuple[int, int, int, int]
     region_size: int
+    overlap: int = 0
 
     @classmethod
     def for_image(
@@ -71,6 +87,7 @@ class RegionGrid:
         shape_yx: tuple[int, int],
         region_size: int,
         roi: tuple[int, int, int, int] | None = None,
+        overlap: int = 0,
     ) -> RegionGrid:
         """Grid over an image of ``shape_yx`` or its ``roi`` (clipped checks, clear errors)."""
         height, width = (int(s) for s in shape_yx)
@@ -87,7 +104,17 @@ class RegionGrid:
                 f"of {height} x {width} px",
                 f"give 0 <= y0 < y1 <= {height} and 0 <= x0 < x1 <= {width}",
             )
-        return cls(box=(y0, x0, y1, x1), region_size=int(region_size))
+        if not 0 <= 2 * overlap < region_size:
+            raise InputError(
+                f"overlap={overlap} px leaves no output tile in {region_size} px regions",
+                f"use an overlap from 0 to {(region_size - 1) // 2} px",
+            )
+        return cls(box=(y0, x0, y1, x1), region_size=int(region_size), overlap=int(overlap))
+
+    @property
+    def step(self) -> int:
+        """Distance between neighbouring regions, the side of each output tile: R - 2 overlap."""
+        return self.region_size - 2 * self.overlap
 
     @property
     def height(self) -> int:
@@ -99,11 +126,11 @@ class RegionGrid:
 
     @property
     def rows(self) -> int:
-        return math.ceil(self.height / self.region_size)
+        return math.ceil(self.height / self.step)
 
     @property
     def cols(self) -> int:
-        return math.ceil(self.width / self.region_size)
+        return math.ceil(self.width / self.step)
 
     def __len__(self) -> int:
         return self.rows * self.cols
@@ -113,18 +140,19 @@ class RegionGrid:
         if not 0 <= index < len(self):
             raise IndexError(f"region {index} out of range for {len(self)} regions")
         row, col = divmod(index, self.cols)
-        r = self.region_size
-        y0 = self.box[0] + row * r
-        x0 = self.box[1] + col * r
+        step = self.step
+        y0 = self.box[0] + row * step
+        x0 = self.box[1] + col * step
         return Region(
             index=index,
             row=row,
             col=col,
             y0=y0,
             x0=x0,
-            height=min(r, self.box[2] - y0),
-            width=min(r, self.box[3] - x0),
-            size=r,
+            height=min(step, self.box[2] - y0),
+            width=min(step, self.box[3] - x0),
+            size=self.region_size,
+            margin=self.overlap,
         )
 
     def __iter__(self) -> Iterator[Region]:

@@ -186,7 +186,7 @@ def test_channel_mismatch_shows_the_engine_message(make_napari_viewer, qtbot) ->
     viewer = make_napari_viewer(show=True)
     viewer.add_image(np.zeros((128, 128, 3), np.uint8), rgb=True, name="rgb")
     widget = _dock(viewer)
-    widget.run_button.click()
+    assert _run(widget, qtbot) is True  # the engine's check runs in the worker
     assert "channel(s) but the model takes 1" in widget.status.text()
     assert widget.run_button.isEnabled()
     assert "xT segmentation" not in viewer.layers  # nothing half-made is left behind

@@ -13,17 +13,27 @@ def _sequence(length: int = 48, dim: int = 32) -> tuple[torch.Tensor, torch.Tens
     return tokens, positions
 
 
+@pytest.mark.parametrize("distance_bias", [False, True])
 @pytest.mark.parametrize("chunk", [1, 5, 16, 48])
-def test_transformer_xl_chunks_with_memory_equal_whole(chunk: int) -> None:
+def test_transformer_xl_chunks_with_memory_equal_whole(chunk: int, distance_bias: bool) -> None:
     encoder = build_context_encoder(
-        ContextEncoderConfig(kind="transformer_xl", dim=32, depth=2, num_heads=4, memory_tokens=64)
+        ContextEncoderConfig(
+            kind="transformer_xl",
+            dim=32,
+            depth=2,
+            num_heads=4,
+            memory_tokens=64,
+            distance_bias=distance_bias,
+        )
     ).eval()
     tokens, positions = _sequence()
     whole, _ = encoder(tokens, positions, encoder.init_state(2, tokens.device, tokens.dtype))
     state = encoder.init_state(2, tokens.device, tokens.dtype)
     parts = []
     for start in range(0, tokens.shape[1], chunk):
-        out, state = encoder(tokens[:, start : start + chunk], positions[start : start + chunk], state)
+        out, state = encoder(
+            tokens[:, start : start + chunk], positions[start : start + chunk], state
+        )
         parts.append(out)
     torch.testing.assert_close(torch.cat(parts, dim=1), whole, atol=1e-5, rtol=1e-5)
 
@@ -35,16 +45,57 @@ def test_transformer_xl_memory_is_carried_and_bounded() -> None:
     tokens, positions = _sequence(length=24)
     state = encoder.init_state(2, tokens.device, tokens.dtype)
     first, state = encoder(tokens[:, :12], positions[:12], state)
-    assert [m.shape[1] for m in state] == [10, 10]
+    assert [m.shape[1] for m in state.memory] == [10, 10]
+    torch.testing.assert_close(state.positions, positions[2:12])
     # the same second chunk gives different outputs with and without the carried memory
     with_memory, _ = encoder(tokens[:, 12:], positions[12:], state)
-    fresh, _ = encoder(tokens[:, 12:], positions[12:], encoder.init_state(2, tokens.device, tokens.dtype))
+    fresh, _ = encoder(
+        tokens[:, 12:], positions[12:], encoder.init_state(2, tokens.device, tokens.dtype)
+    )
     assert not torch.allclose(with_memory, fresh, atol=1e-4)
+
+
+def test_distance_bias_favours_near_keys_and_fused_path_matches_reference() -> None:
+    config = ContextEncoderConfig(
+        kind="transformer_xl", dim=32, depth=1, num_heads=4, memory_tokens=64, distance_bias=True
+    )
+    encoder = build_context_encoder(config).eval()
+    attention = encoder.layers[0].attn
+    torch.testing.assert_close(
+        attention.log_slopes.exp(), torch.tensor([0.5, 0.125, 1 / 32, 1 / 128])
+    )
+    tokens, positions = _sequence(length=40)
+    state = encoder.init_state(2, tokens.device, tokens.dtype)
+    fused, _ = encoder(tokens, positions, state)
+    explicit, _, weights = encoder.forward_with_attention(tokens, positions, state)
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+    # with equal tokens the scores are equal, so only the bias decides: the last query attends
+    # most to itself and less the farther a key lies in the 2-D grid
+    same = torch.zeros(1, 40, 32)
+    _, _, weights = encoder.forward_with_attention(
+        same, positions, encoder.init_state(1, "cpu", torch.float32)
+    )
+    last = weights[0, -1]
+    distance = (positions[-1] - positions).float().norm(dim=1)
+    assert last.argmax() == 39
+    order = distance.argsort()
+    assert (last[order][1:] <= last[order][:-1] + 1e-6).all()
+
+
+def test_distance_bias_only_for_transformer_xl() -> None:
+    from xt_engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="distance_bias"):
+        ContextEncoderConfig(kind="hyper", distance_bias=True).validate()
 
 
 @pytest.mark.parametrize("kind", ["none", "transformer_xl"])
 def test_gradients_flow(kind: str) -> None:
-    encoder = build_context_encoder(ContextEncoderConfig(kind=kind, dim=32, depth=1, num_heads=4))
+    encoder = build_context_encoder(
+        ContextEncoderConfig(
+            kind=kind, dim=32, depth=1, num_heads=4, distance_bias=kind == "transformer_xl"
+        )
+    )
     tokens, positions = _sequence(length=12)
     tokens.requires_grad_(True)
     out, _ = encoder(tokens, positions, encoder.init_state(2, tokens.device, tokens.dtype))

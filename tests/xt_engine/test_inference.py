@@ -278,3 +278,44 @@ def test_detection_models_stream_points_to_events_and_a_csv(tmp_path: Path) -> N
         (2 * y, 2 * x) for y, x in expected
     )
     assert {t["class_name"] for t in table} == {"class_2"}
+
+
+def test_overlapping_regions_output_the_centre_of_each_window(tmp_path: Path) -> None:
+    """overlap=m: each output tile is the centre of an R px window read m px up and left of it
+    (real neighbouring pixels, zeros outside the image), and the store is tiled by R - 2m."""
+    image = np.random.default_rng(5).integers(0, 255, (150, 200, 3), dtype=np.uint8)
+    model = create_model("test_convnext_none").eval()
+    r, m = model.region_size, 16
+    out = tmp_path / "overlap.zarr"
+    events = list(run_inference(image, model, output=out, batch_size=3, overlap=m))
+    step = r - 2 * m
+    assert events[0].total == -(-150 // step) * -(-200 // step)
+    streamed = _labels_from_events(events, image.shape[:2])
+    assert (streamed != 255).all()
+    padded = np.zeros((150 + 2 * r, 200 + 2 * r, 3), np.float32)
+    padded[m : m + 150, m : m + 200] = image.astype(np.float32) * np.float32(1 / 255)  # row y -> y + m
+    for event in events:
+        if not isinstance(event, RegionDone):
+            continue
+        g = event.region
+        window = padded[g.y0 : g.y0 + r, g.x0 : g.x0 + r].transpose(2, 0, 1)  # from y0 - m
+        with torch.inference_mode():
+            pixels = torch.from_numpy(window)[None, None].contiguous()
+            # token positions stay physical: region origins are step / token stride tokens apart
+            ref, _ = model(pixels, torch.tensor([[g.row, g.col]]), model.init_state(1),
+                           step_tokens=step // 32)
+        expected = ref.logits[0].argmax(0).numpy()[m : m + g.height, m : m + g.width]
+        np.testing.assert_array_equal(event.labels, expected)
+    root = zarr.open_group(str(out), mode="r")
+    assert root[f"{LABELS_PATH}/0"].chunks == (step, step)
+    assert root.attrs["xt"]["overlap"] == m
+    np.testing.assert_array_equal(root[f"{LABELS_PATH}/0"][:], streamed)
+
+
+def test_overlap_off_the_token_grid_is_refused() -> None:
+    model = create_model("test_convnext_none").eval()
+    image = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(InputError, match="multiple of 16 px"):
+        next(run_inference(image, model, overlap=10))
+    with pytest.raises(InputError, match="multiple of 32 px with attention"):
+        next(run_inference(image, model, overlap=16, attention=True))

@@ -65,3 +65,25 @@ def test_level0_roi_maps_to_a_covering_box_at_each_level(factor: float) -> None:
         assert b[3] * factor >= min(x1, shape[1] * factor) - 1e-9
         grid = RegionGrid.for_image(shape, 64, roi=b)
         assert sum(r.height * r.width for r in grid) == (b[2] - b[0]) * (b[3] - b[1])
+
+
+@pytest.mark.parametrize(("shape", "size", "overlap"), [((150, 200), 64, 16), ((1, 300), 64, 8), ((257, 511), 128, 32)])
+def test_overlapping_regions_output_tiles_that_cover_the_image_once(
+    shape: tuple[int, int], size: int, overlap: int
+) -> None:
+    grid = RegionGrid.for_image(shape, size, overlap=overlap)
+    step = size - 2 * overlap
+    assert grid.step == step
+    assert len(grid) == -(-shape[0] // step) * -(-shape[1] // step)
+    hits = np.zeros(shape, dtype=np.int32)
+    for region in grid:
+        assert region.size == size and region.margin == overlap
+        assert (region.read_y0, region.read_x0) == (region.row * step - overlap, region.col * step - overlap)
+        assert 0 < region.height <= step and 0 < region.width <= step
+        hits[region.y0 : region.y1, region.x0 : region.x1] += 1
+    assert (hits == 1).all()
+
+
+def test_overlap_must_leave_an_output_tile() -> None:
+    with pytest.raises(InputError, match="overlap from 0 to 31 px"):
+        RegionGrid.for_image((100, 100), 64, overlap=32)

@@ -43,6 +43,7 @@ def run_inference(
     resume: bool = False,
     provenance: dict[str, object] | None = None,
     precision: str = "auto",
+    overlap: int = 0,
 ) -> Iterator[Event]:
     """Yield events while running ``model`` over ``image`` (a path, array or ImageSource).
 
@@ -60,6 +61,10 @@ def run_inference(
         provenance: extra entries for the store's ``xt`` attributes (e.g. checkpoint hash).
         precision: ``auto`` (bf16 autocast on CUDA where supported, else fp16; fp32 on CPU),
             ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
+        overlap: px of real neighbouring pixels each region reads on every side beyond the tile
+            it outputs (see :mod:`xt_engine.tiling`): no seams at region borders, at a cost of
+            ``(R / (R - 2 overlap))^2`` times the regions. A multiple of half the token stride
+            (of the stride itself with ``attention``).
     """
     source = open_image(image)
     config = model.config
@@ -77,7 +82,9 @@ def run_inference(
         )
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size} < 1", "use a batch size of 1 or more")
-    grid = RegionGrid.for_image(source.shape_yx(level), config.tiling.region_size, roi)
+    token_stride = model.region_size // model.token_grid[0]
+    _check_overlap(overlap, token_stride, attention)
+    grid = RegionGrid.for_image(source.shape_yx(level), config.tiling.region_size, roi, overlap)
     device = torch.device(device)
     amp_dtype = resolve_precision(precision, device)
     model = model.to(device).eval()
@@ -95,7 +102,7 @@ def run_inference(
             level=level,
             grid=grid,
             config=config,
-            token_stride=model.region_size // model.token_grid[0] if attention else 0,
+            token_stride=token_stride if attention else 0,
         )
     if store is not None and provenance:
         store.root.attrs["xt"] = dict(store.root.attrs["xt"]) | provenance
@@ -106,6 +113,8 @@ def run_inference(
         list(range(i, min(i + batch_size, len(grid)))) for i in range(0, len(grid), batch_size)
     ]
     reader = RegionReader(source, level, grid, scale, device)
+    if overlap:
+        reader.step_tokens = grid.step // token_stride
 
     def autocast() -> AbstractContextManager[object]:
         if amp_dtype is None:
@@ -164,6 +173,18 @@ def run_inference(
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+def _check_overlap(overlap: int, token_stride: int, attention: bool) -> None:
+    """Overlapping regions must keep token positions on the grid (and attention tiles whole)."""
+    unit = token_stride if attention else max(1, token_stride // 2)
+    if overlap < 0 or overlap % unit:
+        what = "with attention export " if attention else ""
+        raise InputError(
+            f"overlap={overlap} px is not a multiple of {unit} px {what}for this model "
+            f"(token stride {token_stride} px)",
+            f"use an overlap of 0, {unit}, {2 * unit}, ... px",
+        )
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device`` (None: plain fp32)."""
     if precision not in PRECISIONS:
@@ -206,10 +227,11 @@ def _region_events(
     batch_labels = None
     if outputs.logits is not None:
         batch_labels = outputs.logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+    m = regions[0].margin if regions else 0  # overlap: outputs are the centre tiles
     for i, region in enumerate(regions):
         labels = detections = region_map = None
         if batch_labels is not None:
-            labels = batch_labels[i, : region.height, : region.width]
+            labels = batch_labels[i, m : m + region.height, m : m + region.width]
         if outputs.heatmap is not None:
             rows = decode_detections(
                 outputs.heatmap[i].float(),
@@ -217,13 +239,18 @@ def _region_events(
                 model.output_stride,
                 model.config.head.detection_threshold,
             )
-            inside = (rows[:, 0] < region.height) & (rows[:, 1] < region.width)
+            rows[:, :2] -= m
+            inside = (rows[:, :2] >= 0).all(dim=1)
+            inside &= (rows[:, 0] < region.height) & (rows[:, 1] < region.width)
             rows = rows[inside].cpu().numpy().astype(np.float32)
             rows[:, 0] += region.y0
             rows[:, 1] += region.x0
             detections = rows
         if attention and outputs.attention is not None:
+            t = m // stride
             region_map = outputs.attention[i].float().cpu().numpy()
-            region_map = region_map[: -(-region.height // stride), : -(-region.width // stride)]
+            region_map = region_map[
+                t : t + -(-region.height // stride), t : t + -(-region.width // stride)
+            ]
         out.append(RegionDone(region, labels, region_map, stride if attention else 0, detections))
     return out

@@ -42,11 +42,12 @@ class RegionReader:
         self.source, self.level, self.grid = source, level, grid
         self.scale, self.device = scale, device
         self.pin = device.type == "cuda"
+        self.step_tokens: int | None = None  # set for overlapping regions (see XTModel.encode)
 
     def _read(self, indices: list[int]) -> tuple[list[Region], torch.Tensor]:
         regions = [self.grid.region(i) for i in indices]
         pixels = np.stack(
-            [self.source.read_padded(self.level, r.y0, r.x0, r.size) for r in regions]
+            [self.source.read_padded(self.level, r.read_y0, r.read_x0, r.size) for r in regions]
         )
         tensor = torch.from_numpy(pixels)  # (N, C, R, R) in the source dtype
         return regions, tensor.pin_memory() if self.pin else tensor
@@ -85,10 +86,12 @@ def causal_pass(
     for regions, pixels, rc in reader.batches(order, cancel):
         with torch.inference_mode(), autocast():
             if {r.index for r in regions} <= skip:
-                _, tokens, positions = model.encode(pixels, rc)
+                _, tokens, positions = model.encode(pixels, rc, reader.step_tokens)
                 _, state.context, _ = model.contextualize(tokens, positions, state.context, False)
                 continue
-            outputs, state = model(pixels, rc, state, need_attention=need_attention)
+            outputs, state = model(
+                pixels, rc, state, need_attention=need_attention, step_tokens=reader.step_tokens
+            )
         yield regions, outputs
 
 
@@ -117,7 +120,7 @@ def two_pass(
         fwd_state, bwd_state = context.init_state(1, reader.device, torch.float32)
         for regions, pixels, rc in reader.batches(order[::-1], cancel):
             with torch.inference_mode(), autocast():
-                _, tokens, positions = model.encode(pixels, rc)
+                _, tokens, positions = model.encode(pixels, rc, reader.step_tokens)
                 backward, bwd_state = context.backward_direction(tokens, positions, bwd_state)
             first, last = regions[0].index, regions[-1].index + 1
             cache[first:last] = (
@@ -127,7 +130,7 @@ def two_pass(
         for regions, pixels, rc in reader.batches(order, cancel):
             first, last = regions[0].index, regions[-1].index + 1
             with torch.inference_mode(), autocast():
-                features, tokens, positions = model.encode(pixels, rc)
+                features, tokens, positions = model.encode(pixels, rc, reader.step_tokens)
                 forward, fwd_state = context.forward_direction(tokens, positions, fwd_state)
                 if {r.index for r in regions} <= (skip or set()):
                     continue  # written by an interrupted run; the forward state is advanced

@@ -104,17 +104,20 @@ class XTModel(nn.Module):
         return (pixels - self.pixel_mean) / self.pixel_std
 
     def encode(
-        self, pixels: torch.Tensor, region_rc: torch.Tensor
+        self, pixels: torch.Tensor, region_rc: torch.Tensor, step_tokens: int | None = None
     ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """(B, N, C, R, R) in [0, 1], (N, 2) -> pyramid of (B*N, C_i, h_i, w_i), tokens
-        (B, N*gh*gw, D) with position embedding added, positions (N*gh*gw, 2)."""
+        (B, N*gh*gw, D) with position embedding added, positions (N*gh*gw, 2).
+
+        ``step_tokens``: tokens between neighbouring regions' origins (default ``gh``: regions
+        side by side); overlapping regions pass less, so positions stay physical."""
         b, n, c, r, _ = pixels.shape
         features = self.region_encoder(self.normalize(pixels.reshape(b * n, c, r, r)))
         deepest = features[-1]  # (B*N, C, gh, gw)
         _, _, gh, gw = deepest.shape
         tokens = self.input_proj(deepest.flatten(2).transpose(1, 2))  # (B*N, gh*gw, D)
         tokens = tokens.reshape(b, n * gh * gw, -1)
-        positions = _token_positions(region_rc, gh, gw)
+        positions = _token_positions(region_rc, gh, gw, step_tokens)
         pos = sincos_position_embedding(positions, tokens.shape[-1]).to(tokens.dtype)
         return features, tokens + pos[None], positions
 
@@ -155,6 +158,7 @@ class XTModel(nn.Module):
         region_rc: torch.Tensor,
         state: XTState,
         need_attention: bool = False,
+        step_tokens: int | None = None,
     ) -> tuple[RegionOutputs, XTState]:
         """Run one chunk of N regions of B images.
 
@@ -163,8 +167,9 @@ class XTModel(nn.Module):
             region_rc: (N, 2) long, each region's (row, col) in the image's region grid.
             state: the state returned for the previous chunk (or :meth:`init_state`).
             need_attention: also export the per-token attention map.
+            step_tokens: see :meth:`encode` (overlapping regions).
         """
-        features, tokens, positions = self.encode(pixels, region_rc)
+        features, tokens, positions = self.encode(pixels, region_rc, step_tokens)
         context, ctx_state, attention = self.contextualize(
             tokens, positions, state.context, need_attention
         )
@@ -191,13 +196,16 @@ class XTModel(nn.Module):
         return self.head(state.pooled_sum / state.pooled_count)
 
 
-def _token_positions(region_rc: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
-    """(N, 2) region (row, col) -> (N * gh * gw, 2) global token (row, col), raster in region."""
+def _token_positions(
+    region_rc: torch.Tensor, gh: int, gw: int, step: int | None = None
+) -> torch.Tensor:
+    """(N, 2) region (row, col) -> (N * gh * gw, 2) global token (row, col), raster in region;
+    region origins ``step`` tokens apart (default ``gh`` / ``gw``)."""
     ii, jj = torch.meshgrid(
         torch.arange(gh, device=region_rc.device),
         torch.arange(gw, device=region_rc.device),
         indexing="ij",
     )
     local = torch.stack([ii.reshape(-1), jj.reshape(-1)], dim=1)  # (gh*gw, 2)
-    scale = torch.tensor([gh, gw], device=region_rc.device)
+    scale = torch.tensor([step or gh, step or gw], device=region_rc.device)
     return (region_rc[:, None, :] * scale + local[None]).reshape(-1, 2)

@@ -102,18 +102,31 @@ class PreNormAttentionBlock(nn.Module):
 
 
 def masked_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, need_weights: bool
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    allowed: torch.Tensor,
+    need_weights: bool,
+    bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Multi-head attention under a boolean mask.
+    """Multi-head attention under a boolean mask, with an optional additive score bias.
 
-    ``q`` (B, H, L, Dh), ``k``/``v`` (B, H, K, Dh), ``allowed`` (L, K) -> output (B, H, L, Dh),
-    and with ``need_weights`` the softmax weights averaged over heads (B, L, K); without, the
-    fused ``scaled_dot_product_attention`` kernel runs and no weights are formed.
+    ``q`` (B, H, L, Dh), ``k``/``v`` (B, H, K, Dh), ``allowed`` (L, K), ``bias`` (H, L, K) ->
+    output (B, H, L, Dh), and with ``need_weights`` the softmax weights averaged over heads
+    (B, L, K); without, the fused ``scaled_dot_product_attention`` kernel runs and no weights
+    are formed (the explicit path is its reference; tested equal).
     """
+    mask: torch.Tensor = allowed
+    if bias is not None:
+        mask = bias.to(q.dtype).masked_fill(~allowed, float("-inf"))
     if not need_weights:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed), None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), None
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
-    probs = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+    if bias is None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    else:
+        scores = scores + mask
+    probs = scores.softmax(dim=-1)
     return probs @ v, probs.mean(dim=1)
 
 

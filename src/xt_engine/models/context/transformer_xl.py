@@ -9,10 +9,17 @@ The layer layout follows the released xT decoder (so its checkpoints import 1:1)
 ``input_layernorm`` -> ``attn.qkv`` / ``attn.proj`` -> RMSNorm ``post_attention_layernorm`` ->
 gated MLP ``mlp.gate_proj`` / ``mlp.up_proj`` / ``mlp.down_proj`` (SiLU gate).
 
-State: a list with one tensor (B, M, D) per layer, M <= memory_tokens (empty before the first chunk).
+With ``distance_bias`` every score gets ``-slope * distance`` between the query's and the key's
+(row, col) in the image's token grid, a learned slope per head and layer (2-D ALiBi); the memory
+then carries its tokens' positions too.
+
+State: :class:`XLState`, one tensor (B, M, D) per layer and the (M, 2) positions of those tokens,
+M <= memory_tokens (empty before the first chunk).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,19 +29,40 @@ from xt_engine.config import ContextEncoderConfig
 from xt_engine.models.context.base import ContextEncoder, masked_attention
 
 
+@dataclass
+class XLState:
+    """Per layer, the memory (B, M, D) of its inputs; ``positions`` (M, 2) of those tokens."""
+
+    memory: list[torch.Tensor]
+    positions: torch.Tensor
+
+
+def initial_slopes(num_heads: int) -> torch.Tensor:
+    """(H,) distance slopes from 1/2 to 1/128 per token (geometric): local to global heads."""
+    if num_heads == 1:
+        return torch.tensor([1 / 8])
+    return torch.logspace(-1, -7, num_heads, base=2.0)
+
+
 class CausalMemoryAttention(nn.Module):
     """Multi-head attention of ``x`` over ``[memory, x]``, causal in absolute token order."""
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, distance_bias: bool = False) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
+        self.log_slopes = nn.Parameter(initial_slopes(num_heads).log()) if distance_bias else None
 
     def forward(
-        self, x: torch.Tensor, memory: torch.Tensor, need_weights: bool = False
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        need_weights: bool = False,
+        distance: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``x`` (B, L, D) normalised, ``memory`` (B, M, D) normalised -> (B, L, D), and with
+        """``x`` (B, L, D) normalised, ``memory`` (B, M, D) normalised, ``distance`` (L, M + L)
+        token-grid distances (used with ``distance_bias``) -> (B, L, D), and with
         ``need_weights`` the head-averaged attention (B, L, M + L)."""
         b, length, dim = x.shape
         heads = self.num_heads
@@ -44,7 +72,10 @@ class CausalMemoryAttention(nn.Module):
         q = q[:, :, mem:]
         # query i (at absolute offset mem + i) sees keys j <= mem + i
         allowed = torch.ones(length, mem + length, dtype=torch.bool, device=x.device).tril(mem)
-        out, weights = masked_attention(q, k, v, allowed, need_weights)
+        bias = None
+        if self.log_slopes is not None and distance is not None:
+            bias = -self.log_slopes.exp()[:, None, None] * distance[None]  # (H, L, M + L)
+        out, weights = masked_attention(q, k, v, allowed, need_weights, bias)
         return self.proj(out.transpose(1, 2).reshape(b, length, dim)), weights
 
 
@@ -62,18 +93,24 @@ class GatedMLP(nn.Module):
 class XLBlock(nn.Module):
     """Pre-norm block; its memory is the block's *input* hidden states of earlier chunks."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float, distance_bias: bool = False
+    ) -> None:
         super().__init__()
         self.input_layernorm = nn.RMSNorm(dim, eps=1e-6)
-        self.attn = CausalMemoryAttention(dim, num_heads)
+        self.attn = CausalMemoryAttention(dim, num_heads, distance_bias)
         self.post_attention_layernorm = nn.RMSNorm(dim, eps=1e-6)
         self.mlp = GatedMLP(dim, int(dim * mlp_ratio))
 
     def forward(
-        self, x: torch.Tensor, memory: torch.Tensor, need_weights: bool = False
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        need_weights: bool = False,
+        distance: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attended, weights = self.attn(
-            self.input_layernorm(x), self.input_layernorm(memory), need_weights
+            self.input_layernorm(x), self.input_layernorm(memory), need_weights, distance
         )
         x = x + attended
         return x + self.mlp(self.post_attention_layernorm(x)), weights
@@ -86,36 +123,41 @@ class TransformerXL(ContextEncoder):
     def __init__(self, config: ContextEncoderConfig) -> None:
         super().__init__()
         self.memory_tokens = config.memory_tokens
+        self.distance_bias = config.distance_bias
         self.layers = nn.ModuleList(
-            XLBlock(config.dim, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
+            XLBlock(config.dim, config.num_heads, config.mlp_ratio, config.distance_bias)
+            for _ in range(config.depth)
         )
         self.dim = config.dim
         self.norm = nn.LayerNorm(config.dim) if config.final_norm else nn.Identity()
 
-    def init_state(
-        self, batch_size: int, device: torch.device, dtype: torch.dtype
-    ) -> list[torch.Tensor]:
-        return [
-            torch.zeros(batch_size, 0, self.dim, device=device, dtype=dtype) for _ in self.layers
-        ]
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> XLState:
+        return XLState(
+            [torch.zeros(batch_size, 0, self.dim, device=device, dtype=dtype) for _ in self.layers],
+            torch.zeros(0, 2, dtype=torch.long, device=device),
+        )
 
     def run_chunk(
         self,
         tokens: torch.Tensor,
         positions: torch.Tensor,
-        state: list[torch.Tensor],
+        state: XLState,
         need_weights: bool,
-    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, XLState, torch.Tensor | None]:
         """Weights: the last layer's head-averaged softmax attention (B, L, M + L) over
         ``[memory, chunk]``."""
         x = tokens
-        new_state = []
+        keep = self.memory_tokens
+        key_positions = torch.cat([state.positions, positions.to(state.positions.device)])
+        distance = None
+        if self.distance_bias:
+            offsets = positions[:, None, :] - key_positions[None, :, :]
+            distance = offsets.float().norm(dim=-1)  # (L, M + L), in tokens
+        memories = []
         weights = None
-        for index, (layer, memory) in enumerate(zip(self.layers, state, strict=True)):
-            if self.memory_tokens:
-                new_state.append(torch.cat([memory, x], dim=1)[:, -self.memory_tokens :])
-            else:
-                new_state.append(memory[:, :0])
+        for index, (layer, memory) in enumerate(zip(self.layers, state.memory, strict=True)):
+            memories.append(torch.cat([memory, x], dim=1)[:, -keep:] if keep else memory[:, :0])
             last = index == len(self.layers) - 1
-            x, weights = layer(x, memory, need_weights and last)
-        return self.norm(x), new_state, weights
+            x, weights = layer(x, memory, need_weights and last, distance)
+        next_positions = key_positions[-keep:] if keep else key_positions[:0]
+        return self.norm(x), XLState(memories, next_positions), weights
