@@ -11,7 +11,8 @@ Layout::
 
 The root attribute ``xt.complete`` turns true only after every region is written, so an
 interrupted run never looks finished. Each region fills exactly one chunk on every pyramid level
-(chunks are ``T / 2**k`` px for output tiles of ``T`` px: ``R``, or ``R - 2 overlap``), so pyramids are built incrementally without a second pass.
+(chunks are ``T / 2**k`` px for output tiles of ``T`` px: ``R``, or ``R - 2 overlap``),
+so pyramids are built incrementally without a second pass.
 """
 
 from __future__ import annotations
@@ -146,7 +147,13 @@ class OutputStore:
             ) from err
         fresh = _provenance(source, level, grid, config, xt.get("label_levels", 0))
         for key in (
-            "source", "level", "roi", "region_size", "overlap", "num_regions", "model_config"
+            "source",
+            "level",
+            "roi",
+            "region_size",
+            "overlap",
+            "num_regions",
+            "model_config",
         ):
             recorded = xt.get(key, 0 if key == "overlap" else None)  # stores before overlap
             if recorded != json.loads(json.dumps(fresh[key])):  # attrs hold JSON

@@ -67,7 +67,9 @@ def test_level0_roi_maps_to_a_covering_box_at_each_level(factor: float) -> None:
         assert sum(r.height * r.width for r in grid) == (b[2] - b[0]) * (b[3] - b[1])
 
 
-@pytest.mark.parametrize(("shape", "size", "overlap"), [((150, 200), 64, 16), ((1, 300), 64, 8), ((257, 511), 128, 32)])
+@pytest.mark.parametrize(
+    ("shape", "size", "overlap"), [((150, 200), 64, 16), ((1, 300), 64, 8), ((257, 511), 128, 32)]
+)
 def test_overlapping_regions_output_tiles_that_cover_the_image_once(
     shape: tuple[int, int], size: int, overlap: int
 ) -> None:
