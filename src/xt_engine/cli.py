@@ -136,6 +136,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             provenance=_model_provenance(args.model),
             precision=args.precision,
             overlap=args.overlap,
+            probabilities=args.probabilities,
         )
     )
     print(
@@ -306,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=("auto", "fp32", "bf16", "fp16"),
         help="autocast dtype (auto: bf16/fp16 on CUDA, fp32 on CPU)",
+    )
+    p.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="also write float16 per-class probabilities (segmentation models)",
     )
     p.add_argument(
         "--overlap",

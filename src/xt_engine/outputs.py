@@ -36,6 +36,7 @@ from xt_engine.tiling import Region, RegionGrid
 NGFF_VERSION = "0.5"
 LABELS_PATH = "labels/segmentation"
 ATTENTION_PATH = "attention"
+PROBABILITIES_PATH = "probabilities"
 DETECTIONS_FILE = "detections.csv"
 DETECTION_COLUMNS = ("region", "y", "x", "class", "class_name", "score", "height", "width")
 
@@ -49,6 +50,10 @@ def _pyramid_depth(shape_yx: tuple[int, int], tile: int) -> int:
     return depth
 
 
+Maybe = np.ndarray | None
+BatchItem = tuple[Region, Maybe, Maybe, Maybe, Maybe]
+
+
 class OutputStore:
     def __init__(self, path: Path, root: zarr.Group) -> None:
         self.path = path
@@ -57,6 +62,9 @@ class OutputStore:
         self.done = root["xt_done"]
         self.attention = root[f"{ATTENTION_PATH}/0"] if ATTENTION_PATH in root else None
         self.attention_stride = int(root.attrs["xt"].get("attention_stride", 0))
+        self.probabilities = (
+            root[f"{PROBABILITIES_PATH}/0"] if PROBABILITIES_PATH in root else None
+        )
 
     @classmethod
     def create(
@@ -68,8 +76,10 @@ class OutputStore:
         grid: RegionGrid,
         config: XTConfig,
         token_stride: int = 0,
+        probabilities: bool = False,
     ) -> OutputStore:
-        """A fresh store at ``path`` (an existing store there is replaced)."""
+        """A fresh store at ``path`` (an existing store there is replaced); ``token_stride``
+        adds an attention image, ``probabilities`` a float16 (K, y, x) class probability image."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.exists():
@@ -126,6 +136,8 @@ class OutputStore:
         }
         if token_stride:
             _create_attention(root, shape, token_stride, r, pixel, down, axes)
+        if probabilities:
+            _create_probabilities(root, shape, len(names), r, pixel, down, axes)
         root.attrs["ome"] = {"version": NGFF_VERSION, "labels": ["segmentation"]}
         root.attrs["xt"] = _provenance(source, level, grid, config, depth) | {
             "attention_stride": token_stride
@@ -179,19 +191,23 @@ class OutputStore:
         """Write a region's labels (h, w) to every pyramid level, its attention map at token
         resolution when the store has one, and its detections (rows in the level's pixels) to
         ``detections.csv`` in level-0 pixels; then record the region as done."""
-        self.write_batch([(region, labels, attention, detections)])
+        self.write_batch([(region, labels, attention, detections, None)])
 
-    def write_batch(
-        self, items: list[tuple[Region, np.ndarray | None, np.ndarray | None, np.ndarray | None]]
-    ) -> None:
-        """Write several regions ``(region, labels, attention, detections)`` at once: labels of
+    def write_batch(self, items: list[BatchItem]) -> None:
+        """Write several regions ``(region, labels, attention, detections, probabilities)`` at
+        once (probabilities (K, h, w) float16, when the store has them): labels of
         regions side by side in one row are joined into one strip, so each pyramid level takes
         one write per strip instead of one per region (zarr's per-call cost dominates); the
         done flags are written last, in one call per contiguous run of indices."""
         strips: list[list[tuple[Region, np.ndarray]]] = []
-        for region, labels, attention, detections in items:
+        for region, labels, attention, detections, probabilities in items:
             if detections is not None:
                 self._append_detections(region, detections)
+            if probabilities is not None and self.probabilities is not None:
+                h, w = probabilities.shape[1:]
+                self.probabilities[:, region.y0 : region.y0 + h, region.x0 : region.x0 + w] = (
+                    probabilities
+                )
             if attention is not None and self.attention is not None:
                 self._write_attention(region, attention)
             if labels is None:
@@ -302,6 +318,39 @@ def _create_attention(
             {
                 "name": "attention",
                 "axes": axes,
+                "datasets": [
+                    {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+                ],
+            }
+        ],
+    }
+
+
+def _create_probabilities(
+    root: zarr.Group,
+    shape: tuple[int, int],
+    classes: int,
+    tile: int,
+    pixel: tuple[float, float],
+    down: tuple[float, float],
+    axes: list[dict[str, Any]],
+) -> None:
+    """Softmax class probabilities, float16 (K, y, x), one chunk (K, T, T) per output tile."""
+    root.create_array(
+        f"{PROBABILITIES_PATH}/0",
+        shape=(classes, *shape),
+        chunks=(classes, tile, tile),
+        dtype="float16",
+        fill_value=0,
+        dimension_names=("c", "y", "x"),
+    )
+    scale = [1.0, pixel[0] * down[0], pixel[1] * down[1]]
+    root[PROBABILITIES_PATH].attrs["ome"] = {
+        "version": NGFF_VERSION,
+        "multiscales": [
+            {
+                "name": "probabilities",
+                "axes": [{"name": "c", "type": "channel"}, *axes],
                 "datasets": [
                     {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
                 ],

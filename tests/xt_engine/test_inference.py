@@ -319,3 +319,23 @@ def test_overlap_off_the_token_grid_is_refused() -> None:
         next(run_inference(image, model, overlap=10))
     with pytest.raises(InputError, match="multiple of 32 px with attention"):
         next(run_inference(image, model, overlap=16, attention=True))
+
+
+def test_class_probabilities_are_stored_as_float16(tmp_path: Path) -> None:
+    image = np.random.default_rng(6).integers(0, 255, (100, 150, 3), dtype=np.uint8)
+    model = create_model("test_convnext_none").eval()
+    out = tmp_path / "probs.zarr"
+    events = list(run_inference(image, model, output=out, batch_size=2, probabilities=True))
+    labels = _labels_from_events(events, image.shape[:2])
+    root = zarr.open_group(str(out), mode="r")
+    probs = root["probabilities/0"]
+    assert probs.dtype == np.float16 and probs.shape == (model.config.head.num_classes, 100, 150)
+    values = probs[:].astype(np.float32)
+    np.testing.assert_allclose(values.sum(axis=0), 1.0, atol=5e-3)
+    top = np.sort(values, axis=0)
+    clear = top[-1] - top[-2] > 1e-2  # where float16 rounding cannot swap the winner
+    np.testing.assert_array_equal(values.argmax(axis=0)[clear], labels[clear])
+    axes = root["probabilities"].attrs["ome"]["multiscales"][0]["axes"]
+    assert [a["name"] for a in axes] == ["c", "y", "x"]
+    region_done = next(e for e in events if isinstance(e, RegionDone))
+    assert region_done.probabilities.shape == (model.config.head.num_classes, 64, 64)

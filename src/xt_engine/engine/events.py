@@ -32,6 +32,7 @@ class RegionDone:
     width)`` with centres in the inference level's pixels (image frame, not region frame).
     ``attention`` (only when asked for): (h / s, w / s) float32 per token of the region, rounded
     up, where ``s = token_stride``; see :class:`xt_engine.models.RegionOutputs`.
+    ``probabilities`` (only when asked for): (K, h, w) float16 softmax of the class logits.
     """
 
     region: Region
@@ -39,6 +40,7 @@ class RegionDone:
     attention: np.ndarray | None = None
     token_stride: int = 0
     detections: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

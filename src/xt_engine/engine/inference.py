@@ -44,6 +44,7 @@ def run_inference(
     provenance: dict[str, object] | None = None,
     precision: str = "auto",
     overlap: int = 0,
+    probabilities: bool = False,
 ) -> Iterator[Event]:
     """Yield events while running ``model`` over ``image`` (a path, array or ImageSource).
 
@@ -65,6 +66,8 @@ def run_inference(
             it outputs (see :mod:`xt_engine.tiling`): no seams at region borders, at a cost of
             ``(R / (R - 2 overlap))^2`` times the regions. A multiple of half the token stride
             (of the stride itself with ``attention``).
+        probabilities: also return (``RegionDone.probabilities``) and store the softmax class
+            probabilities as float16 (segmentation models).
     """
     source = open_image(image)
     config = model.config
@@ -79,6 +82,11 @@ def run_inference(
             "streaming inference writes per-region results; this model classifies whole images",
             "pick a segmentation or detection model (for classification call the model and "
             "XTModel.finish directly)",
+        )
+    if probabilities and config.head.task != "segmentation":
+        raise ConfigError(
+            "class probabilities are written for segmentation models only",
+            "drop --probabilities for this detection model",
         )
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size} < 1", "use a batch size of 1 or more")
@@ -103,6 +111,7 @@ def run_inference(
             grid=grid,
             config=config,
             token_stride=token_stride if attention else 0,
+            probabilities=probabilities,
         )
     if store is not None and provenance:
         store.root.attrs["xt"] = dict(store.root.attrs["xt"]) | provenance
@@ -141,7 +150,7 @@ def run_inference(
             if outputs is None:
                 context_done += len(regions)
             else:
-                events = _region_events(model, regions, outputs, attention)
+                events = _region_events(model, regions, outputs, attention, probabilities)
                 if writer is not None:
                     writer.submit(events)
                 yield from events
@@ -219,19 +228,27 @@ def peak_rss_mb() -> float:
 
 
 def _region_events(
-    model: XTModel, regions: list[Region], outputs: RegionOutputs, attention: bool
+    model: XTModel,
+    regions: list[Region],
+    outputs: RegionOutputs,
+    attention: bool,
+    probabilities: bool = False,
 ) -> list[RegionDone]:
     """Per-region results of one batch, cropped to each region's valid part."""
     stride = model.region_size // model.token_grid[0]
     out = []
-    batch_labels = None
+    batch_labels = batch_probs = None
     if outputs.logits is not None:
         batch_labels = outputs.logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+        if probabilities:
+            batch_probs = outputs.logits.float().softmax(dim=1).half().cpu().numpy()
     m = regions[0].margin if regions else 0  # overlap: outputs are the centre tiles
     for i, region in enumerate(regions):
-        labels = detections = region_map = None
+        labels = detections = region_map = probs = None
         if batch_labels is not None:
             labels = batch_labels[i, m : m + region.height, m : m + region.width]
+        if batch_probs is not None:
+            probs = batch_probs[i, :, m : m + region.height, m : m + region.width]
         if outputs.heatmap is not None:
             rows = decode_detections(
                 outputs.heatmap[i].float(),
@@ -252,5 +269,7 @@ def _region_events(
             region_map = region_map[
                 t : t + -(-region.height // stride), t : t + -(-region.width // stride)
             ]
-        out.append(RegionDone(region, labels, region_map, stride if attention else 0, detections))
+        out.append(
+            RegionDone(region, labels, region_map, stride if attention else 0, detections, probs)
+        )
     return out

@@ -28,7 +28,9 @@ class BackgroundWriter:
         self._pending.append(self._pool.submit(self._write, events))
 
     def _write(self, events: list[RegionDone]) -> None:
-        self.store.write_batch([(e.region, e.labels, e.attention, e.detections) for e in events])
+        self.store.write_batch(
+            [(e.region, e.labels, e.attention, e.detections, e.probabilities) for e in events]
+        )
 
     def close(self) -> None:
         """Wait for every queued write (raising the first error) and stop the thread."""
