@@ -256,12 +256,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         if event.val is not None:
             f1 = ", ".join(f"{n} {v:.3f}" for n, v in zip(names, event.val["f1"], strict=True))
-            iou = ", ".join(f"{v:.3f}" for v in event.val["iou"])
-            print(
-                f"\nstep {event.step}: loss {event.loss:.4f}; val F1: {f1}; IoU: {iou}"
-                if tty
-                else f"step {event.step}: loss {event.loss:.4f}; val F1: {f1}; IoU: {iou}"
-            )
+            other = "IoU" if "iou" in event.val else "recall"
+            values = ", ".join(f"{v:.3f}" for v in event.val[other.lower()])
+            line = f"step {event.step}: loss {event.loss:.4f}; val F1: {f1}; {other}: {values}"
+            print("\n" + line if tty else line)
     print(f"wrote {out}")
     return 0
 

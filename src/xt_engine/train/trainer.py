@@ -22,8 +22,15 @@ from xt_engine.config import XTConfig
 from xt_engine.engine.inference import pixel_scale
 from xt_engine.errors import ConfigError
 from xt_engine.models import XTModel, create_model
+from xt_engine.models.heads import decode_detections
 from xt_engine.train.config import TrainConfig
 from xt_engine.train.data import Pair, sample_crop
+from xt_engine.train.detection import (
+    detection_loss,
+    detection_scores,
+    detection_targets,
+    match_counts,
+)
 from xt_engine.train.distributed import average_gradients, barrier, broadcast_parameters, setup
 from xt_engine.train.losses import segmentation_loss
 from xt_engine.train.metrics import confusion, scores
@@ -64,19 +71,58 @@ def masks_to_regions(masks: torch.Tensor, region: int) -> torch.Tensor:
 
 def forward_crops(
     model: XTModel, pixels: torch.Tensor, rc: torch.Tensor, chunk: int, truncate: bool
-) -> torch.Tensor:
-    """Segmentation logits (B * N, K, R, R) for regions (B, N, C, R, R), the context running over
-    chunks of ``chunk`` regions with its state carried (detached between chunks if ``truncate``)."""
+) -> dict[str, torch.Tensor]:
+    """Head outputs for regions (B, N, C, R, R), the context running over chunks of ``chunk``
+    regions with its state carried (detached between chunks if ``truncate``): ``logits``
+    (B * N, K, R, R) for segmentation, ``heatmap`` / ``log_size`` (B * N, ., R/s, R/s) for
+    detection, regions batch-major."""
     b, n = pixels.shape[:2]
     state = model.init_state(b, pixels.device)
-    parts = []
+    parts: dict[str, list[torch.Tensor]] = {}
     for start in range(0, n, chunk):
         out, state = model(pixels[:, start : start + chunk], rc[start : start + chunk], state)
-        assert out.logits is not None
-        parts.append(out.logits.reshape(b, -1, *out.logits.shape[1:]))
+        for key in ("logits", "heatmap", "log_size"):
+            value = getattr(out, key)
+            if value is not None:
+                parts.setdefault(key, []).append(value.reshape(b, -1, *value.shape[1:]))
         if truncate:
             state.context = _detach(state.context)
-    return torch.cat(parts, dim=1).flatten(0, 1)
+    return {key: torch.cat(values, dim=1).flatten(0, 1) for key, values in parts.items()}
+
+
+def _targets(model: XTModel, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Detection targets of mask crops (B, S, S), split into regions like the outputs."""
+    stride, r = model.output_stride, model.region_size
+    heat, log_size, centres = detection_targets(
+        masks.cpu().numpy(), model.config.head.num_classes, stride
+    )
+    maps = {"heat": heat, "log_size": log_size, "centres": centres[:, None]}
+    return {
+        key: crops_to_regions(torch.from_numpy(value).to(masks.device), r // stride)[0].flatten(
+            0, 1
+        )
+        for key, value in maps.items()
+    }
+
+
+def _loss(
+    model: XTModel,
+    outputs: dict[str, torch.Tensor],
+    masks: torch.Tensor,
+    cfg: TrainConfig,
+    weights: torch.Tensor | None,
+) -> torch.Tensor:
+    if "logits" in outputs:
+        target = masks_to_regions(masks, model.region_size)
+        return segmentation_loss(outputs["logits"].float(), target, cfg.dice_weight, weights)
+    t = _targets(model, masks)
+    return detection_loss(
+        outputs["heatmap"].float(),
+        outputs["log_size"].float(),
+        t["heat"],
+        t["log_size"],
+        t["centres"][:, 0],
+    )
 
 
 def _detach(value: object) -> object:
@@ -108,18 +154,31 @@ def _batch(
 def evaluate(
     model: XTModel, batches: list[tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig
 ) -> dict[str, list[float]]:
-    """Per-class IoU and F1 over fixed validation crops."""
+    """Segmentation: per-class IoU and F1 over fixed validation crops; detection: per-class
+    precision, recall and F1 of decoded centres (see :mod:`.detection`)."""
     k = model.config.head.num_classes
     r = model.region_size
     matrix = np.zeros((k, k), np.int64)
+    counts = np.zeros((k, 3), np.int64)
     model.eval()
     with torch.inference_mode():
         for crops, masks in batches:
             pixels, rc = crops_to_regions(crops, r)
-            logits = forward_crops(model, pixels, rc, cfg.chunk_regions, truncate=False)
-            matrix += confusion(logits.argmax(1), masks_to_regions(masks, r), k)
+            out = forward_crops(model, pixels, rc, cfg.chunk_regions, truncate=False)
+            if "logits" in out:
+                matrix += confusion(out["logits"].argmax(1), masks_to_regions(masks, r), k)
+                continue
+            heat = _targets(model, masks)["heat"]
+            for i in range(len(heat)):
+                peaks = decode_detections(
+                    out["heatmap"][i].float(),
+                    out["log_size"][i].float(),
+                    model.output_stride,
+                    model.config.head.detection_threshold,
+                )
+                counts += match_counts(peaks, heat[i], k, 1.5, model.output_stride)
     model.train()
-    return scores(matrix)
+    return scores(matrix) if model.config.head.task == "segmentation" else detection_scores(counts)
 
 
 def train(
@@ -132,12 +191,13 @@ def train(
     resume: bool = False,
     device: str = "cpu",
 ) -> Iterator[TrainEvent]:
-    """Train a segmentation model; checkpoints go to ``out`` (``.safetensors``), the optimizer
-    state for ``resume`` beside it (``out`` + ``.trainstate.pt``)."""
-    if model_config.head.task != "segmentation":
+    """Train a segmentation or detection model (detection objects: the connected components of
+    the masks, see :mod:`.detection`); checkpoints go to ``out`` (``.safetensors``), the
+    optimizer state for ``resume`` beside it (``out`` + ``.trainstate.pt``)."""
+    if model_config.head.task == "classification":
         raise ConfigError(
-            f"training a {model_config.head.task!r} head is not supported yet",
-            "train a segmentation model",
+            "training a classification head is not supported yet",
+            "train a segmentation or detection model",
         )
     cfg.validate(model_config.tiling.region_size)
     ranks = setup(device)
@@ -195,10 +255,8 @@ def train(
         crops, masks = _batch(train_pairs, cfg, rng, dev)
         pixels, rc = crops_to_regions(crops, r)
         with autocast:
-            logits = forward_crops(model, pixels, rc, cfg.chunk_regions, cfg.truncate_context)
-            loss = segmentation_loss(
-                logits.float(), masks_to_regions(masks, r), cfg.dice_weight, weights
-            )
+            outputs = forward_crops(model, pixels, rc, cfg.chunk_regions, cfg.truncate_context)
+            loss = _loss(model, outputs, masks, cfg, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(model, ranks)
