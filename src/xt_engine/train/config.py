@@ -17,7 +17,10 @@ class TrainConfig:
     used whole, zero-padded) are cut from the training images, ``positive_ratio`` of them
     centred on a labelled pixel of a rare class. The context runs over a crop's regions in
     chunks of ``chunk_regions`` with the state carried *with* gradients unless
-    ``truncate_context`` (then the state is detached between chunks).
+    ``truncate_context`` (then the state is detached between chunks). Each step shifts the
+    crop's region grid positions by a random offset of up to ``position_jitter`` regions per
+    axis, so the model sees the token positions of a whole large image (up to R x jitter px),
+    not only those of one crop, and learns to use them relatively (0: no shift).
     """
 
     crop_size: int = 1024
@@ -35,6 +38,7 @@ class TrainConfig:
     val_every: int = 100
     val_crops: int = 8
     seed: int = 0
+    position_jitter: int = 256
 
     def validate(self, region_size: int) -> None:
         if self.crop_size < region_size or self.crop_size % region_size:
@@ -43,6 +47,8 @@ class TrainConfig:
                 f"{region_size}",
                 f"use e.g. {4 * region_size}",
             )
+        if self.position_jitter < 0:
+            raise ConfigError("train.position_jitter must be >= 0", "use 0 to switch it off")
         for name in ("batch_size", "max_steps", "chunk_regions", "val_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1", f"set train.{name} to 1 or more")

@@ -254,6 +254,7 @@ def train(
     for step in range(start_step, cfg.max_steps):
         crops, masks = _batch(train_pairs, cfg, rng, dev)
         pixels, rc = crops_to_regions(crops, r)
+        rc = rc + torch.from_numpy(rng.integers(0, cfg.position_jitter + 1, 2)).to(rc)
         with autocast:
             outputs = forward_crops(model, pixels, rc, cfg.chunk_regions, cfg.truncate_context)
             loss = _loss(model, outputs, masks, cfg, weights)
