@@ -79,6 +79,8 @@ class RunLayers:
         if model.config.head.task == "detection":
             self.labels = None  # a segmentation layer of an earlier run stays as it is
             self._start_points(image, down, model)
+        elif model.config.head.task == "classification":
+            self.labels = None  # one class for the image: shown in the status line
         else:
             preview = np.zeros((-(-shape[0] // factor), -(-shape[1] // factor)), dtype=np.uint8)
             scale, translate = labels_placement(image, (down[0] * factor, down[1] * factor))

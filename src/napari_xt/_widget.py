@@ -356,9 +356,11 @@ class XTInferenceWidget(QWidget):
             )
         elif isinstance(event, Finished):
             verb = "Cancelled" if event.cancelled else "Done"
-            self.status.setText(
-                f"{verb}: {event.done}/{event.total} regions in {event.seconds:.1f} s"
-            )
+            text = f"{verb}: {event.done}/{event.total} regions in {event.seconds:.1f} s"
+            if event.image_class is not None and event.image_probabilities is not None:
+                name = self._model.config.head.names()[event.image_class] if self._model else ""
+                text += f"; image class {name} (p = {max(event.image_probabilities):.2f})"
+            self.status.setText(text)
             self._last_cancelled = event.cancelled
 
     def _on_error(self, err: Exception) -> None:

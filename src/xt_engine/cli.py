@@ -143,6 +143,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
         f"wrote {args.out}: {finished.done} regions in {finished.seconds:.1f} s "  # type: ignore[attr-defined]
         f"({finished.done / max(finished.seconds, 1e-9):.1f} regions/s)"
     )  # type: ignore[attr-defined]
+    if finished.image_probabilities is not None:  # type: ignore[attr-defined]
+        names = model.config.head.names()
+        k = finished.image_class  # type: ignore[attr-defined]
+        p = finished.image_probabilities[k]  # type: ignore[attr-defined]
+        print(f"image class: {names[k] if k < len(names) else k} (p = {p:.3f})")
     return 0
 
 

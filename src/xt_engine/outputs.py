@@ -62,9 +62,7 @@ class OutputStore:
         self.done = root["xt_done"]
         self.attention = root[f"{ATTENTION_PATH}/0"] if ATTENTION_PATH in root else None
         self.attention_stride = int(root.attrs["xt"].get("attention_stride", 0))
-        self.probabilities = (
-            root[f"{PROBABILITIES_PATH}/0"] if PROBABILITIES_PATH in root else None
-        )
+        self.probabilities = root[f"{PROBABILITIES_PATH}/0"] if PROBABILITIES_PATH in root else None
 
     @classmethod
     def create(
@@ -280,6 +278,18 @@ class OutputStore:
             writer = csv.writer(handle)
             writer.writerow(DETECTION_COLUMNS)
             writer.writerows(r for r in rows if int(r[0]) in done)
+
+    def write_classification(self, probabilities: tuple[float, ...]) -> None:
+        """The image-level result of a classification model, in the ``xt`` attributes."""
+        xt = dict(self.root.attrs["xt"])
+        names = xt["model_config"]["head"].get("class_names") or []
+        best = max(range(len(probabilities)), key=probabilities.__getitem__)
+        xt["classification"] = {
+            "class": best,
+            "class_name": names[best] if best < len(names) else f"class_{best}",
+            "probabilities": list(probabilities),
+        }
+        self.root.attrs["xt"] = xt
 
     def mark_complete(self) -> None:
         xt = dict(self.root.attrs["xt"])

@@ -218,6 +218,29 @@ def test_detection_model_adds_points(make_napari_viewer, qtbot, tmp_path: Path) 
     assert "xT segmentation" not in viewer.layers
 
 
+def test_classification_model_reports_the_image_class(
+    make_napari_viewer, qtbot, tmp_path: Path
+) -> None:
+    import torch
+
+    from xt_engine import create_model, save_checkpoint
+
+    model = create_model("test_convnext_txl_cls")
+    with torch.no_grad():
+        model.head.cls[1].weight.zero_()
+        model.head.cls[1].bias.copy_(torch.tensor([0.0, 3.0, 0.0]))  # class_1, p = 0.91
+    checkpoint = save_checkpoint(model, tmp_path / "cls.safetensors")
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((128, 192, 3), np.uint8), rgb=True, name="rgb")
+    widget = _dock(viewer)
+    widget.model_combo.addItem(str(checkpoint))
+    widget.model_combo.setCurrentText(str(checkpoint))
+    widget.scope_combo.setCurrentText("Whole image")
+    assert _run(widget, qtbot) is False, widget.status.text()
+    assert "image class class_1 (p = 0.91)" in widget.status.text()
+    assert "xT segmentation" not in viewer.layers
+
+
 def test_scope_from_a_shapes_layer(make_napari_viewer, qtbot) -> None:
     from xt_engine.synthetic import make_sar_scene
 

@@ -339,3 +339,41 @@ def test_class_probabilities_are_stored_as_float16(tmp_path: Path) -> None:
     assert [a["name"] for a in axes] == ["c", "y", "x"]
     region_done = next(e for e in events if isinstance(e, RegionDone))
     assert region_done.probabilities.shape == (model.config.head.num_classes, 64, 64)
+
+
+@pytest.mark.parametrize("pool", ["mean", "cls"])
+def test_classification_streams_to_the_image_class(tmp_path: Path, pool: str) -> None:
+    """Streaming in batches with the state carried gives the class of a whole-image call."""
+    from xt_engine.models import model_config
+
+    config = model_config("test_convnext_txl_cls")
+    config.head.pool = pool
+    model = create_model(config).eval()
+    image = np.random.default_rng(8).integers(0, 255, (150, 200, 3), dtype=np.uint8)
+    out = tmp_path / "cls.zarr"
+    events = list(run_inference(image, model, output=out, batch_size=2))
+    finished = events[-1]
+    assert isinstance(finished, Finished) and finished.done == 12
+    r = model.region_size
+    padded = np.zeros((3 * r, 4 * r, 3), np.float32)
+    padded[:150, :200] = image.astype(np.float32) * np.float32(1 / 255)
+    regions = [padded[i * r : (i + 1) * r, j * r : (j + 1) * r].transpose(2, 0, 1)
+               for i in range(3) for j in range(4)]
+    rc = torch.tensor([[i, j] for i in range(3) for j in range(4)])
+    with torch.inference_mode():
+        _, state = model(torch.from_numpy(np.stack(regions))[None], rc, model.init_state(1))
+        expected = model.finish(state).softmax(-1)[0]
+    np.testing.assert_allclose(finished.image_probabilities, expected.numpy(), atol=1e-5)
+    assert finished.image_class == int(expected.argmax())
+    stored = zarr.open_group(str(out), mode="r").attrs["xt"]
+    assert stored["complete"] and stored["classification"]["class"] == finished.image_class
+
+
+def test_bidirectional_classification_is_refused_with_the_fix() -> None:
+    from xt_engine import ConfigError
+    from xt_engine.models import model_config
+
+    config = model_config("test_convnext_txl_cls")
+    config.context_encoder.bidirectional = True
+    with pytest.raises(ConfigError, match="causal context encoder"):
+        next(run_inference(np.zeros((64, 64, 3), np.uint8), create_model(config)))

@@ -53,12 +53,17 @@ class Progress:
 
 @dataclass(frozen=True)
 class Finished:
+    """The end of a run. Classification models add the image's class and its softmax
+    probabilities over all classes (None for other tasks and for cancelled runs)."""
+
     done: int
     total: int
     seconds: float
     cancelled: bool
     output: str | None
     peak_rss_mb: float
+    image_class: int | None = None
+    image_probabilities: tuple[float, ...] | None = None
 
 
 Event = Started | RegionDone | Progress | Finished

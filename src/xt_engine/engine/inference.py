@@ -22,7 +22,7 @@ from xt_engine.engine.passes import RegionReader, causal_pass, two_pass
 from xt_engine.engine.writer import BackgroundWriter
 from xt_engine.errors import Cancelled, ConfigError, InputError
 from xt_engine.io import open_image
-from xt_engine.models import RegionOutputs, XTModel
+from xt_engine.models import RegionOutputs, XTModel, XTState
 from xt_engine.models.context import BidirectionalContext
 from xt_engine.models.heads import decode_detections
 from xt_engine.outputs import OutputStore
@@ -77,11 +77,12 @@ def run_inference(
             f"{config.region_encoder.in_chans}",
             "pick a model trained for this channel count or convert the image",
         )
-    if config.head.task == "classification":
+    classify = config.head.task == "classification"
+    if classify and isinstance(model.context_encoder, BidirectionalContext):
         raise ConfigError(
-            "streaming inference writes per-region results; this model classifies whole images",
-            "pick a segmentation or detection model (for classification call the model and "
-            "XTModel.finish directly)",
+            "streaming a bidirectional context to one image class is not supported",
+            "use a causal context encoder for classification, or call the model on the whole "
+            "image and XTModel.finish",
         )
     if probabilities and config.head.task != "segmentation":
         raise ConfigError(
@@ -135,13 +136,21 @@ def run_inference(
     cancelled = False
     bidirectional = isinstance(model.context_encoder, BidirectionalContext)
     context_done = 0  # regions through the first (context) pass of a two-pass run
+    final: list[XTState] = []  # the classification state after the last region
     passes = (
         two_pass(
             model, reader, order, cancel, need_attention=attention, skip=skip, autocast=autocast
         )
         if bidirectional
         else causal_pass(
-            model, reader, order, cancel, need_attention=attention, skip=skip, autocast=autocast
+            model,
+            reader,
+            order,
+            cancel,
+            need_attention=attention,
+            skip=set() if classify else skip,  # the pooled state needs every region again
+            autocast=autocast,
+            final_state=final,
         )
     )
     writer = BackgroundWriter(store) if store is not None else None
@@ -167,6 +176,13 @@ def run_inference(
     finally:
         if writer is not None:
             writer.close()  # everything yielded so far is on disk before the store is marked
+    image_class = probs = None
+    if classify and final and not cancelled:
+        with torch.inference_mode(), autocast():
+            probs = tuple(model.finish(final[0]).float().softmax(dim=-1)[0].tolist())
+        image_class = max(range(len(probs)), key=probs.__getitem__)
+        if store is not None:
+            store.write_classification(probs)
     if store is not None and not cancelled:
         store.mark_complete()
     yield Finished(
@@ -176,6 +192,8 @@ def run_inference(
         cancelled=cancelled,
         output=str(store.path) if store is not None else None,
         peak_rss_mb=peak_rss_mb(),
+        image_class=image_class,
+        image_probabilities=probs,
     )
 
 

@@ -25,7 +25,7 @@ import zarr
 from xt_engine.engine.cancel import CancelToken
 from xt_engine.errors import Cancelled
 from xt_engine.io import ImageSource
-from xt_engine.models import RegionOutputs, XTModel
+from xt_engine.models import RegionOutputs, XTModel, XTState
 from xt_engine.models.context import BidirectionalContext
 from xt_engine.tiling import Region, RegionGrid
 
@@ -76,9 +76,11 @@ def causal_pass(
     need_attention: bool,
     skip: set[int] | None = None,
     autocast: Callable[[], AbstractContextManager[object]] = nullcontext,
+    final_state: list[XTState] | None = None,
 ) -> Iterator[tuple[list[Region], RegionOutputs]]:
     """One pass in raster order, context state carried from batch to batch. Batches whose
-    regions are all in ``skip`` (written by an interrupted run) only advance the context."""
+    regions are all in ``skip`` (written by an interrupted run) only advance the context.
+    The state after the last batch is appended to ``final_state`` (classification)."""
     state = model.init_state(1, reader.device)
     stateless = model.config.context_encoder.kind == "none"
     skip = skip or set()
@@ -93,6 +95,8 @@ def causal_pass(
                 pixels, rc, state, need_attention=need_attention, step_tokens=reader.step_tokens
             )
         yield regions, outputs
+    if final_state is not None:
+        final_state.append(state)
 
 
 def two_pass(
