@@ -68,7 +68,7 @@ def write_demo_data(
         if (images / name).exists() and (masks / name).exists():
             continue
         image, mask = make_sar_scene(
-            (size, size), seed=seed + i, near_shore_px=DEMO_SAR_NEAR_SHORE_PX
+            (size, size), seed=seed + i, num_vessels=vessels, near_shore_px=DEMO_SAR_NEAR_SHORE_PX
         )
         tifffile.imwrite(images / name, image, tile=(256, 256), compression="zlib")
         tifffile.imwrite(masks / name, mask, tile=(256, 256), compression="zlib")
