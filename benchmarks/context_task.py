@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,6 +69,36 @@ def evaluate(ckpt: Path, seeds: list[int], size: int, vessels: int) -> dict[str,
     }
 
 
+MEMORY_CHILD = r"""
+import json, resource, sys
+import numpy as np, torch
+from xt_engine import create_model, run_inference
+from xt_engine.synthetic import make_sar_scene
+config, batch = json.loads(sys.argv[1]), int(sys.argv[2])
+model = create_model(config).eval()
+image, _ = make_sar_scene((1024, 1024), seed=900)
+rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+for _ in run_inference(image[:128, :128], model, batch_size=1):  # warm: allocator, threads
+    pass
+before = rss()
+for _ in run_inference(image, model, batch_size=batch):
+    pass
+print(json.dumps({"peak_rss_mb": rss(), "per_region_mb": (rss() - before) / batch}))
+"""
+
+
+def memory_per_region(config: dict, batch: int = 16) -> dict[str, float]:
+    """Peak RSS of streaming inference in a fresh process, and its growth over a warm-up run
+    divided by the batch: the activation memory one region costs (weights do not matter)."""
+    result = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, json.dumps(config), str(batch)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -108,18 +140,19 @@ def main() -> None:
                 "kind": kind,
                 "train_s": time.perf_counter() - started,
                 **evaluate(ckpt, args.eval_seeds, spec["size"], spec["vessels"]),
+                **memory_per_region(config.to_dict()),
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
     print(
-        f"\n{'context':16s} {'near F1':>8s} {'off F1':>8s} {'macro':>7s} {'hard acc':>9s} "
-        f"{'params M':>9s} {'regions/s':>10s}"
+        f"\n{'context':24s} {'near F1':>8s} {'off F1':>8s} {'macro':>7s} {'hard acc':>9s} "
+        f"{'params M':>9s} {'MiB/region':>11s} {'regions/s':>10s}"
     )
     for r in rows:
         print(
-            f"{r['kind']:16s} {r['f1_near_shore']:8.3f} {r['f1_offshore']:8.3f} "
+            f"{r['kind']:24s} {r['f1_near_shore']:8.3f} {r['f1_offshore']:8.3f} "
             f"{r['vessel_macro_f1']:7.3f} {r['hard_vessel_accuracy']:9.3f} {r['params_m']:9.2f} "
-            f"{r['regions_per_s']:10.1f}"
+            f"{r['per_region_mb']:11.2f} {r['regions_per_s']:10.1f}"
         )
     (out / "context_task.json").write_text(
         json.dumps({"steps": args.steps, "rows": rows}, indent=2)
