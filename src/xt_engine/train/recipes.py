@@ -11,7 +11,8 @@ from xt_engine.errors import ConfigError
 from xt_engine.synthetic import SAR_CLASS_COLORS, SAR_CLASS_NAMES, make_sar_scene
 
 # The demo model: 1-channel SAR, 128 px regions, a tiny ConvNeXt, a bidirectional
-# Transformer-XL (land that decides a vessel's class may lie after it in raster order).
+# Transformer-XL (land that decides a vessel's class may lie after it in raster order) with the
+# 2-D distance bias (whether land lies within 300 px is a question about 2-D distances).
 DEMO_SAR_NEAR_SHORE_PX = 300
 DEMO_SAR: dict[str, Any] = {
     "tiling": {"region_size": 128},
@@ -23,6 +24,7 @@ DEMO_SAR: dict[str, Any] = {
         "num_heads": 4,
         "bidirectional": True,
         "memory_tokens": 1024,
+        "distance_bias": True,
     },
     "head": {
         "task": "segmentation",
@@ -43,6 +45,7 @@ DEMO_SAR: dict[str, Any] = {
         "val_every": 100,
         "val_crops": 8,
         "seed": 0,
+        "position_jitter": 256,
     },
     "data": {"scenes": 6, "size": 2048, "vessels": 60},
 }
