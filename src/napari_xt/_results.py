@@ -10,6 +10,7 @@ to fit in memory. The attention map is one pixel per token (``stride`` level pix
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import zarr
 from napari.layers import Image, Labels, Points
 from qtpy.QtCore import QTimer
 
-from napari_xt._layers import label_layer_kwargs
+from napari_xt._layers import label_layer_kwargs, mark_painted
 from napari_xt._view import labels_placement
 from xt_engine import RegionDone
 from xt_engine.colors import class_colors
@@ -30,6 +31,7 @@ SEGMENTATION_LAYER = "xT segmentation"
 ATTENTION_LAYER = "xT attention"
 DETECTIONS_LAYER = "xT detections"
 PREVIEW_MAX_SIDE = 4096
+REFRESH_S = 0.2
 
 
 def warm_up_layers() -> None:
@@ -53,6 +55,9 @@ class RunLayers:
         self._class_names: list[str] = []
         self._class_rgba = np.zeros((0, 4), dtype=np.float32)
         self.store: Path | None = None
+        self._dirty = False
+        self._refreshed = 0.0  # perf_counter of the last redraw (0: none yet in this run)
+        self._partial = True  # partial texture updates work in this napari (see mark_painted)
         self._factor = 1
         self._run: tuple[Image, tuple[float, float], XTModel] | None = None
 
@@ -72,6 +77,7 @@ class RunLayers:
         while max(shape) / factor > PREVIEW_MAX_SIDE:
             factor *= 2
         self._factor, self._run = factor, (image, down, model)
+        self._dirty, self._refreshed, self._partial = False, 0.0, True
         for name in (ATTENTION_LAYER, DETECTIONS_LAYER):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
@@ -132,6 +138,7 @@ class RunLayers:
 
     def paint(self, event: RegionDone) -> None:
         """Copy one region's results into the previews (no redraw; see :meth:`refresh`)."""
+        self._dirty = True
         if event.detections is not None and len(event.detections):
             self._detections.append(event.detections)
         if self.labels is None or event.labels is None:
@@ -141,13 +148,22 @@ class RunLayers:
         y0, x0 = -(-r.y0 // f), -(-r.x0 // f)
         target = self.labels.data[y0 : y0 + sub.shape[0], x0 : x0 + sub.shape[1]]
         target[...] = sub[: target.shape[0], : target.shape[1]]
+        h, w = target.shape
+        self._partial = self._partial and mark_painted(self.labels, y0, y0 + h, x0, x0 + w)
         if self.attention is not None and event.attention is not None:
             s, heat = event.token_stride, self.attention.data
             ay, ax = r.y0 // s, r.x0 // s
             block = heat[ay : ay + event.attention.shape[0], ax : ax + event.attention.shape[1]]
             block[...] = event.attention[: block.shape[0], : block.shape[1]]
 
-    def refresh(self) -> None:
+    def refresh(self, force: bool = False) -> None:
+        """Redraw what was painted since the last redraw: at once after the first paint, then
+        at most every ``REFRESH_S`` (each redraw uploads the whole preview texture on the main
+        thread; a pass without paint, the first of two passes, redraws nothing)."""
+        now = time.perf_counter()
+        if not force and (not self._dirty or now - self._refreshed < REFRESH_S):
+            return
+        self._dirty, self._refreshed = False, now
         if self.points is not None and self._detections:
             rows = np.concatenate(self._detections)  # (M, 6): y, x, class, score, h, w
             classes = rows[:, 2].astype(int)
@@ -160,7 +176,9 @@ class RunLayers:
             }
             self.points.face_color = self._class_rgba[classes]
             self.points.size = np.maximum(rows[:, 4:6].max(axis=1), 4.0)
-        if self.labels is not None:
+        if self.labels is not None and self._partial and not force:
+            self.labels._partial_labels_refresh()  # only the blocks painted since last time
+        elif self.labels is not None:
             self.labels.refresh()
         if self.attention is not None:
             top = float(self.attention.data.max())
@@ -170,7 +188,7 @@ class RunLayers:
     def finish(self) -> None:
         """After the run: large results switch to the store's lazy label pyramid."""
         if self._factor == 1 or self.store is None or self._run is None or self.labels is None:
-            self.refresh()
+            self.refresh(force=True)
             return
         image, down, model = self._run
         group = zarr.open_group(str(self.store), mode="r")
@@ -198,10 +216,18 @@ class RunLayers:
             else None
         )
         if isinstance(old, Labels) and not old.multiscale and not layer.multiscale:
-            old.data = layer.data
-            old.scale, old.translate = layer.scale, layer.translate
-            old.colormap = layer.colormap
-            old.features = layer.features
+            if old.data.shape == layer.data.shape and old.data.dtype == layer.data.dtype:
+                old.data[...] = layer.data  # a re-run: no new texture, only its contents
+                old.refresh()
+            else:
+                old.data = layer.data
+            if not (
+                np.allclose(old.scale, layer.scale) and np.allclose(old.translate, layer.translate)
+            ):
+                old.scale, old.translate = layer.scale, layer.translate
+            if _legend(old) != _legend(layer):  # another model's classes
+                old.colormap = layer.colormap
+                old.features = layer.features
             self.labels = old
             return
         index = len(self.viewer.layers)
@@ -210,3 +236,9 @@ class RunLayers:
             self.viewer.layers.remove(old)
         self.labels = layer
         self.viewer.layers.insert(index, layer)
+
+
+def _legend(layer: Labels) -> tuple[str, str]:
+    """A Labels layer's class names and colours, comparable between layers."""
+    names = list(layer.features["class"]) if "class" in layer.features else []
+    return repr(names), repr(getattr(layer.colormap, "color_dict", None))

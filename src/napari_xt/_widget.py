@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ class XTInferenceWidget(QWidget):
         self._cancel: CancelToken | None = None
         self._pending: RunContext | None = None  # the run started, until its Started event
         self._pending_store = Path()
+        self._progress_shown = 0.0
         self._model: XTModel | None = None
         self._model_spec: tuple[str | None, ...] | None = None
         self._last_cancelled = False
@@ -349,6 +351,10 @@ class XTInferenceWidget(QWidget):
             self.results.paint(event)
         elif isinstance(event, Progress):
             self.results.refresh()
+            now = time.perf_counter()  # QProgressBar.setValue repaints at once: at most 5 Hz
+            if now - self._progress_shown < 0.2 and event.done < event.total:
+                return
+            self._progress_shown = now
             self.progress.setValue(event.done)
             self.status.setText(
                 f"{event.done}/{event.total} regions, {event.regions_per_s:.1f} regions/s, "
