@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -311,7 +312,7 @@ class XTInferenceWidget(QWidget):
         self._pending_store = store
         self.status.setText("Starting...")
         self._set_running(True)
-        self._worker = create_worker(lambda: (yield from events), _start_thread=False)
+        self._worker = create_worker(_engine_errors_as_events, events, _start_thread=False)
         self._worker.yielded.connect(self._on_event)
         self._worker.errored.connect(self._on_error)
         self._worker.finished.connect(self._on_worker_finished)
@@ -345,7 +346,9 @@ class XTInferenceWidget(QWidget):
         return auto_level(self.viewer, layer, source) if index <= 0 else index - 1
 
     def _on_event(self, event: object) -> None:
-        if isinstance(event, Started):
+        if isinstance(event, XTError):
+            self._on_error(event)
+        elif isinstance(event, Started):
             self._on_started(event)
         elif isinstance(event, RegionDone):
             self.results.paint(event)
@@ -398,3 +401,12 @@ class XTInferenceWidget(QWidget):
         ):
             control.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+
+
+def _engine_errors_as_events(events: Iterator[object]) -> Iterator[object]:
+    """The engine's own errors (bad input, named fix) arrive as events and become one clean
+    notification; anything else still raises through the worker's ``errored`` signal."""
+    try:
+        yield from events
+    except XTError as err:
+        yield err
