@@ -1,0 +1,84 @@
+"""Where streaming throughput goes, step by step, in one process (regions/s).
+
+``xt_convnext_atto_none`` on 1-channel 256 px regions, batch 8, CPU: the region encoder alone and
+the whole model on in-memory batches (the two ceilings), then ``run_inference`` from a numpy
+array without an output store, from a tiled deflate TIFF without and with the OME-Zarr store.
+Prints a table and writes ``throughput_breakdown.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+from xt_engine import Finished, create_model, run_inference
+from xt_engine.models import model_config
+
+
+def rate(step: Callable[[], object], batch: int, seconds: float = 8.0) -> float:
+    step()
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        step()
+        n += batch
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--side", type=int, default=4096)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out", default="out/bench")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    config = model_config("xt_convnext_atto_none")
+    config.region_encoder.in_chans = 1
+    model = create_model(config).eval()
+    r, batch = model.region_size, args.batch_size
+    x = torch.rand(1, batch, 1, r, r)
+    rc = torch.tensor([[0, i] for i in range(batch)])
+
+    def whole_model() -> None:
+        out, _ = model(x, rc, model.init_state(1))
+        assert out.logits is not None
+        out.logits.argmax(1).to(torch.uint8).numpy()
+
+    rows = {}
+    with torch.inference_mode():
+        rows["region encoder alone (in memory)"] = rate(
+            lambda: model.region_encoder(model.normalize(x[0])), batch
+        )
+        rows["whole model (in memory)"] = rate(whole_model, batch)
+    image = np.random.default_rng(0).integers(0, 256, (args.side, args.side), dtype=np.uint8)
+    with tempfile.TemporaryDirectory(prefix="xt-breakdown-") as tmp:
+        path = Path(tmp) / "scene.tif"
+        tifffile.imwrite(path, image, tile=(256, 256), compression="zlib")
+
+        def run(source: object, output: Path | None = None) -> float:
+            for event in run_inference(source, model, output=output, batch_size=batch):
+                if isinstance(event, Finished):
+                    return event.done / event.seconds
+            return float("nan")
+
+        rows["run_inference, numpy, no store"] = run(image)
+        rows["run_inference, TIFF, no store"] = run(str(path))
+        rows["run_inference, TIFF, OME-Zarr store"] = run(str(path), Path(tmp) / "out.zarr")
+    model_rate = rows["whole model (in memory)"]
+    print(f"{'step':40s} {'regions/s':>10s} {'/ model':>8s}")
+    for name, value in rows.items():
+        print(f"{name:40s} {value:10.1f} {value / model_rate:8.2f}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "throughput_breakdown.json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
