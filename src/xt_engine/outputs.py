@@ -322,18 +322,7 @@ def _create_attention(
         dimension_names=("y", "x"),
     )
     scale = [pixel[0] * down[0] * stride, pixel[1] * down[1] * stride]
-    root[ATTENTION_PATH].attrs["ome"] = {
-        "version": NGFF_VERSION,
-        "multiscales": [
-            {
-                "name": "attention",
-                "axes": axes,
-                "datasets": [
-                    {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
-                ],
-            }
-        ],
-    }
+    root[ATTENTION_PATH].attrs["ome"] = _single_scale("attention", axes, scale)
 
 
 def _create_probabilities(
@@ -355,15 +344,20 @@ def _create_probabilities(
         dimension_names=("c", "y", "x"),
     )
     scale = [1.0, pixel[0] * down[0], pixel[1] * down[1]]
-    root[PROBABILITIES_PATH].attrs["ome"] = {
+    channel = {"name": "c", "type": "channel"}
+    root[PROBABILITIES_PATH].attrs["ome"] = _single_scale("probabilities", [channel, *axes], scale)
+
+
+def _single_scale(name: str, axes: list[dict[str, Any]], scale: list[float]) -> dict[str, Any]:
+    """NGFF ``ome`` attributes of an image with one dataset, ``0``."""
+    transform = [{"type": "scale", "scale": scale}]
+    return {
         "version": NGFF_VERSION,
         "multiscales": [
             {
-                "name": "probabilities",
-                "axes": [{"name": "c", "type": "channel"}, *axes],
-                "datasets": [
-                    {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
-                ],
+                "name": name,
+                "axes": axes,
+                "datasets": [{"path": "0", "coordinateTransformations": transform}],
             }
         ],
     }
