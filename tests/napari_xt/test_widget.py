@@ -76,6 +76,9 @@ def test_widget_runs_and_paints_labels(make_napari_viewer, qtbot, artifacts_dir:
     assert (heat.data > 0).mean() > 0.9 and heat.contrast_limits[1] == pytest.approx(heat.data.max())
     np.testing.assert_allclose(heat.scale[-2:], [32, 32])
     assert [layer.name for layer in viewer.layers].count("xT segmentation") == 1
+    np.testing.assert_array_equal(  # the re-run reused the texture; it shows the new result
+        labels._slice.image.view, labels.colormap._data_to_texture(labels.data)
+    )
     assert widget.results.store != first_store and not first_store.exists()
 
     Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(
@@ -85,6 +88,38 @@ def test_widget_runs_and_paints_labels(make_napari_viewer, qtbot, artifacts_dir:
     assert canvas.std() > 10, "canvas screenshot is blank"
     colourful = np.abs(canvas - canvas.mean(axis=2, keepdims=True)).max(axis=2) > 20
     assert colourful.mean() > 0.05, "no overlay colours in the canvas"
+
+
+def test_painted_blocks_reach_the_displayed_texture(make_napari_viewer) -> None:
+    """Partial texture updates (no full refresh): what napari draws equals the painted data."""
+    from napari_xt._results import SEGMENTATION_LAYER, RunLayers
+    from xt_engine.io import source_from_arrays
+    from xt_engine.tiling import RegionGrid
+
+    viewer = make_napari_viewer(show=True)
+    image = viewer.add_image(
+        np.full((256, 384), 128, np.uint8), name="scene", contrast_limits=(0, 255)
+    )
+    model = load_model("xt_demo_sar")
+    source = source_from_arrays([image.data], rgb=False, name="scene")
+    layers = RunLayers(viewer)
+    layers.start(image, source, 0, Path("unused.zarr"), model, attention=False)
+    labels = viewer.layers[SEGMENTATION_LAYER]
+    grid = RegionGrid.for_image((256, 384), 128)
+    viewer.reset_view()
+    viewer.screenshot(canvas_only=True, flash=False)  # draw: the empty texture is on the GPU
+    for index in (0, 4):  # two regions, then one redraw
+        region = grid.region(index)
+        layers.paint(RegionDone(region, np.full((128, 128), 1 + index % 3, np.uint8)))
+    layers.refresh()
+    assert layers._partial, "this napari lacks the partial-update hooks"
+    view = labels._slice.image.view
+    np.testing.assert_array_equal(view, labels.colormap._data_to_texture(labels.data))
+    assert (labels.data[:128, :128] == 1).all() and (labels.data[128:, 128:256] == 2).all()
+    canvas = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    coloured = np.abs(canvas - canvas.mean(axis=2, keepdims=True)).max(axis=2) > 20
+    lit = canvas.max(axis=2) > 40  # the grey image's footprint on the black canvas
+    assert 0.1 < coloured.sum() / max(lit.sum(), 1) < 0.6  # 2 of 6 regions show on screen
 
 
 def test_current_view_on_a_multiscale_image(make_napari_viewer, qtbot, artifacts_dir: Path) -> None:
