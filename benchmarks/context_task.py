@@ -70,18 +70,15 @@ def evaluate(ckpt: Path, seeds: list[int], size: int, vessels: int) -> dict[str,
 
 
 MEMORY_CHILD = r"""
-import json, resource, sys
+import json, sys
 import numpy as np, torch
 from xt_engine import create_model, run_inference
+from xt_engine.engine.inference import peak_rss_mb
 from xt_engine.synthetic import make_sar_scene
 config, batch = json.loads(sys.argv[1]), int(sys.argv[2])
 model = create_model(config).eval()
 image, _ = make_sar_scene((1024, 1024), seed=900)
-def rss():  # VmHWM: ru_maxrss survives exec, so a child would inherit the trainer's peak
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss = peak_rss_mb  # VmHWM: the child must not inherit the trainer's peak
 for _ in run_inference(image[:128, :128], model, batch_size=1):  # warm: allocator, threads
     pass
 before = rss()

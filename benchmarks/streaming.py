@@ -28,9 +28,10 @@ import numpy as np
 import tifffile
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np, torch
 from xt_engine import create_model, run_inference, Finished
+from xt_engine.engine.inference import peak_rss_mb
 from xt_engine.io import open_image
 from xt_engine.models import model_config
 mode, path, model_name, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -39,7 +40,7 @@ config = model_config(model_name)
 config.region_encoder.in_chans = 1  # the benchmark scenes are grayscale
 model = create_model(config).eval()
 r = model.region_size
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss = peak_rss_mb
 if mode == "ceiling":
     x = torch.rand(1, batch, model.config.region_encoder.in_chans, r, r)
     rc = torch.tensor([[0, i] for i in range(batch)])

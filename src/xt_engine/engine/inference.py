@@ -241,7 +241,16 @@ def pixel_scale(dtype: np.dtype, scaling: str) -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    """Peak resident memory of this process so far, in MiB: Linux's ``VmHWM`` (it starts fresh
+    at ``exec``, unlike ``ru_maxrss``, which a child inherits from a larger parent), else
+    ``ru_maxrss`` (KiB on Linux)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
