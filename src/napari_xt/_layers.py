@@ -29,7 +29,10 @@ def mark_painted(layer: Labels, y0: int, y1: int, x0: int, x1: int) -> bool:
     changed, so the next ``layer._partial_labels_refresh()`` uploads only that part of the
     texture (napari's own brush path; a full ``refresh()`` colour-maps and uploads the whole
     layer: ~35 ms per batch for a 2048^2 preview). Returns False where this napari lacks the
-    private hooks; the caller then refreshes whole layers."""
+    private hooks, or for a layer wrapped in the PublicOnlyProxy napari gives plugins (its
+    private access warns); the caller then refreshes whole layers."""
+    if hasattr(layer, "__wrapped__"):
+        return False
     try:
         view = layer._slice.image.view
         if layer.ndim != 2 or view.shape != layer.data.shape:

@@ -49,6 +49,7 @@ class RunLayers:
         QTimer.singleShot(0, warm_up_layers)
         self.viewer = viewer
         self.labels: Labels | None = None
+        self._own_labels: Labels | None = None  # the segmentation layer made here (unproxied)
         self.attention: Image | None = None
         self.points: Points | None = None
         self._detections: list[np.ndarray] = []
@@ -215,7 +216,17 @@ class RunLayers:
             if SEGMENTATION_LAYER in self.viewer.layers
             else None
         )
-        if isinstance(old, Labels) and not old.multiscale and not layer.multiscale:
+        # A plugin's viewer hands out layers wrapped in napari's PublicOnlyProxy, and the partial
+        # redraw (mark_painted) needs private hooks: reuse only the layer this object created,
+        # held unwrapped; a layer of the same name made elsewhere is replaced.
+        mine = self._own_labels
+        if (
+            mine is not None
+            and getattr(old, "__wrapped__", old) is mine
+            and not mine.multiscale
+            and not layer.multiscale
+        ):
+            old = mine
             if old.data.shape == layer.data.shape and old.data.dtype == layer.data.dtype:
                 old.data[...] = layer.data  # a re-run: no new texture, only its contents
                 old.refresh()
@@ -234,7 +245,7 @@ class RunLayers:
         if old is not None:
             index = self.viewer.layers.index(old)
             self.viewer.layers.remove(old)
-        self.labels = layer
+        self.labels = self._own_labels = layer
         self.viewer.layers.insert(index, layer)
 
 
