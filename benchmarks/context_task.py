@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--out", default="out/bench")
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[900, 901])
+    parser.add_argument(
+        "--keep-checkpoints", action="store_true", help="copy each trained model to --out"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,6 +148,8 @@ def main() -> None:
                 **memory_per_region(config.to_dict()),
             }
             rows.append(row)
+            if args.keep_checkpoints:
+                shutil.copy(ckpt, out / f"context_task_{kind}.safetensors")
             print(json.dumps(row), flush=True)
     print(
         f"\n{'context':24s} {'near F1':>8s} {'off F1':>8s} {'macro':>7s} {'hard acc':>9s} "
