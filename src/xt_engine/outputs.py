@@ -10,9 +10,10 @@ Layout::
       xt_done                      bool per region: written regions (resume record)
 
 The root attribute ``xt.complete`` turns true only after every region is written, so an
-interrupted run never looks finished. Each region fills exactly one chunk on every pyramid level
-(chunks are ``T / 2**k`` px for output tiles of ``T`` px: ``R``, or ``R - 2 overlap``),
-so pyramids are built incrementally without a second pass.
+interrupted run never looks finished. Every pyramid level is chunked ``T x T`` for output tiles
+of ``T`` px (``R``, or ``R - 2 overlap``): each region fills one level-0 chunk, and the coarser
+levels are built from the finer ones as their chunks' regions complete
+(:mod:`xt_engine.pyramid`), so the pyramid needs no second pass.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from xt_engine.colors import class_colors
 from xt_engine.config import XTConfig
 from xt_engine.errors import InputError
 from xt_engine.io.source import ImageSource
+from xt_engine.pyramid import LabelPyramid
 from xt_engine.tiling import Region, RegionGrid
 
 NGFF_VERSION = "0.5"
@@ -41,11 +43,10 @@ DETECTIONS_FILE = "detections.csv"
 DETECTION_COLUMNS = ("region", "y", "x", "class", "class_name", "score", "height", "width")
 
 
-def _pyramid_depth(shape_yx: tuple[int, int], tile: int) -> int:
-    """Levels k >= 1 while chunks (``tile / 2**k`` px, exact) stay >= 16 px and the level stays
-    >= 256 px on its long side."""
+def _pyramid_depth(shape_yx: tuple[int, int]) -> int:
+    """Level 0 and every level k >= 1 whose long side keeps >= 256 px."""
     depth = 1
-    while tile % (2**depth) == 0 and tile >> depth >= 16 and max(shape_yx) >> depth >= 256:
+    while max(shape_yx) >> depth >= 256:
         depth += 1
     return depth
 
@@ -55,11 +56,12 @@ BatchItem = tuple[Region, Maybe, Maybe, Maybe, Maybe]
 
 
 class OutputStore:
-    def __init__(self, path: Path, root: zarr.Group) -> None:
+    def __init__(self, path: Path, root: zarr.Group, grid: RegionGrid) -> None:
         self.path = path
         self.root = root
         self.labels = [root[f"{LABELS_PATH}/{k}"] for k in range(root.attrs["xt"]["label_levels"])]
         self.done = root["xt_done"]
+        self.pyramid = LabelPyramid(self.labels, grid, self.done[:])
         self.attention = root[f"{ATTENTION_PATH}/0"] if ATTENTION_PATH in root else None
         self.attention_stride = int(root.attrs["xt"].get("attention_stride", 0))
         self.probabilities = root[f"{PROBABILITIES_PATH}/0"] if PROBABILITIES_PATH in root else None
@@ -94,7 +96,7 @@ class OutputStore:
             ) from err
         shape = source.shape_yx(level)
         r = grid.step  # one chunk per region's output tile
-        depth = _pyramid_depth(shape, r)
+        depth = _pyramid_depth(shape)
         down = source.downsample(level)
         pixel = source.pixel_size or (1.0, 1.0)
         datasets = []
@@ -103,7 +105,7 @@ class OutputStore:
             root.create_array(
                 f"{LABELS_PATH}/{k}",
                 shape=(-(-shape[0] // factor), -(-shape[1] // factor)),
-                chunks=(r // factor, r // factor),
+                chunks=(r, r),
                 dtype="uint8",
                 fill_value=0,
                 dimension_names=("y", "x"),
@@ -140,7 +142,7 @@ class OutputStore:
         root.attrs["xt"] = _provenance(source, level, grid, config, depth) | {
             "attention_stride": token_stride
         }
-        return cls(path, root)
+        return cls(path, root, grid)
 
     @classmethod
     def resume(
@@ -171,8 +173,9 @@ class OutputStore:
                     f"{path} was written by another run ({key} differs)",
                     "resume with the same image, --level, --roi and model, or write a new --out",
                 )
-        store = cls(path, root)
+        store = cls(path, root, grid)
         store.drop_detections_of_unfinished_regions()
+        store.pyramid.catch_up()
         return store
 
     def done_regions(self) -> set[int]:
@@ -223,11 +226,10 @@ class OutputStore:
         for strip in strips:
             first = strip[0][0]
             labels = np.concatenate([lab for _, lab in strip], axis=1)
-            for k, array in enumerate(self.labels):
-                f = 2**k
-                sub = labels[::f, ::f]
-                y0, x0 = first.y0 // f, first.x0 // f
-                array[y0 : y0 + sub.shape[0], x0 : x0 + sub.shape[1]] = sub
+            h, w = labels.shape
+            self.labels[0][first.y0 : first.y0 + h, first.x0 : first.x0 + w] = labels
+        if strips:
+            self.pyramid.update(region for strip in strips for region, _ in strip)
         indices = sorted(region.index for region, *_ in items)
         start = 0
         for i in range(1, len(indices) + 1):

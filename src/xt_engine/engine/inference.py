@@ -185,6 +185,8 @@ def run_inference(
             store.write_classification(probs)
     if store is not None and not cancelled:
         store.mark_complete()
+    elif store is not None:
+        store.pyramid.flush()  # the coarse levels show what is done (a resume completes them)
     yield Finished(
         done=done,
         total=len(grid),
