@@ -89,10 +89,10 @@ def test_cancel_flush_then_resume_catch_up_complete_the_pyramid() -> None:
 
 
 def test_a_cancelled_and_resumed_run_leaves_a_consistent_pyramid(tmp_path) -> None:
+    import torch
+
     from xt_engine import CancelToken, Progress, create_model, run_inference
     from xt_engine.outputs import LABELS_PATH
-
-    import torch
 
     image = np.random.default_rng(3).integers(0, 255, (1040, 600, 3), dtype=np.uint8)
     torch.manual_seed(4)  # weights that give classes 1 and 2 on this noise (seed 0: all 0)
