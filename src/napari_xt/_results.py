@@ -61,6 +61,8 @@ class RunLayers:
         self._partial = True  # partial texture updates work in this napari (see mark_painted)
         self._factor = 1
         self._run: tuple[Image, tuple[float, float], XTModel] | None = None
+        self._reveal: Labels | None = None  # a new segmentation layer, hidden until painted
+        self._unrevealed: Labels | None = None  # ... still hidden when its run ended
 
     def start(
         self,
@@ -79,6 +81,7 @@ class RunLayers:
             factor *= 2
         self._factor, self._run = factor, (image, down, model)
         self._dirty, self._refreshed, self._partial = False, 0.0, True
+        self._reveal = None
         for name in (ATTENTION_LAYER, DETECTIONS_LAYER):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
@@ -96,6 +99,7 @@ class RunLayers:
                     preview,
                     name=SEGMENTATION_LAYER,
                     opacity=0.6,
+                    visible=False,  # shown with the first results: its first draw is a later turn
                     scale=scale,
                     translate=translate,
                     **label_layer_kwargs(model.config.head),
@@ -150,7 +154,8 @@ class RunLayers:
         target = self.labels.data[y0 : y0 + sub.shape[0], x0 : x0 + sub.shape[1]]
         target[...] = sub[: target.shape[0], : target.shape[1]]
         h, w = target.shape
-        self._partial = self._partial and mark_painted(self.labels, y0, y0 + h, x0, x0 + w)
+        if self._reveal is None:  # (a hidden layer is not sliced; showing it redraws it all)
+            self._partial = self._partial and mark_painted(self.labels, y0, y0 + h, x0, x0 + w)
         if self.attention is not None and event.attention is not None:
             s, heat = event.token_stride, self.attention.data
             ay, ax = r.y0 // s, r.x0 // s
@@ -177,7 +182,12 @@ class RunLayers:
             }
             self.points.face_color = self._class_rgba[classes]
             self.points.size = np.maximum(rows[:, 4:6].max(axis=1), 4.0)
-        if self.labels is not None and self._partial and not force:
+        if self._reveal is not None:
+            # a new layer is inserted hidden (napari's insert costs ~75 ms on the event loop, its
+            # first draw ~50 ms more: one turn each) and shown with the first results
+            self._reveal.visible = True
+            self._reveal = self._unrevealed = None
+        elif self.labels is not None and self._partial and not force:
             self.labels._partial_labels_refresh()  # only the blocks painted since last time
         elif self.labels is not None:
             self.labels.refresh()
@@ -227,6 +237,8 @@ class RunLayers:
             and not layer.multiscale
         ):
             old = mine
+            if mine is self._unrevealed:  # a run that painted nothing left it hidden
+                self._reveal = mine
             if old.data.shape == layer.data.shape and old.data.dtype == layer.data.dtype:
                 old.data[...] = layer.data  # a re-run: no new texture, only its contents
                 old.refresh()
@@ -246,6 +258,8 @@ class RunLayers:
             index = self.viewer.layers.index(old)
             self.viewer.layers.remove(old)
         self.labels = self._own_labels = layer
+        if not layer.visible:
+            self._reveal = self._unrevealed = layer
         self.viewer.layers.insert(index, layer)
 
 

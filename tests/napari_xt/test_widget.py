@@ -64,6 +64,7 @@ def test_widget_runs_and_paints_labels(make_napari_viewer, qtbot, artifacts_dir:
     labels = viewer.layers["xT segmentation"]
     np.testing.assert_array_equal(_labels_level0(labels), _expected_labels(image[0], "xt_demo_sar", 4))
     assert labels.features["class"].tolist()[:2] == ["background", "land"]
+    assert labels.visible  # inserted hidden, shown with the first painted results
     assert widget.progress.value() == widget.progress.maximum() == 16  # 512 px / 128 px regions
     assert widget.status.text().startswith("Done: 16/16 regions")
     first_store = widget.results.store
@@ -111,10 +112,13 @@ def test_painted_blocks_reach_the_displayed_texture(make_napari_viewer) -> None:
     grid = RegionGrid.for_image((256, 384), 128)
     viewer.reset_view()
     viewer.screenshot(canvas_only=True, flash=False)  # draw: the empty texture is on the GPU
-    for index in (0, 4):  # two regions, then one redraw
-        region = grid.region(index)
-        layers.paint(RegionDone(region, np.full((128, 128), 1 + index % 3, np.uint8)))
-    layers.refresh()
+    assert not labels.visible  # inserted hidden: its first draw waits for results
+    layers.paint(RegionDone(grid.region(0), np.full((128, 128), 1, np.uint8)))
+    layers.refresh()  # shows the layer (a whole redraw)
+    assert labels.visible
+    layers._refreshed = 0.0  # as if the 5 Hz redraw interval had passed
+    layers.paint(RegionDone(grid.region(4), np.full((128, 128), 2, np.uint8)))
+    layers.refresh()  # uploads only the new block
     assert layers._partial, "this napari lacks the partial-update hooks"
     view = labels._slice.image.view
     np.testing.assert_array_equal(view, labels.colormap._data_to_texture(labels.data))
