@@ -131,11 +131,13 @@ def two_pass(
     tokens_per_region = model.token_grid[0] * model.token_grid[1]
     dim = model.config.context_encoder.dim
     with tempfile.TemporaryDirectory(prefix="xt-token-cache-") as tmp:
-        cache = zarr.create_array(
+        per_batch = max(len(order[0]), 1) if order else 1  # batches are aligned runs of indices
+        cache = zarr.create_array(  # one uncompressed chunk per batch: one zarr call each way
             store=tmp,
             shape=(len(reader.grid), tokens_per_region, dim),
-            chunks=(1, tokens_per_region, dim),
+            chunks=(per_batch, tokens_per_region, dim),
             dtype="float32",
+            compressors=None,
         )
         fwd_state, bwd_state = context.init_state(1, reader.device, torch.float32)
         for regions, pixels, rc in reader.batches(order[::-1], cancel):
