@@ -112,9 +112,15 @@ def main() -> None:
     parser.add_argument(
         "--keep-checkpoints", action="store_true", help="copy each trained model to --out"
     )
+    parser.add_argument(
+        "--merge", nargs="+", metavar="JSON", help="only tabulate and plot earlier runs' JSON"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        merge(args.merge, out)
+        return
     spec = DEMO_SAR["data"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="xt-context-") as tmp:
@@ -151,6 +157,11 @@ def main() -> None:
             if args.keep_checkpoints:
                 shutil.copy(ckpt, out / f"context_task_{kind}.safetensors")
             print(json.dumps(row), flush=True)
+    report(rows, out, args.steps)
+
+
+def report(rows: list[dict], out: Path, steps: int) -> None:
+    """Print the table, write ``context_task.json`` and the bar plot ``context_task.png``."""
     print(
         f"\n{'context':24s} {'near F1':>8s} {'off F1':>8s} {'macro':>7s} {'hard acc':>9s} "
         f"{'params M':>9s} {'MiB/region':>11s} {'regions/s':>10s}"
@@ -161,9 +172,7 @@ def main() -> None:
             f"{r['vessel_macro_f1']:7.3f} {r['hard_vessel_accuracy']:9.3f} {r['params_m']:9.2f} "
             f"{r['per_region_mb']:11.2f} {r['regions_per_s']:10.1f}"
         )
-    (out / "context_task.json").write_text(
-        json.dumps({"steps": args.steps, "rows": rows}, indent=2)
-    )
+    (out / "context_task.json").write_text(json.dumps({"steps": steps, "rows": rows}, indent=2))
     try:
         import matplotlib
 
@@ -171,7 +180,7 @@ def main() -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     x = np.arange(len(rows))
     ax.bar(x - 0.2, [r["vessel_macro_f1"] for r in rows], 0.4, label="vessel macro-F1")
     ax.bar(
@@ -180,11 +189,21 @@ def main() -> None:
         0.4,
         label="accuracy, land outside the region",
     )
-    ax.set_xticks(x, [r["kind"] for r in rows])
+    ax.set_xticks(x, [r["kind"].replace("+", "\n+") for r in rows])
     ax.set_ylim(0, 1)
+    ax.set_title(f"context benchmark: same backbone, data and budget ({steps} steps)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "context_task.png", dpi=120)
+
+
+def merge(paths: list[str], out: Path) -> None:
+    """Rows of several runs (same step budget) in one table and plot."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    steps = {run["steps"] for run in runs}
+    if len(steps) != 1:
+        raise SystemExit(f"runs with different budgets ({sorted(steps)} steps) do not compare")
+    report([row for run in runs for row in run["rows"]], out, steps.pop())
 
 
 if __name__ == "__main__":
