@@ -8,7 +8,8 @@ is written lazily (tile by tile, never whole in memory) and, each in a fresh pro
 - ``monai``: MONAI's ``sliding_window_inference`` with the same model per window, which needs
   the whole image in memory as a tensor (only up to ``--monai-max``; skipped without MONAI);
 
-plus, once, two ceilings on in-memory batches of random regions (regions/s): the region
+plus, before and after the rows, two ceilings on in-memory batches of random regions (regions/s,
+the ratios use the mean of both measurements): the region
 encoder alone (``backbone``), and the whole model as xt runs it (region encoder, context, head,
 argmax to uint8 labels: ``model``). ``xt / model`` is the pipeline's efficiency (what reading,
 decoding, writing and threading cost); ``xt / backbone`` also counts the head. Prints a table and
@@ -147,6 +148,14 @@ def main() -> None:
                 row["monai"] = child("monai", str(path), args.model, args.batch_size)
             rows.append(row)
             print(f"{side:6d}  xt {row['xt']}  naive {row.get('naive')}", flush=True)
+    # the ceilings drift run to run on a shared machine (+-10%): measured before and after the
+    # rows, the ratios use their mean
+    after = child("ceiling", "-", args.model, args.batch_size)
+    ceiling = {
+        "before": ceiling,
+        "after": after,
+        **{k: (ceiling[k] + after[k]) / 2 for k in ("regions_per_s", "model_regions_per_s")},
+    }
     print(
         f"\nmodel {args.model}; ceilings: backbone {ceiling['regions_per_s']:.1f}, whole model "
         f"{ceiling['model_regions_per_s']:.1f} regions/s"
