@@ -12,8 +12,10 @@ plus, before and after the rows, two ceilings on in-memory batches of random reg
 the ratios use the mean of both measurements): the region
 encoder alone (``backbone``), and the whole model as xt runs it (region encoder, context, head,
 argmax to uint8 labels: ``model``). ``xt / model`` is the pipeline's efficiency (what reading,
-decoding, writing and threading cost); ``xt / backbone`` also counts the head. Prints a table and
-writes ``streaming.json`` (and ``streaming.png`` with matplotlib) to ``--out``.
+decoding, writing and threading cost); ``xt / backbone`` also counts the head. With CUDA, each
+size also runs ``xt`` on the GPU (bf16 autocast, ``--gpu-batch-size``): regions/s, peak GPU
+memory and the GPU's busy fraction (xt's rate over the whole model's in-memory GPU rate). Prints
+tables and writes ``streaming.json`` (and ``streaming.png`` with matplotlib) to ``--out``.
 """
 
 from __future__ import annotations
@@ -36,34 +38,42 @@ from xt_engine.engine.inference import peak_rss_mb
 from xt_engine.io import open_image
 from xt_engine.models import model_config
 mode, path, model_name, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+device = torch.device(sys.argv[5] if len(sys.argv) > 5 else "cpu")
+cuda = device.type == "cuda"
 torch.manual_seed(0)
 config = model_config(model_name)
 config.region_encoder.in_chans = 1  # the benchmark scenes are grayscale
-model = create_model(config).eval()
+model = create_model(config).eval().to(device)
 r = model.region_size
 rss = peak_rss_mb
+def gpu_mb():
+    return torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
 if mode == "ceiling":
-    x = torch.rand(1, batch, model.config.region_encoder.in_chans, r, r)
-    rc = torch.tensor([[0, i] for i in range(batch)])
+    x = torch.rand(1, batch, model.config.region_encoder.in_chans, r, r, device=device)
+    rc = torch.tensor([[0, i] for i in range(batch)], device=device)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
     def rate(step):
         step(); t = time.perf_counter(); n = 0
         while time.perf_counter() - t < 10:
             step(); n += batch
+        if cuda:
+            torch.cuda.synchronize(device)
         return n / (time.perf_counter() - t)
     def whole():
-        out, _ = model(x, rc, model.init_state(1))
-        out.logits.argmax(1).to(torch.uint8).numpy()
-    with torch.inference_mode():
+        out, _ = model(x, rc, model.init_state(1, device))
+        out.logits.argmax(1).to(torch.uint8).cpu().numpy()  # the labels reach the host, as in xt
+    with torch.inference_mode(), amp:
         backbone = rate(lambda: model.region_encoder(model.normalize(x[0])))
         full = rate(whole)
     print(json.dumps({"regions_per_s": backbone, "model_regions_per_s": full,
-                      "peak_rss_mb": rss()}))
+                      "peak_rss_mb": rss(), "gpu_peak_mb": gpu_mb()}))
 elif mode == "xt":
     out = path + ".result.zarr"
-    for event in run_inference(path, model, output=out, batch_size=batch):
+    for event in run_inference(path, model, output=out, batch_size=batch, device=device):
         if isinstance(event, Finished):
             print(json.dumps({"regions_per_s": event.done / event.seconds, "regions": event.done,
-                              "seconds": event.seconds, "peak_rss_mb": rss()}))
+                              "seconds": event.seconds, "peak_rss_mb": rss(),
+                              "gpu_peak_mb": gpu_mb()}))
 elif mode == "monai":
     from monai.inferers import sliding_window_inference
     source = open_image(path)
@@ -109,13 +119,21 @@ def write_tiled(path: Path, side: int, tile: int = 256) -> None:
     )
 
 
-def child(mode: str, path: str, model: str, batch: int) -> dict:
+def child(mode: str, path: str, model: str, batch: int, device: str = "cpu") -> dict:
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, path, model, str(batch)], capture_output=True, text=True
+        [sys.executable, "-c", CHILD, mode, path, model, str(batch), device],
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         return {"error": result.stderr.strip().splitlines()[-1] if result.stderr else "failed"}
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _has_monai() -> bool:
@@ -132,11 +150,21 @@ def main() -> None:
     parser.add_argument("--naive-max", type=int, default=8192)
     parser.add_argument("--monai-max", type=int, default=16384)
     parser.add_argument("--out", default="out/bench")
+    parser.add_argument(
+        "--gpu-batch-size", type=int, default=32, help="with CUDA: GPU rows too (0: none)"
+    )
     args = parser.parse_args()
+    if not _has_cuda():
+        args.gpu_batch_size = 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     ceiling = child("ceiling", "-", args.model, args.batch_size)
+    gpu_ceiling = (
+        child("ceiling", "-", args.model, args.gpu_batch_size, "cuda")
+        if args.gpu_batch_size
+        else None
+    )
     with tempfile.TemporaryDirectory(prefix="xt-bench-") as tmp:
         for side in args.sizes:
             path = Path(tmp) / f"scene_{side}.tif"
@@ -147,6 +175,8 @@ def main() -> None:
             if side <= args.monai_max and _has_monai():
                 row["monai"] = child("monai", str(path), args.model, args.batch_size)
             rows.append(row)
+            if args.gpu_batch_size:
+                row["xt_gpu"] = child("xt", str(path), args.model, args.gpu_batch_size, "cuda")
             print(f"{side:6d}  xt {row['xt']}  naive {row.get('naive')}", flush=True)
     # the ceilings drift run to run on a shared machine (+-10%): measured before and after the
     # rows, the ratios use their mean
@@ -177,8 +207,13 @@ def main() -> None:
             f"{naive.get('peak_rss_mb', nan):14.0f} {monai.get('peak_rss_mb', nan):14.0f} "
             f"{monai.get('regions_per_s', nan):16.1f}"
         )
+    if gpu_ceiling is not None:
+        _gpu_table(rows, gpu_ceiling, args.gpu_batch_size)
     (out / "streaming.json").write_text(
-        json.dumps({"model": args.model, "ceiling": ceiling, "rows": rows}, indent=2)
+        json.dumps(
+            {"model": args.model, "ceiling": ceiling, "gpu_ceiling": gpu_ceiling, "rows": rows},
+            indent=2,
+        )
     )
     try:
         import matplotlib
@@ -203,6 +238,27 @@ def main() -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "streaming.png", dpi=120)
+
+
+def _gpu_table(rows: list[dict], ceiling: dict, batch: int) -> None:
+    """GPU figures: regions/s, GPU memory, and the GPU's busy fraction, estimated as xt's rate
+    over the whole model's in-memory rate on the GPU (the time the model would need alone
+    divided by the time the run took)."""
+    print(
+        f"\nGPU (bf16 autocast, batch {batch}); ceilings: backbone "
+        f"{ceiling.get('regions_per_s', float('nan')):.1f}, whole model "
+        f"{ceiling.get('model_regions_per_s', float('nan')):.1f} regions/s"
+    )
+    print(f"{'side':>6s} {'regions/s':>10s} {'GPU MiB':>8s} {'busy':>6s} {'RSS MiB':>8s}")
+    for row in rows:
+        gpu = row["xt_gpu"]
+        busy = gpu.get("regions_per_s", 0) / ceiling.get("model_regions_per_s", float("nan"))
+        row["gpu_busy_fraction"] = busy
+        print(
+            f"{row['side']:6d} {gpu.get('regions_per_s', float('nan')):10.1f} "
+            f"{gpu.get('gpu_peak_mb') or float('nan'):8.0f} {busy:6.2f} "
+            f"{gpu.get('peak_rss_mb', float('nan')):8.0f}"
+        )
 
 
 if __name__ == "__main__":
