@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_xt._inspect import AttentionInspector, RunContext
+from napari_xt._models import ModelChoice
 from napari_xt._results import RunLayers
 from napari_xt._view import SCOPES, SHAPES_PREFIX, auto_level, scope_roi
 from xt_engine import (
@@ -46,8 +47,7 @@ from xt_engine import (
     run_inference,
 )
 from xt_engine.io import ImageSource, source_from_arrays
-from xt_engine.loading import load_model, load_model_parts
-from xt_engine.models import XTModel, list_models
+from xt_engine.models import list_models
 
 DEFAULT_MODEL = "xt_demo_sar"
 
@@ -65,8 +65,7 @@ class XTInferenceWidget(QWidget):
         self._pending: RunContext | None = None  # the run started, until its Started event
         self._pending_store = Path()
         self._progress_shown = 0.0
-        self._model: XTModel | None = None
-        self._model_spec: tuple[str | None, ...] | None = None
+        self.models = ModelChoice()
         self._last_cancelled = False
         self._store_dir = Path(tempfile.mkdtemp(prefix="napari-xt-"))
         self._run_count = 0
@@ -85,8 +84,6 @@ class XTInferenceWidget(QWidget):
         self.context_weights_button.setToolTip(
             "The context encoder and head weights of the chosen architecture"
         )
-        self.region_weights: str | None = None
-        self.context_weights: str | None = None
         self.model_summary = QLabel()
         self.model_summary.setWordWrap(True)
         self.scope_combo = QComboBox()
@@ -228,21 +225,9 @@ class XTInferenceWidget(QWidget):
 
     def _show_model_summary(self, spec: str) -> None:
         try:
-            model = self._load_model(spec)
+            self.model_summary.setText(self.models.summary(spec))
         except XTError as err:
             self.model_summary.setText(f"cannot load: {err}")
-            return
-        cfg = model.config
-        params = sum(p.numel() for p in model.parameters())
-        context = cfg.context_encoder.kind + (
-            " (both directions)" if cfg.context_encoder.bidirectional else ""
-        )
-        files = [Path(p).name for p in (self.region_weights, self.context_weights) if p]
-        weights = f" (weights: {', '.join(files)})" if files and spec in list_models() else ""
-        self.model_summary.setText(
-            f"{cfg.region_encoder.name} -> {context}{weights}; {cfg.head.num_classes} classes; "
-            f"{params / 1e6:.2f} M parameters; {cfg.region_encoder.in_chans} channel(s)"
-        )
 
     def _browse_weights(self, part: str) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -255,22 +240,18 @@ class XTInferenceWidget(QWidget):
         """Use separate weight files with a registered architecture: ``part`` is ``region``
         (a timm state dict for the backbone) or ``context`` (context encoder + head)."""
         if part == "region":
-            self.region_weights = path
+            self.models.region_weights = path
         else:
-            self.context_weights = path
-        self._model = None
+            self.models.context_weights = path
         self._show_model_summary(self.model_combo.currentText())
 
-    def _load_model(self, spec: str) -> XTModel:
-        separate = (self.region_weights, self.context_weights)
-        key = (spec, *separate)
-        if self._model is None or key != self._model_spec:
-            if any(separate) and spec in list_models():
-                self._model = load_model_parts(spec, *separate)
-            else:
-                self._model = load_model(spec)
-            self._model_spec = key
-        return self._model
+    @property
+    def region_weights(self) -> str | None:
+        return self.models.region_weights
+
+    @property
+    def context_weights(self) -> str | None:
+        return self.models.context_weights
 
     # -- running -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -282,7 +263,7 @@ class XTInferenceWidget(QWidget):
             show_error("xT: add an image layer first (File > Open, or File > Open Sample).")
             return
         try:
-            model = self._load_model(self.model_combo.currentText())
+            model = self.models.load(self.model_combo.currentText())
             source = source_from_arrays(self._levels(layer), rgb=layer.rgb, name=layer.name)
             level = self._chosen_level(layer, source)
             scope = self.scope_combo.currentText()
@@ -367,7 +348,8 @@ class XTInferenceWidget(QWidget):
             verb = "Cancelled" if event.cancelled else "Done"
             text = f"{verb}: {event.done}/{event.total} regions in {event.seconds:.1f} s"
             if event.image_class is not None and event.image_probabilities is not None:
-                name = self._model.config.head.names()[event.image_class] if self._model else ""
+                model = self.models.model
+                name = model.config.head.names()[event.image_class] if model else ""
                 text += f"; image class {name} (p = {max(event.image_probabilities):.2f})"
             self.status.setText(text)
             self._last_cancelled = event.cancelled
