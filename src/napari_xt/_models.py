@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from napari_xt._threads import call_in_fresh_thread
 from xt_engine.loading import load_model, load_model_parts
 from xt_engine.models import XTModel, list_models
 
@@ -23,10 +24,11 @@ class ModelChoice:
         separate = (self.region_weights, self.context_weights)
         key = (spec, *separate)
         if self.model is None or key != self._key:
+            # loading runs torch ops: never on the GUI thread (see _threads)
             if any(separate) and spec in list_models():
-                self.model = load_model_parts(spec, *separate)
+                self.model = call_in_fresh_thread(load_model_parts, spec, *separate)
             else:
-                self.model = load_model(spec)
+                self.model = call_in_fresh_thread(load_model, spec)
             self._key = key
         return self.model
 

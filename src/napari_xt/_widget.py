@@ -18,7 +18,7 @@ import torch
 from napari.layers import Image, Shapes
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -50,6 +50,7 @@ from xt_engine.io import ImageSource, source_from_arrays
 from xt_engine.models import list_models
 
 DEFAULT_MODEL = "xt_demo_sar"
+PROGRESS_S = 0.5  # progress bar + status line at most 2 Hz: each repaint ~30-50 ms under Xvfb
 
 
 class XTInferenceWidget(QWidget):
@@ -307,9 +308,17 @@ class XTInferenceWidget(QWidget):
         self.results.start(
             run.image, run.source, run.level, self._pending_store, run.model, attention
         )
-        self.progress.setRange(0, first.total)
+        # the progress bar repaints at once (~30-50 ms under Xvfb): in a turn of its own, not
+        # on top of the new layer's insertion
+        text = f"Running {first.total} regions at level {run.level}..."
+        QTimer.singleShot(0, lambda: self._show_start(first.total, text))
+
+    def _show_start(self, total: int, text: str) -> None:
+        if self._worker is None:  # the run already ended
+            return
+        self.progress.setRange(0, total)
         self.progress.setValue(0)
-        self.status.setText(f"Running {first.total} regions at level {run.level}...")
+        self.status.setText(text)
 
     def cancel(self) -> None:
         if self._cancel is not None:
@@ -336,7 +345,7 @@ class XTInferenceWidget(QWidget):
         elif isinstance(event, Progress):
             self.results.refresh()
             now = time.perf_counter()  # QProgressBar.setValue repaints at once: at most 5 Hz
-            if now - self._progress_shown < 0.2 and event.done < event.total:
+            if now - self._progress_shown < PROGRESS_S and event.done < event.total:
                 return
             self._progress_shown = now
             self.progress.setValue(event.done)
