@@ -104,9 +104,12 @@ def memory_per_region(config: dict, batch: int = 16) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--kinds", nargs="+", default=["none", "transformer_xl", "sliding_window", "hyper", "mamba"]
+        "--kinds",
+        nargs="+",
+        default=["none", "transformer_xl+distance", "sliding_window", "hyper", "mamba"],
+        help="context kinds; KIND+distance adds the 2-D distance bias (transformer_xl only)",
     )
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=600, help="the demo recipe's budget")
     parser.add_argument("--out", default="out/bench")
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[900, 901])
     parser.add_argument(
