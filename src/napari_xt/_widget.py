@@ -24,7 +24,6 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
@@ -33,6 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_xt._controls import button, combo, hbox, spin
 from napari_xt._inspect import AttentionInspector, RunContext
 from napari_xt._models import ModelChoice
 from napari_xt._results import RunLayers
@@ -73,39 +73,43 @@ class XTInferenceWidget(QWidget):
         self.results = RunLayers(napari_viewer)
 
         self.image_combo = QComboBox()
-        self.model_combo = QComboBox()
-        self.model_combo.addItems(list_models())
-        self.model_combo.setCurrentText(DEFAULT_MODEL)
-        self.browse_button = QPushButton("Checkpoint...")
-        self.region_weights_button = QPushButton("Region encoder weights...")
-        self.region_weights_button.setToolTip(
-            "A plain timm state dict (.safetensors/.pth/.bin) for the chosen architecture's backbone"
+        self.model_combo = combo(list_models(), current=DEFAULT_MODEL)
+        self.browse_button = button("Checkpoint...")
+        self.region_weights_button = button(
+            "Region encoder weights...",
+            "A plain timm state dict (.safetensors/.pth/.bin) for the chosen architecture's backbone",
         )
-        self.context_weights_button = QPushButton("Context + head weights...")
-        self.context_weights_button.setToolTip(
-            "The context encoder and head weights of the chosen architecture"
+        self.context_weights_button = button(
+            "Context + head weights...",
+            "The context encoder and head weights of the chosen architecture",
         )
         self.model_summary = QLabel()
         self.model_summary.setWordWrap(True)
-        self.scope_combo = QComboBox()
-        self.scope_combo.addItems(SCOPES)
+        self.scope_combo = combo(list(SCOPES))
         self.level_combo = QComboBox()
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(
-            ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        self.device_combo = combo(
+            ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())],
+            "auto: the first CUDA GPU when there is one, else the CPU",
         )
-        self.device_combo.setToolTip("auto: the first CUDA GPU when there is one, else the CPU")
         self.attention_check = QCheckBox("Attention overlay")
         self.attention_check.setToolTip(
             "Also show, per token, how much attention it receives from the context encoder "
             "(for kinds without attention weights: how much context changed it)"
         )
-        self.precision_combo = QComboBox()
-        self.precision_combo.addItems(["auto", "fp32", "bf16", "fp16"])
-        self.precision_combo.setToolTip("auto: bf16/fp16 autocast on CUDA, fp32 on CPU")
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 256)
-        self.batch_spin.setValue(8)
+        self.precision_combo = combo(
+            ["auto", "fp32", "bf16", "fp16"], "auto: bf16/fp16 autocast on CUDA, fp32 on CPU"
+        )
+        self.batch_spin = spin(1, 256, 8)
+        self.overlap_spin = spin(
+            0,
+            1024,
+            0,
+            step=16,
+            suffix=" px",
+            tip="Each region also reads this many real pixels beyond its output tile on every "
+            "side (no seams at region borders; more regions). A multiple of half the model's "
+            "token stride (of the stride with the attention overlay).",
+        )
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -113,31 +117,26 @@ class XTInferenceWidget(QWidget):
         self.status = QLabel("Ready")
         self.status.setWordWrap(True)
 
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model_combo, 1)
-        model_row.addWidget(self.browse_button)
-        form = QFormLayout()
-        form.addRow("Image", self.image_combo)
-        form.addRow("Model", model_row)
-        weights_row = QHBoxLayout()
-        weights_row.addWidget(self.region_weights_button)
-        weights_row.addWidget(self.context_weights_button)
-        form.addRow("", weights_row)
-        form.addRow("", self.model_summary)
-        form.addRow("Scope", self.scope_combo)
-        form.addRow("Level", self.level_combo)
-        form.addRow("Device", self.device_combo)
-        form.addRow("Precision", self.precision_combo)
-        form.addRow("Batch size", self.batch_spin)
-        form.addRow("", self.attention_check)
         self.inspector = AttentionInspector(self.viewer, self.status)
-        form.addRow("", self.inspector.button)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
+        form = QFormLayout()
+        for label, row in (
+            ("Image", self.image_combo),
+            ("Model", hbox(self.model_combo, self.browse_button, stretch_first=True)),
+            ("", hbox(self.region_weights_button, self.context_weights_button)),
+            ("", self.model_summary),
+            ("Scope", self.scope_combo),
+            ("Level", self.level_combo),
+            ("Device", self.device_combo),
+            ("Precision", self.precision_combo),
+            ("Batch size", self.batch_spin),
+            ("Overlap", self.overlap_spin),
+            ("", self.attention_check),
+            ("", self.inspector.button),
+        ):
+            form.addRow(label, row)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addLayout(buttons)
+        layout.addLayout(hbox(self.run_button, self.cancel_button))
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addStretch(1)
@@ -280,6 +279,7 @@ class XTInferenceWidget(QWidget):
                 roi=roi,
                 cancel=self._cancel,
                 batch_size=self.batch_spin.value(),
+                overlap=self.overlap_spin.value(),
                 attention=self.attention_check.isChecked(),
                 precision=self.precision_combo.currentText(),
                 device=self._device(),
@@ -377,20 +377,11 @@ class XTInferenceWidget(QWidget):
         self.run_finished.emit(self._last_cancelled)
 
     def _set_running(self, running: bool) -> None:
-        for control in (
-            self.run_button,
-            self.model_combo,
-            self.browse_button,
-            self.region_weights_button,
-            self.context_weights_button,
-            self.scope_combo,
-            self.level_combo,
-            self.device_combo,
-            self.image_combo,
-            self.attention_check,
-            self.precision_combo,
-        ):
-            control.setEnabled(not running)
+        """While a run goes, only Cancel (and the attention inspector) stay enabled."""
+        for kind in (QComboBox, QSpinBox, QCheckBox, QPushButton):
+            for control in self.findChildren(kind):
+                if control not in (self.cancel_button, self.inspector.button):
+                    control.setEnabled(not running)
         self.cancel_button.setEnabled(running)
 
 

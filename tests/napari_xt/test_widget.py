@@ -94,6 +94,28 @@ def test_widget_runs_and_paints_labels(make_napari_viewer, qtbot, artifacts_dir:
     assert colourful.mean() > 0.05, "no overlay colours in the canvas"
 
 
+def test_overlap_runs_overlap_tile_inference(make_napari_viewer, qtbot) -> None:
+    from napari_xt._sample_data import sar_scene
+
+    viewer = make_napari_viewer(show=True)
+    image = sar_scene(size=384, seed=4)[0]
+    viewer.add_image(image[0], **image[1])
+    widget = _dock(viewer)
+    widget.scope_combo.setCurrentText("Whole image")
+    widget.batch_spin.setValue(4)
+    widget.overlap_spin.setValue(16)  # 128 px regions output 96 px tiles: 4 x 4 regions
+    assert _run(widget, qtbot) is False
+    assert widget.progress.maximum() == 16
+    labels = _labels_level0(viewer.layers["xT segmentation"])
+    expected = _expected_labels(image[0], "xt_demo_sar", 4, overlap=16)
+    np.testing.assert_array_equal(labels, expected)
+    assert not np.array_equal(expected, _expected_labels(image[0], "xt_demo_sar", 4))
+
+    widget.overlap_spin.setValue(8)  # off the token grid: the engine's message, nothing left
+    assert _run(widget, qtbot) is True
+    assert "multiple of 16 px" in widget.status.text()
+
+
 def test_painted_blocks_reach_the_displayed_texture(make_napari_viewer) -> None:
     """Partial texture updates (no full refresh): what napari draws equals the painted data."""
     from napari_xt._results import SEGMENTATION_LAYER, RunLayers
