@@ -184,3 +184,19 @@ def test_demo_recipe_runs_for_a_few_steps(tmp_path: Path, capsys: pytest.Capture
     assert "step 2" in capsys.readouterr().out
     assert load_checkpoint(out).config == model_config("xt_demo_sar")  # the shipped architecture
     assert len(list((tmp_path / "demo-data" / "images").glob("*.tif"))) == 6
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_with_bf16_autocast(data_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    """On a GPU `xt train --device cuda` trains under bf16 autocast and writes a finite float32
+    checkpoint that loads on the CPU."""
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "max_steps": 8}}))
+    out = tmp_path / "gpu.safetensors"
+    images, masks = data_dirs
+    args = ["train", "--images", str(images), "--masks", str(masks), "--config", str(config),
+            "--out", str(out), "--seed", "0", "--device", "cuda"]
+    assert main(args) == 0
+    model = load_checkpoint(out)
+    assert all(p.dtype == torch.float32 and p.isfinite().all() for p in model.parameters())
