@@ -51,6 +51,8 @@ class RunLayers:
         self.labels: Labels | None = None
         self._own_labels: Labels | None = None  # the segmentation layer made here (unproxied)
         self.attention: Image | None = None
+        self._heat: np.ndarray | None = None  # (H / stride, W / stride) float32 being painted
+        self._pending_attention: dict[str, Any] | None = None  # its layer's placement, to add
         self.points: Points | None = None
         self._detections: list[np.ndarray] = []
         self._class_names: list[str] = []
@@ -105,23 +107,35 @@ class RunLayers:
                     **label_layer_kwargs(model.config.head),
                 )
             )
+        self._heat, self._pending_attention = None, None
         if attention:
             stride = model.region_size // model.token_grid[0]
             heat = np.zeros((-(-shape[0] // stride), -(-shape[1] // stride)), dtype=np.float32)
             scale, translate = labels_placement(image, (down[0] * stride, down[1] * stride))
-            self.attention = self.viewer.add_image(
-                heat,
-                name=ATTENTION_LAYER,
-                colormap="inferno",
-                opacity=0.5,
-                blending="additive",
-                scale=scale,
-                translate=translate,
-                contrast_limits=(0.0, 1.0),
-            )
+            self._heat = heat  # painted from now on; the layer shows this very array
+            self._pending_attention = {"scale": scale, "translate": translate}
+            # a second layer insertion in the same turn as the segmentation layer's would add
+            # its cost to the same stall: a later turn (a 0 ms timer would run before the
+            # overdue ones, i.e. still before the event loop breathes)
+            QTimer.singleShot(50, self._add_attention)
         previous, self.store = self.store, store
         if previous is not None and previous != store:
             shutil.rmtree(previous, ignore_errors=True)
+
+    def _add_attention(self) -> None:
+        """The attention layer of the current run, over the array being painted (once)."""
+        if self._pending_attention is None or self._heat is None:
+            return
+        placement, self._pending_attention = self._pending_attention, None
+        self.attention = self.viewer.add_image(
+            self._heat,
+            name=ATTENTION_LAYER,
+            colormap="inferno",
+            opacity=0.5,
+            blending="additive",
+            contrast_limits=(0.0, 1.0),
+            **placement,
+        )
 
     def _start_points(self, image: Image, down: tuple[float, float], model: XTModel) -> None:
         """An empty Points layer for detections, one face colour per class."""
@@ -156,8 +170,8 @@ class RunLayers:
         h, w = target.shape
         if self._reveal is None:  # (a hidden layer is not sliced; showing it redraws it all)
             self._partial = self._partial and mark_painted(self.labels, y0, y0 + h, x0, x0 + w)
-        if self.attention is not None and event.attention is not None:
-            s, heat = event.token_stride, self.attention.data
+        if self._heat is not None and event.attention is not None:
+            s, heat = event.token_stride, self._heat
             ay, ax = r.y0 // s, r.x0 // s
             block = heat[ay : ay + event.attention.shape[0], ax : ax + event.attention.shape[1]]
             block[...] = event.attention[: block.shape[0], : block.shape[1]]
@@ -198,6 +212,7 @@ class RunLayers:
 
     def finish(self) -> None:
         """After the run: large results switch to the store's lazy label pyramid."""
+        self._add_attention()  # a run shorter than one turn of the event loop
         if self._factor == 1 or self.store is None or self._run is None or self.labels is None:
             self.refresh(force=True)
             return
