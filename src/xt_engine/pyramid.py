@@ -84,7 +84,7 @@ class LabelPyramid:
         ty, tx = self._chunk(k)
         fine, coarse = self.levels[k - 1], self.levels[k]
         for cy, cx0, cx1 in _runs(sorted(set(chunks))):
-            block = fine[2 * cy * ty : 2 * (cy + 1) * ty, 2 * cx0 * tx : 2 * cx1 * tx]
+            block = np.asarray(fine[2 * cy * ty : 2 * (cy + 1) * ty, 2 * cx0 * tx : 2 * cx1 * tx])
             sub = block[::2, ::2]
             coarse[cy * ty : cy * ty + sub.shape[0], cx0 * tx : cx0 * tx + sub.shape[1]] = sub
 
