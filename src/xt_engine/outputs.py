@@ -59,9 +59,10 @@ class OutputStore:
     def __init__(self, path: Path, root: zarr.Group, grid: RegionGrid) -> None:
         self.path = path
         self.root = root
-        self.labels = [root[f"{LABELS_PATH}/{k}"] for k in range(root.attrs["xt"]["label_levels"])]
-        self.done = root["xt_done"]
-        self.pyramid = LabelPyramid(self.labels, grid, self.done[:])
+        xt: dict[str, Any] = dict(root.attrs["xt"])  # type: ignore[arg-type]  # zarr's JSON
+        self.labels = [_array(root, f"{LABELS_PATH}/{k}") for k in range(xt["label_levels"])]
+        self.done = _array(root, "xt_done")
+        self.pyramid = LabelPyramid(self.labels, grid, np.asarray(self.done[:]))
         self.attention = root[f"{ATTENTION_PATH}/0"] if ATTENTION_PATH in root else None
         self.attention_stride = int(root.attrs["xt"].get("attention_stride", 0))
         self.probabilities = root[f"{PROBABILITIES_PATH}/0"] if PROBABILITIES_PATH in root else None
@@ -173,7 +174,10 @@ class OutputStore:
                     f"{path} was written by another run ({key} differs)",
                     "resume with the same image, --level, --roi and model, or write a new --out",
                 )
-        store = cls(path, root, grid)
+        try:
+            store = cls(path, root, grid)
+        except KeyError as err:
+            raise InputError(f"{path} is damaged ({err})", "write a new --out") from err
         store.drop_detections_of_unfinished_regions()
         store.pyramid.catch_up()
         return store
@@ -302,6 +306,13 @@ class OutputStore:
     @property
     def complete(self) -> bool:
         return bool(self.root.attrs["xt"].get("complete", False))
+
+
+def _array(root: zarr.Group, path: str) -> zarr.Array:
+    node = root[path]
+    if not isinstance(node, zarr.Array):
+        raise KeyError(f"{path} is not an array")  # resume: "not a napari-xt result store"
+    return node
 
 
 def _create_attention(

@@ -114,3 +114,19 @@ def test_a_cancelled_and_resumed_run_leaves_a_consistent_pyramid(tmp_path) -> No
     for k, level in enumerate(levels):
         np.testing.assert_array_equal(level[:], reference[f"{LABELS_PATH}/{k}"][:])
     _assert_subsampled(levels)
+
+
+def test_resume_of_a_damaged_store_names_the_fix(tmp_path) -> None:
+    import shutil
+
+    from xt_engine import CancelToken, InputError, Progress, create_model, run_inference
+
+    image = np.random.default_rng(5).integers(0, 255, (300, 300, 3), dtype=np.uint8)
+    model = create_model("test_convnext_none").eval()
+    out, cancel = tmp_path / "run.zarr", CancelToken()
+    for event in run_inference(image, model, output=out, batch_size=4, cancel=cancel):
+        if isinstance(event, Progress):
+            cancel.cancel()
+    shutil.rmtree(out / "xt_done")  # the record of finished regions lost
+    with pytest.raises(InputError, match="is damaged.*write a new --out"):
+        list(run_inference(image, model, output=out, batch_size=4, resume=True))
