@@ -7,6 +7,7 @@ main thread in the worker's ``yielded`` callback, so memory stays bounded for wh
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 import time
@@ -154,7 +155,10 @@ class XTInferenceWidget(QWidget):
             self.viewer.layers.events.reordered,
         ):
             event.connect(self._refresh_layers)
+        # the run stores go with the widget, or at the latest with the process (a viewer closed
+        # by a script may never destroy its dock widgets)
         self.destroyed.connect(lambda: shutil.rmtree(self._store_dir, ignore_errors=True))
+        atexit.register(shutil.rmtree, self._store_dir, ignore_errors=True)
         self._refresh_layers()
         self._show_model_summary(self.model_combo.currentText())
 
