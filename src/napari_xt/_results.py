@@ -64,7 +64,6 @@ class RunLayers:
         self._factor = 1
         self._run: tuple[Image, tuple[float, float], XTModel] | None = None
         self._reveal: Labels | None = None  # a new segmentation layer, hidden until painted
-        self._unrevealed: Labels | None = None  # ... still hidden when its run ended
 
     def start(
         self,
@@ -178,8 +177,9 @@ class RunLayers:
 
     def refresh(self, force: bool = False) -> None:
         """Redraw what was painted since the last redraw: at once after the first paint, then
-        at most every ``REFRESH_S`` (each redraw uploads the whole preview texture on the main
-        thread; a pass without paint, the first of two passes, redraws nothing)."""
+        at most every ``REFRESH_S`` (only the painted blocks are uploaded, see mark_painted; a
+        pass without paint, the first of two passes, redraws nothing). ``force`` (the end of a
+        run) redraws everything and shows a layer still hidden."""
         now = time.perf_counter()
         if not force and (not self._dirty or now - self._refreshed < REFRESH_S):
             return
@@ -200,7 +200,7 @@ class RunLayers:
             # a new layer is inserted hidden (napari's insert costs ~75 ms on the event loop, its
             # first draw ~50 ms more: one turn each) and shown with the first results
             self._reveal.visible = True
-            self._reveal = self._unrevealed = None
+            self._reveal = None
         elif self.labels is not None and self._partial and not force:
             self.labels._partial_labels_refresh()  # only the blocks painted since last time
         elif self.labels is not None:
@@ -252,8 +252,6 @@ class RunLayers:
             and not layer.multiscale
         ):
             old = mine
-            if mine is self._unrevealed:  # a run that painted nothing left it hidden
-                self._reveal = mine
             if old.data.shape == layer.data.shape and old.data.dtype == layer.data.dtype:
                 old.data[...] = layer.data  # a re-run: no new texture, only its contents
                 old.refresh()
@@ -274,7 +272,7 @@ class RunLayers:
             self.viewer.layers.remove(old)
         self.labels = self._own_labels = layer
         if not layer.visible:
-            self._reveal = self._unrevealed = layer
+            self._reveal = layer
         self.viewer.layers.insert(index, layer)
 
 

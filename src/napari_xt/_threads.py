@@ -6,8 +6,8 @@ parallel op (loading a model is enough), every run in a worker thread has a seco
 it; with more pool threads than cores libgomp stops spinning between parallel regions and its
 threads sleep and wake instead: on 2 cores the demo model's region encoder took 16.4 ms per
 batch in a worker thread against 8.5-11 ms when the GUI thread never ran torch (measured
-2026-11-27). So model loading and the sample's
-inference run in a short-lived thread, whose pool goes away with it.
+2026-11-27). So model loading and the sample's inference run in a short-lived thread, whose
+pool goes away with it.
 """
 
 from __future__ import annotations

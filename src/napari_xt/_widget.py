@@ -348,7 +348,7 @@ class XTInferenceWidget(QWidget):
             self.results.paint(event)
         elif isinstance(event, Progress):
             self.results.refresh()
-            now = time.perf_counter()  # QProgressBar.setValue repaints at once: at most 5 Hz
+            now = time.perf_counter()  # QProgressBar.setValue repaints at once: PROGRESS_S
             if now - self._progress_shown < PROGRESS_S and event.done < event.total:
                 return
             self._progress_shown = now

@@ -311,7 +311,7 @@ class OutputStore:
 def _array(root: zarr.Group, path: str) -> zarr.Array:
     node = root[path]
     if not isinstance(node, zarr.Array):
-        raise KeyError(f"{path} is not an array")  # resume: "not a napari-xt result store"
+        raise KeyError(f"{path} is not an array")  # resume turns it into "is damaged"
     return node
 
 
