@@ -11,7 +11,7 @@ is written lazily (tile by tile, never whole in memory) and, each in a fresh pro
 plus, before and after the rows, two ceilings on in-memory batches of random regions (regions/s,
 the ratios use the mean of both measurements): the region
 encoder alone (``backbone``), and the whole model as xt runs it (region encoder, context, head,
-argmax to uint8 labels: ``model``). ``xt / model`` is the pipeline's efficiency (what reading,
+first best class as uint8 labels: ``model``). ``xt / model`` is the pipeline's efficiency (what reading,
 decoding, writing and threading cost); ``xt / backbone`` also counts the head. With CUDA, each
 size also runs ``xt`` on the GPU (bf16 autocast, ``--gpu-batch-size``): regions/s, peak GPU
 memory and the GPU's busy fraction (xt's rate over the whole model's in-memory GPU rate). Prints
@@ -37,6 +37,7 @@ from xt_engine import create_model, run_inference, Finished
 from xt_engine.engine.inference import peak_rss_mb
 from xt_engine.io import open_image
 from xt_engine.models import model_config
+from xt_engine.models.heads import segmentation_labels
 mode, path, model_name, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 device = torch.device(sys.argv[5] if len(sys.argv) > 5 else "cpu")
 cuda = device.type == "cuda"
@@ -61,7 +62,7 @@ if mode == "ceiling":
         return n / (time.perf_counter() - t)
     def whole():
         out, _ = model(x, rc, model.init_state(1, device))
-        out.logits.argmax(1).to(torch.uint8).cpu().numpy()  # the labels reach the host, as in xt
+        segmentation_labels(out.logits).cpu().numpy()  # the labels reach the host, as in xt
     with torch.inference_mode(), amp:
         backbone = rate(lambda: model.region_encoder(model.normalize(x[0])))
         full = rate(whole)
@@ -86,7 +87,7 @@ elif mode == "monai":
     t = time.perf_counter()
     with torch.inference_mode():
         logits = sliding_window_inference(image, (r, r), batch, predictor, overlap=0.0)
-        labels = logits.argmax(1).to(torch.uint8)
+        labels = segmentation_labels(logits)
     seconds = time.perf_counter() - t
     print(json.dumps({"regions_per_s": (h // r) * (w // r) / seconds, "seconds": seconds,
                       "peak_rss_mb": rss()}))

@@ -24,6 +24,7 @@ import torch
 
 from xt_engine import Finished, create_model, run_inference
 from xt_engine.models import model_config
+from xt_engine.models.heads import segmentation_labels
 
 
 def rate(step: Callable[[], object], batch: int, seconds: float = 8.0) -> float:
@@ -54,7 +55,7 @@ def main() -> None:
     def whole_model() -> None:
         out, _ = model(x, rc, model.init_state(1))
         assert out.logits is not None
-        out.logits.argmax(1).to(torch.uint8).numpy()
+        segmentation_labels(out.logits).numpy()
 
     rows = {}
     with torch.inference_mode():

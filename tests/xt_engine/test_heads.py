@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from xt_engine import create_model
-from xt_engine.models.heads import decode_detections
+from xt_engine.models.heads import FusionTrunk, decode_detections, segmentation_labels
 from xt_engine.models.registry import model_config
 
 
@@ -72,3 +72,33 @@ def test_attention_export_per_region(kind: str) -> None:
         assert out.attention.abs().max() == 0  # no context: nothing changed
     else:  # mamba: implicit attention of the selective scan (not normalised)
         assert out.attention.max() > 0
+
+
+def test_segmentation_labels_equal_argmax_including_ties() -> None:
+    logits = torch.randn(3, 4, 17, 9)
+    logits[0, :, 0, 0] = 1.0  # a four-way tie: the first class wins, as with argmax
+    logits[1, 2:, 3, 4] = 5.0
+    labels = segmentation_labels(logits)
+    assert labels.dtype == torch.uint8
+    assert torch.equal(labels.long(), logits.argmax(dim=1))
+    assert labels[0, 0, 0] == 0 and labels[1, 3, 4] == 2
+    nhwc = logits.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(segmentation_labels(nhwc), labels)
+
+
+def test_fusion_trunk_runs_channels_last_with_the_same_values() -> None:
+    """NCHW features (ViT / Swin) are fused channels-last (the fast CPU layout); same values."""
+    torch.manual_seed(0)
+    trunk = FusionTrunk(context_dim=8, finest_channels=6, width=16).eval()
+    context = torch.randn(2, 8, 4, 4)
+    features = [torch.randn(2, 6, 16, 16)]
+    assert features[0].is_contiguous()
+    with torch.inference_mode():
+        out = trunk(context, features)
+        detail = trunk.detail_proj(features[0])
+        ctx = torch.nn.functional.interpolate(
+            trunk.context_proj(context), size=(16, 16), mode="bilinear", align_corners=False
+        )
+        reference = torch.nn.functional.gelu(trunk.fuse(detail + ctx))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, reference, atol=1e-5)

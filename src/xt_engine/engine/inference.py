@@ -24,7 +24,7 @@ from xt_engine.errors import Cancelled, ConfigError, InputError
 from xt_engine.io import open_image
 from xt_engine.models import RegionOutputs, XTModel, XTState
 from xt_engine.models.context import BidirectionalContext
-from xt_engine.models.heads import decode_detections
+from xt_engine.models.heads import decode_detections, segmentation_labels
 from xt_engine.outputs import OutputStore
 from xt_engine.tiling import Region, RegionGrid
 
@@ -268,7 +268,7 @@ def _region_events(
     out = []
     batch_labels = batch_probs = None
     if outputs.logits is not None:
-        batch_labels = outputs.logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+        batch_labels = segmentation_labels(outputs.logits).cpu().numpy()
         if probabilities:
             batch_probs = outputs.logits.float().softmax(dim=1).half().cpu().numpy()
     m = regions[0].margin if regions else 0  # overlap: outputs are the centre tiles

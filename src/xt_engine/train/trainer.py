@@ -22,7 +22,7 @@ from xt_engine.config import XTConfig
 from xt_engine.engine.inference import pixel_scale
 from xt_engine.errors import ConfigError
 from xt_engine.models import XTModel, create_model
-from xt_engine.models.heads import decode_detections
+from xt_engine.models.heads import decode_detections, segmentation_labels
 from xt_engine.train.config import TrainConfig
 from xt_engine.train.data import Pair, sample_crop
 from xt_engine.train.detection import (
@@ -166,7 +166,7 @@ def evaluate(
             pixels, rc = crops_to_regions(crops, r)
             out = forward_crops(model, pixels, rc, cfg.chunk_regions, truncate=False)
             if "logits" in out:
-                matrix += confusion(out["logits"].argmax(1), masks_to_regions(masks, r), k)
+                matrix += confusion(segmentation_labels(out["logits"]), masks_to_regions(masks, r), k)
                 continue
             heat = _targets(model, masks)["heat"]
             for i in range(len(heat)):
