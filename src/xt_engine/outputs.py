@@ -28,17 +28,22 @@ from typing import Any
 import numpy as np
 import zarr
 
+from xt_engine.chunk_files import ChunkFiles
 from xt_engine.colors import class_colors
 from xt_engine.config import XTConfig
 from xt_engine.errors import InputError
 from xt_engine.io.source import ImageSource
+from xt_engine.ngff import (
+    ATTENTION_PATH,
+    NGFF_VERSION,
+    PROBABILITIES_PATH,
+    create_attention,
+    create_probabilities,
+)
 from xt_engine.pyramid import LabelPyramid
 from xt_engine.tiling import Region, RegionGrid
 
-NGFF_VERSION = "0.5"
 LABELS_PATH = "labels/segmentation"
-ATTENTION_PATH = "attention"
-PROBABILITIES_PATH = "probabilities"
 DETECTIONS_FILE = "detections.csv"
 DETECTION_COLUMNS = ("region", "y", "x", "class", "class_name", "score", "height", "width")
 
@@ -63,6 +68,10 @@ class OutputStore:
         self.labels = [_array(root, f"{LABELS_PATH}/{k}") for k in range(xt["label_levels"])]
         self.done = _array(root, "xt_done")
         self.pyramid = LabelPyramid(self.labels, grid, np.asarray(self.done[:]))
+        # the hot path: whole chunks as files (None -> zarr slicing; see xt_engine.chunk_files)
+        self._label_files = ChunkFiles.of(self.labels[0])
+        self._done_files = ChunkFiles.of(self.done)
+        self._done_flags = np.asarray(self.done[:], dtype=bool).copy()
         self.attention = root[f"{ATTENTION_PATH}/0"] if ATTENTION_PATH in root else None
         self.attention_stride = int(root.attrs["xt"].get("attention_stride", 0))
         self.probabilities = root[f"{PROBABILITIES_PATH}/0"] if PROBABILITIES_PATH in root else None
@@ -136,9 +145,9 @@ class OutputStore:
             },
         }
         if token_stride:
-            _create_attention(root, shape, token_stride, r, pixel, down, axes)
+            create_attention(root, shape, token_stride, r, pixel, down, axes)
         if probabilities:
-            _create_probabilities(root, shape, len(names), r, pixel, down, axes)
+            create_probabilities(root, shape, len(names), r, pixel, down, axes)
         root.attrs["ome"] = {"version": NGFF_VERSION, "labels": ["segmentation"]}
         root.attrs["xt"] = _provenance(source, level, grid, config, depth) | {
             "attention_stride": token_stride
@@ -205,6 +214,7 @@ class OutputStore:
         one write per strip instead of one per region (zarr's per-call cost dominates); the
         done flags are written last, in one call per contiguous run of indices."""
         strips: list[list[tuple[Region, np.ndarray]]] = []
+        direct: list[Region] = []  # labels written as whole level-0 chunks
         for region, labels, attention, detections, probabilities in items:
             if detections is not None:
                 self._append_detections(region, detections)
@@ -216,6 +226,9 @@ class OutputStore:
             if attention is not None and self.attention is not None:
                 self._write_attention(region, attention)
             if labels is None:
+                continue
+            if self._write_label_chunk(region, labels):
+                direct.append(region)
                 continue
             last = strips[-1][-1][0] if strips else None
             if (
@@ -232,9 +245,33 @@ class OutputStore:
             labels = np.concatenate([lab for _, lab in strip], axis=1)
             h, w = labels.shape
             self.labels[0][first.y0 : first.y0 + h, first.x0 : first.x0 + w] = labels
-        if strips:
-            self.pyramid.update(region for strip in strips for region, _ in strip)
-        indices = sorted(region.index for region, *_ in items)
+        if strips or direct:
+            self.pyramid.update([*direct, *(region for strip in strips for region, _ in strip)])
+        self._mark_done(sorted(region.index for region, *_ in items))
+
+    def _write_label_chunk(self, region: Region, labels: np.ndarray) -> bool:
+        """Write a region's labels as its level-0 chunk file when its tile is exactly one chunk's
+        origin (always, without a ROI off the chunk grid); False: the caller uses zarr."""
+        files = self._label_files
+        if files is None:
+            return False
+        ty, tx = files.chunk_shape
+        if region.y0 % ty or region.x0 % tx or labels.shape[0] > ty or labels.shape[1] > tx:
+            return False
+        files.write((region.y0 // ty, region.x0 // tx), labels)
+        return True
+
+    def _mark_done(self, indices: list[int]) -> None:
+        """Record regions as written: whole chunks of the flags from the copy held here, or one
+        zarr write per contiguous run of indices."""
+        if not indices:
+            return
+        self._done_flags[indices] = True
+        if self._done_files is not None:
+            (size,) = self._done_files.chunk_shape
+            for c in sorted({i // size for i in indices}):
+                self._done_files.write((c,), self._done_flags[c * size : (c + 1) * size])
+            return
         start = 0
         for i in range(1, len(indices) + 1):
             if i == len(indices) or indices[i] != indices[i - 1] + 1:
@@ -313,67 +350,6 @@ def _array(root: zarr.Group, path: str) -> zarr.Array:
     if not isinstance(node, zarr.Array):
         raise KeyError(f"{path} is not an array")  # resume turns it into "is damaged"
     return node
-
-
-def _create_attention(
-    root: zarr.Group,
-    shape: tuple[int, int],
-    stride: int,
-    region_size: int,
-    pixel: tuple[float, float],
-    down: tuple[float, float],
-    axes: list[dict[str, Any]],
-) -> None:
-    """A float16 image at token resolution (one pixel per token: ``stride`` level pixels)."""
-    tokens = region_size // stride
-    root.create_array(
-        f"{ATTENTION_PATH}/0",
-        shape=(-(-shape[0] // stride), -(-shape[1] // stride)),
-        chunks=(tokens, tokens),
-        dtype="float16",
-        fill_value=0,
-        dimension_names=("y", "x"),
-    )
-    scale = [pixel[0] * down[0] * stride, pixel[1] * down[1] * stride]
-    root[ATTENTION_PATH].attrs["ome"] = _single_scale("attention", axes, scale)
-
-
-def _create_probabilities(
-    root: zarr.Group,
-    shape: tuple[int, int],
-    classes: int,
-    tile: int,
-    pixel: tuple[float, float],
-    down: tuple[float, float],
-    axes: list[dict[str, Any]],
-) -> None:
-    """Softmax class probabilities, float16 (K, y, x), one chunk (K, T, T) per output tile."""
-    root.create_array(
-        f"{PROBABILITIES_PATH}/0",
-        shape=(classes, *shape),
-        chunks=(classes, tile, tile),
-        dtype="float16",
-        fill_value=0,
-        dimension_names=("c", "y", "x"),
-    )
-    scale = [1.0, pixel[0] * down[0], pixel[1] * down[1]]
-    channel = {"name": "c", "type": "channel"}
-    root[PROBABILITIES_PATH].attrs["ome"] = _single_scale("probabilities", [channel, *axes], scale)
-
-
-def _single_scale(name: str, axes: list[dict[str, Any]], scale: list[float]) -> dict[str, Any]:
-    """NGFF ``ome`` attributes of an image with one dataset, ``0``."""
-    transform = [{"type": "scale", "scale": scale}]
-    return {
-        "version": NGFF_VERSION,
-        "multiscales": [
-            {
-                "name": name,
-                "axes": axes,
-                "datasets": [{"path": "0", "coordinateTransformations": transform}],
-            }
-        ],
-    }
 
 
 def _provenance(

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import zarr
 
+from xt_engine.chunk_files import ChunkFiles
 from xt_engine.tiling import Region, RegionGrid
 
 __all__ = ["LabelPyramid"]
@@ -36,6 +37,7 @@ class LabelPyramid:
         self.levels = levels
         self.grid = grid
         self.done = np.asarray(done, dtype=bool).reshape(grid.rows, grid.cols).copy()
+        self._files = [ChunkFiles.of(level) for level in levels]  # None: zarr slicing
 
     # -- geometry --------------------------------------------------------------------------
 
@@ -83,6 +85,12 @@ class LabelPyramid:
         per horizontal run of neighbouring chunks."""
         ty, tx = self._chunk(k)
         fine, coarse = self.levels[k - 1], self.levels[k]
+        fine_files, coarse_files = self._files[k - 1], self._files[k]
+        if fine_files is not None and coarse_files is not None and self._chunk(k - 1) == (ty, tx):
+            for cy, cx in sorted(set(chunks)):  # a 2 x 2 block of whole fine chunks each
+                rows = [[fine_files.read((2 * cy + i, 2 * cx + j)) for j in (0, 1)] for i in (0, 1)]
+                coarse_files.write((cy, cx), np.block(rows)[::2, ::2])
+            return
         for cy, cx0, cx1 in _runs(sorted(set(chunks))):
             block = np.asarray(fine[2 * cy * ty : 2 * (cy + 1) * ty, 2 * cx0 * tx : 2 * cx1 * tx])
             sub = block[::2, ::2]

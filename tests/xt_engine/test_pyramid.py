@@ -14,8 +14,9 @@ SHAPE = (1100, 900)
 TILE = 48  # 64 px regions with 8 px overlap step by 48
 
 
-def _levels(depth: int = 3) -> list[zarr.Array]:
-    root = zarr.open_group(zarr.storage.MemoryStore(), mode="w", zarr_format=3)
+def _levels(depth: int = 3, store: object = None) -> list[zarr.Array]:
+    """In memory (zarr slicing), or with a local directory ``store`` (whole chunk files)."""
+    root = zarr.open_group(store or zarr.storage.MemoryStore(), mode="w", zarr_format=3)
     levels, shape = [], SHAPE
     for k in range(depth):
         levels.append(root.create_array(str(k), shape=shape, chunks=(TILE, TILE), dtype="uint8"))
@@ -40,11 +41,13 @@ def _assert_subsampled(levels: list[zarr.Array]) -> None:
         np.testing.assert_array_equal(levels[k][:], level0[:: 2**k, :: 2**k], err_msg=f"level {k}")
 
 
+@pytest.mark.parametrize("store", ["memory", "local"])
 @pytest.mark.parametrize("order", ["raster", "shuffled"])
-def test_every_level_is_level0_subsampled_whatever_the_order(order: str) -> None:
+def test_every_level_is_level0_subsampled_whatever_the_order(order: str, store, tmp_path) -> None:
     rng = np.random.default_rng(0)
-    levels, grid = _levels(), _grid()
+    levels, grid = _levels(store=str(tmp_path / "p.zarr") if store == "local" else None), _grid()
     pyramid = LabelPyramid(levels, grid, np.zeros(len(grid), bool))
+    assert all((f is not None) == (store == "local") for f in pyramid._files)
     indices = np.arange(len(grid))
     if order == "shuffled":
         rng.shuffle(indices)
