@@ -7,6 +7,8 @@ is written lazily (tile by tile, never whole in memory) and, each in a fresh pro
 - ``naive``: the region encoder run on the whole image at once (only up to ``--naive-max``);
 - ``monai``: MONAI's ``sliding_window_inference`` with the same model per window, which needs
   the whole image in memory as a tensor (only up to ``--monai-max``; skipped without MONAI);
+  timed like ``xt`` from the file (reading the image, windows, labels in memory; it writes no
+  store, and its windows carry no context state);
 
 plus, before and after the rows, two ceilings on in-memory batches of random regions (regions/s,
 the ratios use the mean of both measurements): the region
@@ -77,6 +79,7 @@ elif mode == "xt":
                               "gpu_peak_mb": gpu_mb()}))
 elif mode == "monai":
     from monai.inferers import sliding_window_inference
+    t = time.perf_counter()  # like xt's, from the file: reading the whole image is its first step
     source = open_image(path)
     h, w = source.shape_yx(0)
     image = torch.from_numpy(source.read(0, 0, 0, h, w).astype(np.float32) / 255.0)[None]
@@ -84,7 +87,6 @@ elif mode == "monai":
     def predictor(x):  # the same per-region computation as xt (no context kind)
         out, _ = model(x[None], torch.zeros(x.shape[0], 2, dtype=torch.long), state)
         return out.logits
-    t = time.perf_counter()
     with torch.inference_mode():
         logits = sliding_window_inference(image, (r, r), batch, predictor, overlap=0.0)
         labels = segmentation_labels(logits)

@@ -137,6 +137,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             precision=args.precision,
             overlap=args.overlap,
             probabilities=args.probabilities,
+            blend=args.blend,
         )
     )
     print(
@@ -321,7 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="px each region reads beyond its output tile on every side (no seams; costs "
-        "(R/(R-2*overlap))^2 x the regions)",
+        "(R/(R-2*overlap))^2 x the regions); segmentation is blended over that band",
+    )
+    p.add_argument(
+        "--no-blend",
+        dest="blend",
+        action="store_false",
+        help="with --overlap: keep each region's centre tile as is (no blending with neighbours)",
     )
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted --out store of the same run"

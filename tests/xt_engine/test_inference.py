@@ -281,13 +281,13 @@ def test_detection_models_stream_points_to_events_and_a_csv(tmp_path: Path) -> N
 
 
 def test_overlapping_regions_output_the_centre_of_each_window(tmp_path: Path) -> None:
-    """overlap=m: each output tile is the centre of an R px window read m px up and left of it
-    (real neighbouring pixels, zeros outside the image), and the store is tiled by R - 2m."""
+    """overlap=m, no blending: each output tile is the centre of an R px window read m px up and
+    left of it (real neighbouring pixels, zeros outside the image); the store is tiled by R - 2m."""
     image = np.random.default_rng(5).integers(0, 255, (150, 200, 3), dtype=np.uint8)
     model = create_model("test_convnext_none").eval()
     r, m = model.region_size, 16
     out = tmp_path / "overlap.zarr"
-    events = list(run_inference(image, model, output=out, batch_size=3, overlap=m))
+    events = list(run_inference(image, model, output=out, batch_size=3, overlap=m, blend=False))
     step = r - 2 * m
     assert events[0].total == -(-150 // step) * -(-200 // step)
     streamed = _labels_from_events(events, image.shape[:2])

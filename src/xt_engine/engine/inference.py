@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xt_engine.engine.blending import SeamBlender
 from xt_engine.engine.cancel import CancelToken
 from xt_engine.engine.events import Event, Finished, Progress, RegionDone, Started
 from xt_engine.engine.passes import RegionReader, causal_pass, two_pass
@@ -45,6 +46,7 @@ def run_inference(
     precision: str = "auto",
     overlap: int = 0,
     probabilities: bool = False,
+    blend: bool = True,
 ) -> Iterator[Event]:
     """Yield events while running ``model`` over ``image`` (a path, array or ImageSource).
 
@@ -66,6 +68,9 @@ def run_inference(
             it outputs (see :mod:`xt_engine.tiling`): no seams at region borders, at a cost of
             ``(R / (R - 2 overlap))^2`` times the regions. A multiple of half the token stride
             (of the stride itself with ``attention``).
+        blend: with ``overlap``, blend segmentation probabilities over an ``overlap``-px band
+            at the start of each tile with the earlier neighbours' predictions of those pixels
+            (:mod:`xt_engine.engine.blending`); ``False``: each tile is its region's centre crop.
         probabilities: also return (``RegionDone.probabilities``) and store the softmax class
             probabilities as float16 (segmentation models).
     """
@@ -154,12 +159,16 @@ def run_inference(
         )
     )
     writer = BackgroundWriter(store) if store is not None else None
+    segmentation = config.head.task == "segmentation"
+    blender = SeamBlender(grid) if overlap and blend and segmentation else None
     try:
         for regions, outputs in passes:
             if outputs is None:
                 context_done += len(regions)
             else:
-                events = _region_events(model, regions, outputs, attention, probabilities)
+                events = _region_events(
+                    model, regions, outputs, attention, probabilities, blender
+                )
                 if writer is not None:
                     writer.submit(events)
                 yield from events
@@ -262,18 +271,26 @@ def _region_events(
     outputs: RegionOutputs,
     attention: bool,
     probabilities: bool = False,
+    blender: SeamBlender | None = None,
 ) -> list[RegionDone]:
-    """Per-region results of one batch, cropped to each region's valid part."""
+    """Per-region results of one batch, cropped to each region's valid part (segmentation
+    blended with the earlier neighbours' predictions when a ``blender`` is given)."""
     stride = model.region_size // model.token_grid[0]
     out = []
-    batch_labels = batch_probs = None
-    if outputs.logits is not None:
+    batch_labels = batch_probs = windows = None
+    if outputs.logits is not None and blender is not None:
+        windows = outputs.logits.float().softmax(dim=1).cpu().numpy()  # (N, K, R, R)
+    elif outputs.logits is not None:
         batch_labels = segmentation_labels(outputs.logits).cpu().numpy()
         if probabilities:
             batch_probs = outputs.logits.float().softmax(dim=1).half().cpu().numpy()
     m = regions[0].margin if regions else 0  # overlap: outputs are the centre tiles
     for i, region in enumerate(regions):
         labels = detections = region_map = probs = None
+        if windows is not None and blender is not None:
+            blended = blender.blend(region, windows[i])  # (K, h, w)
+            labels = blended.argmax(axis=0).astype(np.uint8)
+            probs = blended.astype(np.float16) if probabilities else None
         if batch_labels is not None:
             labels = batch_labels[i, m : m + region.height, m : m + region.width]
         if batch_probs is not None:
