@@ -1,4 +1,5 @@
-"""Keeping torch's CPU work off napari's GUI thread, even the short bits.
+"""Keeping torch's CPU work off napari's GUI thread, even the short bits; and splitting the GUI
+thread's own setup work into turns of the event loop (:func:`run_in_turns`).
 
 torch's CPU kernels parallelise with OpenMP (libgomp), which keeps one thread pool per thread
 that starts parallel work, alive as long as that thread. Once the GUI thread has run one
@@ -36,3 +37,26 @@ def call_in_fresh_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+TURN_GAP_MS = 15
+
+
+def run_in_turns(steps: list[Callable[[], object]], gap_ms: int = TURN_GAP_MS) -> None:
+    """Run ``steps`` on the GUI thread one per turn of the event loop, each ``gap_ms`` after the
+    previous one ended, so the loop handles input and timers between them. (A 0 ms timer runs
+    before the timers that fell due meanwhile, and timers due together run in one pass: either
+    way two long steps would make one long stall.) A failing step does not stop the rest."""
+    from qtpy.QtCore import QTimer  # here: the sample data's import of this module stays Qt-free
+
+    if not steps:
+        return
+    first, rest = steps[0], steps[1:]
+
+    def step() -> None:
+        try:
+            first()
+        finally:
+            run_in_turns(rest, gap_ms)
+
+    QTimer.singleShot(gap_ms, step)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 from napari.layers import Image, Shapes
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QTimer, Signal
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -37,6 +38,7 @@ from napari_xt._controls import button, combo, hbox, spin
 from napari_xt._inspect import AttentionInspector, RunContext
 from napari_xt._models import ModelChoice
 from napari_xt._results import RunLayers
+from napari_xt._threads import run_in_turns
 from napari_xt._view import SCOPES, SHAPES_PREFIX, auto_level, scope_roi
 from xt_engine import (
     CancelToken,
@@ -51,6 +53,7 @@ from xt_engine.io import ImageSource, source_from_arrays
 from xt_engine.models import list_models
 
 DEFAULT_MODEL = "xt_demo_sar"
+LAYERS_WAIT_S = 2.0  # the worker's longest wait for the GUI to make a run's layers
 PROGRESS_S = 0.5  # progress bar + status line at most 2 Hz: each repaint ~30-50 ms under Xvfb
 
 
@@ -63,6 +66,7 @@ class XTInferenceWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self._worker: Any = None
+        self._layers_ready = threading.Event()  # set when a run's layers exist (see run())
         self._cancel: CancelToken | None = None
         self._pending: RunContext | None = None  # the run started, until its Started event
         self._pending_store = Path()
@@ -298,7 +302,10 @@ class XTInferenceWidget(QWidget):
         self._pending_store = store
         self.status.setText("Starting...")
         self._set_running(True)
-        self._worker = create_worker(_engine_errors_as_events, events, _start_thread=False)
+        self._layers_ready = threading.Event()
+        self._worker = create_worker(
+            _engine_errors_as_events, events, self._layers_ready, _start_thread=False
+        )
         self._worker.yielded.connect(self._on_event)
         self._worker.errored.connect(self._on_error)
         self._worker.finished.connect(self._on_worker_finished)
@@ -309,13 +316,18 @@ class XTInferenceWidget(QWidget):
         assert run is not None
         self.inspector.set_context(run)
         attention = self.attention_check.isChecked()
-        self.results.start(
-            run.image, run.source, run.level, self._pending_store, run.model, attention
-        )
-        # the progress bar repaints at once (~30-50 ms under Xvfb): in a turn of its own, not
-        # on top of the new layer's insertion
-        text = f"Running {first.total} regions at level {run.level}..."
-        QTimer.singleShot(0, lambda: self._show_start(first.total, text))
+        steps: list[Callable[[], object]] = []
+        try:
+            steps = self.results.start(
+                run.image, run.source, run.level, self._pending_store, run.model, attention
+            )
+        finally:
+            # one turn each: the new layers' insertions, then the worker resumes (it waits for
+            # the layers: see _engine_errors_as_events), then the progress bar (a repaint,
+            # ~30-50 ms under Xvfb)
+            text = f"Running {first.total} regions at level {run.level}..."
+            steps += [self._layers_ready.set, lambda: self._show_start(first.total, text)]
+            run_in_turns(steps)
 
     def _show_start(self, total: int, text: str) -> None:
         if self._worker is None:  # the run already ended
@@ -389,10 +401,19 @@ class XTInferenceWidget(QWidget):
         self.cancel_button.setEnabled(running)
 
 
-def _engine_errors_as_events(events: Iterator[object]) -> Iterator[object]:
+def _engine_errors_as_events(
+    events: Iterator[object], layers_ready: threading.Event | None = None
+) -> Iterator[object]:
     """The engine's own errors (bad input, named fix) arrive as events and become one clean
-    notification; anything else still raises through the worker's ``errored`` signal."""
+    notification; anything else still raises through the worker's ``errored`` signal.
+
+    After ``Started`` the worker waits (at most ``LAYERS_WAIT_S``) for ``layers_ready``: napari
+    inserts the new result layers on the GUI thread in one turn (~60-120 ms on this CPU), and
+    with the model's threads busy on both cores that turn took longer than with them idle."""
     try:
-        yield from events
+        for event in events:
+            yield event
+            if layers_ready is not None and isinstance(event, Started):
+                layers_ready.wait(LAYERS_WAIT_S)
     except XTError as err:
         yield err
