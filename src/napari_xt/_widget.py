@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from napari_xt._controls import button, combo, hbox, spin
 from napari_xt._inspect import AttentionInspector, RunContext
 from napari_xt._models import ModelChoice
 from napari_xt._results import RunLayers
-from napari_xt._threads import run_in_turns
+from napari_xt._threads import engine_events, run_in_turns
 from napari_xt._view import SCOPES, SHAPES_PREFIX, auto_level, scope_roi
 from xt_engine import (
     CancelToken,
@@ -53,7 +53,6 @@ from xt_engine.io import ImageSource, source_from_arrays
 from xt_engine.models import list_models
 
 DEFAULT_MODEL = "xt_demo_sar"
-LAYERS_WAIT_S = 2.0  # the worker's longest wait for the GUI to make a run's layers
 PROGRESS_S = 0.5  # progress bar + status line at most 2 Hz: each repaint ~30-50 ms under Xvfb
 
 
@@ -304,7 +303,7 @@ class XTInferenceWidget(QWidget):
         self._set_running(True)
         self._layers_ready = threading.Event()
         self._worker = create_worker(
-            _engine_errors_as_events, events, self._layers_ready, _start_thread=False
+            engine_events, events, self._layers_ready, _start_thread=False
         )
         self._worker.yielded.connect(self._on_event)
         self._worker.errored.connect(self._on_error)
@@ -322,9 +321,9 @@ class XTInferenceWidget(QWidget):
                 run.image, run.source, run.level, self._pending_store, run.model, attention
             )
         finally:
-            # one turn each: the new layers' insertions, then the worker resumes (it waits for
-            # the layers: see _engine_errors_as_events), then the progress bar (a repaint,
-            # ~30-50 ms under Xvfb)
+            # one turn each, after the segmentation layer's insertion: the attention layer's,
+            # then the worker resumes (it waits for the layers: see engine_events),
+            # then the progress bar (a repaint, ~30-50 ms under Xvfb)
             text = f"Running {first.total} regions at level {run.level}..."
             steps += [self._layers_ready.set, lambda: self._show_start(first.total, text)]
             run_in_turns(steps)
@@ -399,21 +398,3 @@ class XTInferenceWidget(QWidget):
                 if control not in (self.cancel_button, self.inspector.button):
                     control.setEnabled(not running)
         self.cancel_button.setEnabled(running)
-
-
-def _engine_errors_as_events(
-    events: Iterator[object], layers_ready: threading.Event | None = None
-) -> Iterator[object]:
-    """The engine's own errors (bad input, named fix) arrive as events and become one clean
-    notification; anything else still raises through the worker's ``errored`` signal.
-
-    After ``Started`` the worker waits (at most ``LAYERS_WAIT_S``) for ``layers_ready``: napari
-    inserts the new result layers on the GUI thread in one turn (~60-120 ms on this CPU), and
-    with the model's threads busy on both cores that turn took longer than with them idle."""
-    try:
-        for event in events:
-            yield event
-            if layers_ready is not None and isinstance(event, Started):
-                layers_ready.wait(LAYERS_WAIT_S)
-    except XTError as err:
-        yield err

@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from napari_xt._threads import run_in_turns
-from napari_xt._widget import _engine_errors_as_events
+from napari_xt._threads import engine_events, run_in_turns
 from xt_engine import Started
 from xt_engine.errors import InputError
 from xt_engine.tiling import RegionGrid
@@ -57,7 +56,7 @@ def test_the_engine_waits_for_the_layers_after_started() -> None:
         raise InputError("bad input", "the fix")
 
     ready = threading.Event()
-    events = _engine_errors_as_events(engine(), ready)
+    events = engine_events(engine(), ready)
     assert isinstance(next(events), Started)
     worker = threading.Thread(target=lambda: computed.append(next(events)))
     worker.start()
