@@ -81,8 +81,9 @@ class LabelPyramid:
     # -- building --------------------------------------------------------------------------
 
     def _build(self, k: int, chunks: Iterable[tuple[int, int]]) -> None:
-        """Subsample level ``k - 1`` into the given chunks of level ``k``, one read and one write
-        per horizontal run of neighbouring chunks."""
+        """Subsample level ``k - 1`` into the given chunks of level ``k``: with chunk files, four
+        fine chunks read and one coarse chunk written per chunk; through zarr, one read and one
+        write per horizontal run of neighbouring chunks (zarr's per-call cost dominates)."""
         ty, tx = self._chunk(k)
         fine, coarse = self.levels[k - 1], self.levels[k]
         fine_files, coarse_files = self._files[k - 1], self._files[k]
