@@ -67,11 +67,11 @@ class OutputStore:
         xt: dict[str, Any] = dict(root.attrs["xt"])  # type: ignore[arg-type]  # zarr's JSON
         self.labels = [_array(root, f"{LABELS_PATH}/{k}") for k in range(xt["label_levels"])]
         self.done = _array(root, "xt_done")
-        self.pyramid = LabelPyramid(self.labels, grid, np.asarray(self.done[:]))
+        self._done_flags = np.asarray(self.done[:], dtype=bool)  # the record, held here too
+        self.pyramid = LabelPyramid(self.labels, grid, self._done_flags)  # (copies it)
         # the hot path: whole chunks as files (None -> zarr slicing; see xt_engine.chunk_files)
         self._label_files = ChunkFiles.of(self.labels[0])
         self._done_files = ChunkFiles.of(self.done)
-        self._done_flags = np.asarray(self.done[:], dtype=bool).copy()
         self.attention = root[f"{ATTENTION_PATH}/0"] if ATTENTION_PATH in root else None
         self.attention_stride = int(root.attrs["xt"].get("attention_stride", 0))
         self.probabilities = root[f"{PROBABILITIES_PATH}/0"] if PROBABILITIES_PATH in root else None
@@ -209,10 +209,10 @@ class OutputStore:
 
     def write_batch(self, items: list[BatchItem]) -> None:
         """Write several regions ``(region, labels, attention, detections, probabilities)`` at
-        once (probabilities (K, h, w) float16, when the store has them): labels of
-        regions side by side in one row are joined into one strip, so each pyramid level takes
-        one write per strip instead of one per region (zarr's per-call cost dominates); the
-        done flags are written last, in one call per contiguous run of indices."""
+        once (probabilities (K, h, w) float16, when the store has them): each region's labels
+        go to level 0 as its chunk file (off the chunk grid: neighbours in a row joined into one
+        strip, one zarr write each), the pyramid builds the coarse chunks they complete, and
+        the done flags are written last."""
         strips: list[list[tuple[Region, np.ndarray]]] = []
         direct: list[Region] = []  # labels written as whole level-0 chunks
         for region, labels, attention, detections, probabilities in items:

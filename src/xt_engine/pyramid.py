@@ -2,8 +2,9 @@
 
 Level ``k >= 1`` is level ``k - 1`` subsampled by 2 (nearest: pixel ``(i, j)`` of level ``k`` is
 pixel ``(i 2^k, j 2^k)`` of level 0), chunked like level 0. A level-``k`` chunk is built once
-every region whose output tile meets it is done: one read of the ``(2 Ty) x (2 Tx)`` block of
-level ``k - 1`` beneath it and one write (runs of neighbouring chunks share the calls). Writing
+every region whose output tile meets it is done, from the ``(2 Ty) x (2 Tx)`` block of level
+``k - 1`` beneath it: four chunk files read and one written (:mod:`xt_engine.chunk_files`), or
+through zarr one read and one write per run of neighbouring chunks. Writing
 each region's subsampled tile to every level instead cost one small zarr call per region and
 level, and zarr's per-call cost made the store ~12% of a CPU run.
 
