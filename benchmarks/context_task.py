@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 from xt_engine import RegionDone, XTConfig, run_inference
-from xt_engine.checkpoint import load_checkpoint
 from xt_engine.synthetic import make_sar_scene
 from xt_engine.train.config import TrainConfig
 from xt_engine.train.data import find_pairs, load_pairs, split_pairs
 from xt_engine.train.metrics import confusion, scores
 from xt_engine.train.recipes import DEMO_SAR, DEMO_SAR_NEAR_SHORE_PX, write_demo_data
 from xt_engine.train.trainer import train
+from xt_engine.weights.checkpoint import load_checkpoint
 
 
 def evaluate(ckpt: Path, seeds: list[int], size: int, vessels: int) -> dict[str, float]:
@@ -74,7 +74,7 @@ MEMORY_CHILD = r"""
 import json, sys
 import numpy as np, torch
 from xt_engine import create_model, run_inference
-from xt_engine.engine.inference import peak_rss_mb
+from xt_engine.runtime.inference import peak_rss_mb
 from xt_engine.synthetic import make_sar_scene
 config, batch = json.loads(sys.argv[1]), int(sys.argv[2])
 model = create_model(config).eval()

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from xt_engine import RegionDone, run_inference
-from xt_engine.loading import load_model
 from xt_engine.synthetic import make_sar_scene
+from xt_engine.weights.loading import load_model
 
 LAND = 1  # the demo model's class 1
 

@@ -36,7 +36,7 @@ CHILD = r"""
 import json, sys, time
 import numpy as np, torch
 from xt_engine import create_model, run_inference, Finished
-from xt_engine.engine.inference import peak_rss_mb
+from xt_engine.runtime.inference import peak_rss_mb
 from xt_engine.io import open_image
 from xt_engine.models import model_config
 from xt_engine.models.heads import segmentation_labels

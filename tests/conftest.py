@@ -40,8 +40,14 @@ def split_weights(tmp_path: Path):
         state = model.state_dict()
         backbone, rest = tmp_path / "backbone.safetensors", tmp_path / "rest.pth"
         prefix = "region_encoder.backbone."
-        save_file({k.removeprefix(prefix): v.contiguous() for k, v in state.items()
-                   if k.startswith(prefix)}, str(backbone))
+        save_file(
+            {
+                k.removeprefix(prefix): v.contiguous()
+                for k, v in state.items()
+                if k.startswith(prefix)
+            },
+            str(backbone),
+        )
         torch.save({k: v for k, v in state.items() if not k.startswith("region_encoder.")}, rest)
         return backbone, rest
 

@@ -15,7 +15,9 @@ def combo(items: list[str], tip: str = "", current: str | None = None) -> QCombo
     return box
 
 
-def spin(low: int, high: int, value: int, step: int = 1, suffix: str = "", tip: str = "") -> QSpinBox:
+def spin(
+    low: int, high: int, value: int, step: int = 1, suffix: str = "", tip: str = ""
+) -> QSpinBox:
     box = QSpinBox()
     box.setRange(low, high)
     box.setValue(value)

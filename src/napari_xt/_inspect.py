@@ -2,7 +2,7 @@
 
 While the toggle is on, a click on the canvas maps the world position to the last run's grid
 (same image, level, ROI and model), computes that region's attention in a worker thread
-(:func:`xt_engine.engine.region_attention.region_attention`) and shows it as an Image layer at
+(:func:`xt_engine.runtime.region_attention.region_attention`) and shows it as an Image layer at
 token resolution, aligned with the image.
 """
 
@@ -19,9 +19,9 @@ from qtpy.QtWidgets import QPushButton
 
 from napari_xt._view import labels_placement
 from xt_engine import XTError
-from xt_engine.engine.region_attention import RegionAttention, region_attention
 from xt_engine.io import ImageSource
 from xt_engine.models import XTModel
+from xt_engine.runtime.region_attention import RegionAttention, region_attention
 from xt_engine.tiling import RegionGrid
 
 INSPECT_LAYER = "xT region attention"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari_xt._threads import call_in_fresh_thread
-from xt_engine.loading import load_model, load_model_parts
 from xt_engine.models import XTModel, list_models
+from xt_engine.weights.loading import load_model, load_model_parts
 
 
 class ModelChoice:

@@ -26,7 +26,7 @@ from xt_engine import RegionDone
 from xt_engine.colors import class_colors
 from xt_engine.io import ImageSource
 from xt_engine.models import XTModel
-from xt_engine.outputs import LABELS_PATH
+from xt_engine.store.result_store import LABELS_PATH
 
 SEGMENTATION_LAYER = "xT segmentation"
 ATTENTION_LAYER = "xT attention"

@@ -31,7 +31,7 @@ def sar_scene_with_results(
 ) -> list[tuple[Any, dict[str, Any], str]]:
     """The synthetic SAR scene, its ground truth and the bundled demo model's segmentation."""
     from xt_engine import RegionDone, XTModel, run_inference
-    from xt_engine.loading import load_model
+    from xt_engine.weights.loading import load_model
 
     layers = sar_scene(size, seed)
     image = layers[0][0]

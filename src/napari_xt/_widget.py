@@ -302,9 +302,7 @@ class XTInferenceWidget(QWidget):
         self.status.setText("Starting...")
         self._set_running(True)
         self._layers_ready = threading.Event()
-        self._worker = create_worker(
-            engine_events, events, self._layers_ready, _start_thread=False
-        )
+        self._worker = create_worker(engine_events, events, self._layers_ready, _start_thread=False)
         self._worker.yielded.connect(self._on_event)
         self._worker.errored.connect(self._on_error)
         self._worker.finished.connect(self._on_worker_finished)

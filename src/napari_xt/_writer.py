@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from xt_engine.ngff import NGFF_VERSION
+from xt_engine.store.ngff import NGFF_VERSION
 
 BAND_ROWS = 2048
 

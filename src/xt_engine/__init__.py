@@ -6,13 +6,13 @@ Public API::
     from xt_engine import open_image, run_inference, CancelToken
 """
 
-from xt_engine.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from xt_engine.config import XTConfig
-from xt_engine.engine import CancelToken, Finished, Progress, RegionDone, Started, run_inference
 from xt_engine.errors import CheckpointError, ConfigError, InputError, XTError
 from xt_engine.io import ImageSource, open_image
 from xt_engine.models import XTModel, create_model, list_models, register_model
+from xt_engine.runtime import CancelToken, Finished, Progress, RegionDone, Started, run_inference
 from xt_engine.tiling import Region, RegionGrid
+from xt_engine.weights.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 
 __version__ = "0.1.0"
 

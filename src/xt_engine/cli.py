@@ -19,7 +19,7 @@ from xt_engine.errors import XTError
 
 def _progress(events: Iterable[object], quiet: bool = False) -> object:
     """Drain a run's events, drawing a one-line progress bar on a terminal; return Finished."""
-    from xt_engine.engine import Finished, Progress
+    from xt_engine.runtime import Finished, Progress
 
     tty = sys.stderr.isatty() and not quiet
     finished = None
@@ -91,7 +91,7 @@ def _model_provenance(spec: str) -> dict[str, object]:
     """The model as named, and the SHA-256 of the weights file behind it, if any."""
     import hashlib
 
-    from xt_engine.loading import bundled_checkpoint
+    from xt_engine.weights.loading import bundled_checkpoint
 
     path = Path(spec) if Path(spec).is_file() else bundled_checkpoint(spec)
     info: dict[str, object] = {"model": spec}
@@ -102,11 +102,11 @@ def _model_provenance(spec: str) -> dict[str, object]:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    from xt_engine.engine import run_inference
     from xt_engine.errors import InputError
     from xt_engine.io import open_image
-    from xt_engine.loading import load_model
+    from xt_engine.runtime import run_inference
     from xt_engine.tiling import box_at_level
+    from xt_engine.weights.loading import load_model
 
     source = open_image(args.image)
     model = load_model(args.model)
@@ -167,8 +167,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_import_xt(args: argparse.Namespace) -> int:
-    from xt_engine.checkpoint import save_checkpoint
-    from xt_engine.xt_import import import_xt_checkpoint
+    from xt_engine.weights.checkpoint import save_checkpoint
+    from xt_engine.weights.xt_import import import_xt_checkpoint
 
     model = import_xt_checkpoint(args.source, backbone=args.backbone, region_size=args.region_size)
     save_checkpoint(model, args.out, extra={"imported_from": str(args.source)})

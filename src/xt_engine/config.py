@@ -19,20 +19,35 @@ CONTEXT_KINDS = ("none", "transformer_xl", "hyper", "mamba", "sliding_window")
 TASKS = ("segmentation", "classification", "detection")
 INPUT_SCALINGS = ("auto", "uint8", "uint16", "float")
 POOLINGS = ("mean", "cls")
+MLP_ACTIVATIONS = ("silu", "gelu")
+POSITION_ORDERS = ("row_col", "col_row")
+TOKEN_ORDERS = ("region", "image")
 
 
 @dataclass
 class TilingConfig:
-    """Nested tokenization: square regions of ``region_size`` px, read in raster order."""
+    """Nested tokenization: square regions of ``region_size`` px, read in raster order.
+
+    ``pad_value``: the value, in scaled [0, 1] input units (before mean/std normalisation), of
+    pixels beyond the image or ROI edge that a border region reads (0: black, e.g. SAR; 1:
+    white, brightfield slides). Tokens whose patch lies wholly in that padding are left out of
+    the context (see :mod:`xt_engine.runtime.schedule`).
+    """
 
     region_size: int = 256
     overlap: int = 0
+    pad_value: float = 0.0
 
     def validate(self) -> None:
         if self.region_size < 32 or self.region_size % 32:
             raise ConfigError(
                 f"tiling.region_size={self.region_size} is not a positive multiple of 32",
                 "use 256 or 512",
+            )
+        if not 0.0 <= self.pad_value <= 1.0:
+            raise ConfigError(
+                f"tiling.pad_value={self.pad_value} is not in [0, 1] (scaled input units)",
+                "use 0 (black, SAR) or 1 (white, brightfield)",
             )
         if not 0 <= self.overlap < self.region_size // 2:
             raise ConfigError(
@@ -93,6 +108,23 @@ class ContextEncoderConfig:
     to every attention score ``-slope_h * distance`` between query and key tokens in the 2-D
     token grid, one learned slope per head and layer (a 2-D ALiBi): heads start local to global
     (e-fold fall-off at 2 ... 128 tokens), so "what lies within k regions" is easy to learn.
+
+    ``chunk_regions`` alone cuts the region sequence into context chunks (never the batch size,
+    the device or a resume point), so a model gives one answer per input.
+
+    Conventions that differ between this project's models and imported xT checkpoints:
+    ``norm_eps`` (RMSNorm eps of transformer_xl layers; xT: 1e-5), ``mlp_activation`` of the
+    gated MLP (``silu``; xT: ``gelu``), ``position_order`` of the 2-D sin-cos embedding's halves
+    (``row_col``; xT/MAE: ``col_row``, the first half encodes the column), ``token_order``
+    (``region``: region by region in raster order, streamable; ``image``: xT's row-major order
+    over the stitched token map of the whole image, which needs the whole sequence in one call).
+    ``max_sequence_tokens``: the longest sequence a whole-sequence model (``token_order`` image,
+    mamba ``layout`` xt) runs in one call; longer inputs are refused, never streamed wrongly.
+
+    ``hyper_*`` (kind ``hyper``): exact attention while memory + chunk has at most
+    ``hyper_exact_threshold`` keys, else the approximation with ``hyper_block_size``,
+    ``hyper_num_samples`` sampled keys and ``hyper_num_hashes`` LSH bits; ``hyper_seed`` seeds
+    the LSH planes and the per-chunk sample generator (same input, same output).
     """
 
     kind: str = "transformer_xl"
@@ -106,6 +138,16 @@ class ContextEncoderConfig:
     final_norm: bool = True
     layout: str = "prenorm"
     distance_bias: bool = False
+    norm_eps: float = 1e-6
+    mlp_activation: str = "silu"
+    position_order: str = "row_col"
+    token_order: str = "region"
+    max_sequence_tokens: int = 65536
+    hyper_exact_threshold: int = 1024
+    hyper_block_size: int = 256
+    hyper_num_samples: int = 256
+    hyper_num_hashes: int = 7
+    hyper_seed: int = 0
 
     def validate(self) -> None:
         if self.kind not in CONTEXT_KINDS:
@@ -137,6 +179,32 @@ class ContextEncoderConfig:
             raise ConfigError(
                 "context_encoder.memory_tokens must be >= 0", "use 0 to disable memory"
             )
+        choices = {
+            "mlp_activation": MLP_ACTIVATIONS,
+            "position_order": POSITION_ORDERS,
+            "token_order": TOKEN_ORDERS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"context_encoder.{name}={getattr(self, name)!r} is unknown",
+                    f"use one of {', '.join(allowed)}",
+                )
+        if not 0.0 < self.norm_eps < 1.0:
+            raise ConfigError(
+                f"context_encoder.norm_eps={self.norm_eps} is not in (0, 1)", "use 1e-6 or 1e-5"
+            )
+        for name in (
+            "max_sequence_tokens",
+            "hyper_exact_threshold",
+            "hyper_block_size",
+            "hyper_num_samples",
+            "hyper_num_hashes",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"context_encoder.{name} must be >= 1", f"set {name} to 1 or more"
+                )
         if self.distance_bias and self.kind != "transformer_xl":
             raise ConfigError(
                 f"context_encoder.distance_bias is not available for kind {self.kind!r}",
@@ -150,7 +218,10 @@ class HeadConfig:
 
     ``pool`` (classification): ``mean`` of all contextualised tokens, or ``cls``, a learned token
     run through the context encoder after the last region (the released xT layout).
-    ``detection_threshold``: minimum centre score of a decoded detection.
+    ``detection_threshold``: minimum centre score of a decoded detection;
+    ``max_detections``: the most detections decoded per region; ``border_iou``: two
+    detections of one class from neighbouring regions whose boxes overlap by more than this
+    IoU are one object straddling the border, reported once (the higher score).
     """
 
     task: str = "segmentation"
@@ -160,6 +231,8 @@ class HeadConfig:
     decoder_dim: int = 64
     pool: str = "mean"
     detection_threshold: float = 0.3
+    max_detections: int = 100
+    border_iou: float = 0.3
 
     def validate(self) -> None:
         if self.task not in TASKS:
@@ -173,6 +246,12 @@ class HeadConfig:
             )
         if self.num_classes < 1:
             raise ConfigError(f"head.num_classes={self.num_classes} < 1", "use 2 or more")
+        if self.max_detections < 1:
+            raise ConfigError(
+                f"head.max_detections={self.max_detections} < 1", "use e.g. 100 per region"
+            )
+        if not 0.0 < self.border_iou <= 1.0:
+            raise ConfigError(f"head.border_iou={self.border_iou} is not in (0, 1]", "use 0.3")
         if self.pool not in POOLINGS:
             raise ConfigError(
                 f"head.pool={self.pool!r} is unknown", f"use one of {', '.join(POOLINGS)}"

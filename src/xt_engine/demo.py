@@ -10,14 +10,14 @@ import numpy as np
 import zarr
 
 from xt_engine.colors import class_colors
-from xt_engine.engine import Finished, run_inference
 from xt_engine.io import source_from_arrays
-from xt_engine.loading import bundled_checkpoint, load_model
-from xt_engine.outputs import LABELS_PATH
 from xt_engine.overview import write_overview
+from xt_engine.runtime import Finished, run_inference
+from xt_engine.store.result_store import LABELS_PATH
 from xt_engine.synthetic import SAR_CLASS_NAMES, make_sar_scene
 from xt_engine.train.metrics import confusion, scores
 from xt_engine.train.recipes import DEMO_SAR, DEMO_SAR_NEAR_SHORE_PX
+from xt_engine.weights.loading import bundled_checkpoint, load_model
 
 
 def run_demo(

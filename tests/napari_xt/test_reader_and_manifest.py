@@ -19,15 +19,21 @@ def test_contributions_import_without_qt() -> None:
         "'PySide2', 'qtpy'})\n"
         "print(','.join(bad))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == ""
 
 
 def _pyramid_tiff(path: Path) -> np.ndarray:
     base = np.random.default_rng(0).integers(0, 255, (512, 640, 3), dtype=np.uint8)
     with tifffile.TiffWriter(path) as tif:
-        tif.write(base, subifds=2, tile=(128, 128), metadata={
-            "axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+        tif.write(
+            base,
+            subifds=2,
+            tile=(128, 128),
+            metadata={"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5},
+        )
         tif.write(base[::2, ::2], subfiletype=1, tile=(128, 128))
         tif.write(base[::4, ::4], subfiletype=1, tile=(64, 64))
     return base
@@ -56,11 +62,22 @@ def test_reader_splits_channels_of_an_ome_zarr(tmp_path: Path) -> None:
     data = np.random.default_rng(1).random((1, 2, 1, 256, 256), dtype=np.float32)
     root.create_array("0", data=data, chunks=(1, 1, 1, 128, 128))
     root.create_array("1", data=data[..., ::2, ::2], chunks=(1, 1, 1, 128, 128))
-    axes = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"},
-            {"name": "z", "type": "space"}, {"name": "y", "type": "space", "unit": "meter"},
-            {"name": "x", "type": "space", "unit": "meter"}]
-    datasets = [{"path": str(k), "coordinateTransformations": [
-        {"type": "scale", "scale": [1, 1, 1, 10.0 * 2**k, 10.0 * 2**k]}]} for k in range(2)]
+    axes = [
+        {"name": "t", "type": "time"},
+        {"name": "c", "type": "channel"},
+        {"name": "z", "type": "space"},
+        {"name": "y", "type": "space", "unit": "meter"},
+        {"name": "x", "type": "space", "unit": "meter"},
+    ]
+    datasets = [
+        {
+            "path": str(k),
+            "coordinateTransformations": [
+                {"type": "scale", "scale": [1, 1, 1, 10.0 * 2**k, 10.0 * 2**k]}
+            ],
+        }
+        for k in range(2)
+    ]
     root.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": datasets}]}
     [(levels, kwargs, _)] = read_image(str(store))
     assert kwargs["channel_axis"] == 0 and kwargs["scale"] == (10.0, 10.0)
@@ -99,21 +116,28 @@ def test_plugin_loads_after_the_viewer_exists() -> None:
         "timm.create_model('test_convnext', features_only=True)\n"
         "print('alive')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0 and "alive" in result.stdout, result.stderr[-2000:]
 
 
 @pytest.mark.gui
-def test_writers_save_labels_as_ome_zarr_and_points_as_csv(make_napari_viewer, tmp_path: Path) -> None:
+def test_writers_save_labels_as_ome_zarr_and_points_as_csv(
+    make_napari_viewer, tmp_path: Path
+) -> None:
     import csv
 
     from xt_engine.io import open_image
 
     viewer = make_napari_viewer(show=False)
     labels = np.random.default_rng(0).integers(0, 4, (300, 200), dtype=np.uint8)
-    layer = viewer.add_labels(labels, name="seg", scale=(0.5, 0.5),
-                              features={"index": [0, 1, 2, 3], "class": ["bg", "a", "b", "c"]})
+    layer = viewer.add_labels(
+        labels,
+        name="seg",
+        scale=(0.5, 0.5),
+        features={"index": [0, 1, 2, 3], "class": ["bg", "a", "b", "c"]},
+    )
     out = str(tmp_path / "seg.zarr")
     assert layer.save(out, plugin="napari-xt") == [out]
     source = open_image(out)
@@ -122,8 +146,11 @@ def test_writers_save_labels_as_ome_zarr_and_points_as_csv(make_napari_viewer, t
     attrs = zarr.open_group(out, mode="r").attrs["ome"]
     assert attrs["image-label"]["properties"][2] == {"label-value": 2, "class": "b"}
 
-    points = viewer.add_points(np.array([[10.0, 20.0], [30.5, 40.25]]), name="dets",
-                               features={"class": ["ship", "ship"], "score": [0.9, 0.5]})
+    points = viewer.add_points(
+        np.array([[10.0, 20.0], [30.5, 40.25]]),
+        name="dets",
+        features={"class": ["ship", "ship"], "score": [0.9, 0.5]},
+    )
     csv_path = str(tmp_path / "dets.csv")
     assert points.save(csv_path, plugin="napari-xt") == [csv_path]
     with open(csv_path) as handle:

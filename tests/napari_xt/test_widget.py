@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from xt_engine import RegionDone, run_inference
-from xt_engine.loading import load_model
+from xt_engine.weights.loading import load_model
 
 pytestmark = pytest.mark.gui
 
@@ -62,7 +62,9 @@ def test_widget_runs_and_paints_labels(make_napari_viewer, qtbot, artifacts_dir:
 
     assert _run(widget, qtbot) is False
     labels = viewer.layers["xT segmentation"]
-    np.testing.assert_array_equal(_labels_level0(labels), _expected_labels(image[0], "xt_demo_sar", 4))
+    np.testing.assert_array_equal(
+        _labels_level0(labels), _expected_labels(image[0], "xt_demo_sar", 4)
+    )
     assert labels.features["class"].tolist()[:2] == ["background", "land"]
     assert labels.visible  # inserted hidden, shown with the first painted results
     assert widget.progress.value() == widget.progress.maximum() == 16  # 512 px / 128 px regions
@@ -74,7 +76,9 @@ def test_widget_runs_and_paints_labels(make_napari_viewer, qtbot, artifacts_dir:
     assert _run(widget, qtbot) is False
     heat = viewer.layers["xT attention"]
     assert heat.data.shape == (16, 16)  # one pixel per token: 512 px / stride 32
-    assert (heat.data > 0).mean() > 0.9 and heat.contrast_limits[1] == pytest.approx(heat.data.max())
+    assert (heat.data > 0).mean() > 0.9 and heat.contrast_limits[1] == pytest.approx(
+        heat.data.max()
+    )
     np.testing.assert_allclose(heat.scale[-2:], [32, 32])
     assert [layer.name for layer in viewer.layers].count("xT segmentation") == 1
     # the reused layer is held unwrapped (the plugin's viewer proxies layers; private hooks on a
@@ -273,8 +277,9 @@ def test_detection_model_adds_points(make_napari_viewer, qtbot, tmp_path: Path) 
         model.head.heatmap.bias.copy_(torch.tensor([-9.0, 6.0, -9.0]))  # class 1 everywhere
     checkpoint = save_checkpoint(model, tmp_path / "det.safetensors")
     viewer = make_napari_viewer(show=True)
-    viewer.add_image(np.random.default_rng(0).integers(0, 255, (128, 192, 3), np.uint8),
-                     rgb=True, name="rgb")
+    viewer.add_image(
+        np.random.default_rng(0).integers(0, 255, (128, 192, 3), np.uint8), rgb=True, name="rgb"
+    )
     widget = _dock(viewer)
     widget.model_combo.addItem(str(checkpoint))
     widget.model_combo.setCurrentText(str(checkpoint))
@@ -332,9 +337,7 @@ def test_scope_from_a_shapes_layer(make_napari_viewer, qtbot) -> None:
     assert "has no shape over the image" in widget.status.text()
 
 
-def test_architecture_with_separate_weight_files(
-    make_napari_viewer, qtbot, split_weights
-) -> None:
+def test_architecture_with_separate_weight_files(make_napari_viewer, qtbot, split_weights) -> None:
     import torch
 
     from xt_engine import create_model

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from xt_engine import create_model, run_inference
-from xt_engine.engine.blending import SeamBlender
-from xt_engine.engine.events import RegionDone
+from xt_engine.runtime.blending import SeamBlender
+from xt_engine.runtime.events import RegionDone
 from xt_engine.tiling import RegionGrid
 
 SHAPE, R, M = (150, 230), 64, 16

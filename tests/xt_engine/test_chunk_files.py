@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import zarr
 
-from xt_engine.chunk_files import ChunkFiles
 from xt_engine.io import open_image
 from xt_engine.models import model_config
-from xt_engine.outputs import OutputStore
+from xt_engine.store.chunk_files import ChunkFiles
+from xt_engine.store.result_store import OutputStore
 from xt_engine.tiling import RegionGrid
 
 
@@ -87,7 +87,9 @@ def test_store_fast_path_equals_zarr_slicing(tmp_path, roi) -> None:
         batch = regions[start : start + 5]
         labels = [rng.integers(0, 3, (r.height, r.width), np.uint8) for r in batch]
         for store in stores:
-            store.write_batch([(r, lab, None, None, None) for r, lab in zip(batch, labels, strict=True)])
+            store.write_batch(
+                [(r, lab, None, None, None) for r, lab in zip(batch, labels, strict=True)]
+            )
     fast, reference = stores
     assert len(fast.labels) == len(reference.labels) >= 2
     for k, (a, b) in enumerate(zip(fast.labels, reference.labels, strict=True)):

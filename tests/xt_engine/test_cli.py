@@ -13,8 +13,9 @@ from xt_engine.cli import main
 
 
 def _xt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xt_engine.cli", *args], capture_output=True,
-                          text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "xt_engine.cli", *args], capture_output=True, text=True
+    )
 
 
 def test_help_lists_the_commands() -> None:
@@ -39,7 +40,9 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> Non
     assert result.returncode == 2 and "does not exist" in result.stderr
 
 
-def test_demo_writes_zarr_png_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_writes_zarr_png_and_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["demo", "--size", "512", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for field in ("image", "regions", "seconds", "regions/s", "peak memory"):
@@ -84,8 +87,25 @@ def test_infer_writes_a_complete_store_for_a_level0_roi(
     small_tiff: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out.zarr"
-    assert main(["infer", str(small_tiff), "--model", "xt_demo_sar", "--out", str(out), "--attention",
-                 "--roi", "10", "20", "150", "180"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                str(small_tiff),
+                "--model",
+                "xt_demo_sar",
+                "--out",
+                str(out),
+                "--attention",
+                "--roi",
+                "10",
+                "20",
+                "150",
+                "180",
+            ]
+        )
+        == 0
+    )
     root = zarr.open_group(str(out), mode="r")
     assert root.attrs["xt"]["complete"] is True and root.attrs["xt"]["roi"] == [10, 20, 150, 180]
     assert root["attention/0"].shape == (10, 7)  # 300 x 200 px at one pixel per 32 px token
@@ -113,12 +133,18 @@ def test_infer_bad_inputs_exit_2_with_the_fix(
     _fails([*infer, str(small_tiff), "--roi", "0", "0", "400", "10"], capsys, "outside the image")
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    _fails(["infer", str(small_tiff), "--model", "xt_demo_sar", "--out",
-            str(blocker / "o.zarr")], capsys, "cannot write to")
+    _fails(
+        ["infer", str(small_tiff), "--model", "xt_demo_sar", "--out", str(blocker / "o.zarr")],
+        capsys,
+        "cannot write to",
+    )
     fake = tmp_path / "weights.safetensors"
     fake.write_text("nope")
-    _fails(["infer", str(small_tiff), "--model", str(fake), "--out", out], capsys,
-           "not a napari-xt checkpoint")
+    _fails(
+        ["infer", str(small_tiff), "--model", str(fake), "--out", out],
+        capsys,
+        "not a napari-xt checkpoint",
+    )
     assert not (tmp_path / "o.zarr").exists()  # nothing half-written that looks complete
 
 
@@ -129,11 +155,23 @@ def test_ctrl_c_exits_130_and_resume_completes(tmp_path: Path) -> None:
     import tifffile
 
     image = tmp_path / "big.tif"
-    tifffile.imwrite(image, np.random.default_rng(0).integers(0, 255, (3072, 3072), np.uint8),
-                     tile=(256, 256))
+    tifffile.imwrite(
+        image, np.random.default_rng(0).integers(0, 255, (3072, 3072), np.uint8), tile=(256, 256)
+    )
     out = tmp_path / "big.zarr"
-    cmd = [sys.executable, "-m", "xt_engine.cli", "infer", str(image), "--model", "xt_demo_sar",
-           "--out", str(out), "--batch-size", "4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "xt_engine.cli",
+        "infer",
+        str(image),
+        "--model",
+        "xt_demo_sar",
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until regions are being written

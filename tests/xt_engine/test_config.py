@@ -54,6 +54,7 @@ def test_minimal_dict_accepts_every_context_kind(kind: str) -> None:
     model = create_model({**MINIMAL, "context_encoder": {"kind": kind}}).eval()
     assert model.config.context_encoder.kind == kind
     with torch.inference_mode():
-        out, _ = model(torch.rand(1, 2, 3, 256, 256), torch.tensor([[0, 0], [0, 1]]),
-                       model.init_state())
+        out, _ = model(
+            torch.rand(1, 2, 3, 256, 256), torch.tensor([[0, 0], [0, 1]]), model.init_state()
+        )
     assert out.logits.shape == (2, 4, 256, 256)

@@ -59,8 +59,12 @@ def test_attention_export_per_region(kind: str) -> None:
     cfg = model_config("test_convnext_txl").to_dict()
     cfg["context_encoder"]["kind"] = kind
     model = create_model(cfg).eval()
-    out, _ = model(torch.rand(1, 3, 3, 64, 64), torch.tensor([[0, 0], [0, 1], [0, 2]]),
-                   model.init_state(), need_attention=True)
+    out, _ = model(
+        torch.rand(1, 3, 3, 64, 64),
+        torch.tensor([[0, 0], [0, 1], [0, 2]]),
+        model.init_state(),
+        need_attention=True,
+    )
     gh, gw = model.token_grid
     assert out.attention.shape == (3, gh, gw)
     assert torch.isfinite(out.attention).all() and (out.attention >= 0).all()

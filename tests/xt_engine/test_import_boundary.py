@@ -5,7 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
-GUI_ROOTS = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt", "vispy")
+GUI_ROOTS = (
+    "napari",
+    "qtpy",
+    "PyQt5",
+    "PyQt6",
+    "PySide2",
+    "PySide6",
+    "magicgui",
+    "superqt",
+    "vispy",
+)
 
 
 def test_engine_imports_no_gui_modules() -> None:
@@ -14,5 +24,7 @@ def test_engine_imports_no_gui_modules() -> None:
         f"bad = sorted({{m.split('.')[0] for m in sys.modules}} & set({GUI_ROOTS!r}))\n"
         "print(','.join(bad))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "", f"xt_engine imported GUI modules: {result.stdout}"

@@ -18,7 +18,7 @@ from xt_engine import (
     open_image,
     run_inference,
 )
-from xt_engine.outputs import LABELS_PATH
+from xt_engine.store.result_store import LABELS_PATH
 
 
 def _labels_from_events(events: list, shape: tuple[int, int]) -> np.ndarray:
@@ -37,8 +37,11 @@ def _reference_labels(model, image: np.ndarray) -> np.ndarray:
     rows, cols = -(-h // r), -(-w // r)
     padded = np.zeros((rows * r, cols * r, image.shape[2]), dtype=np.float32)
     padded[:h, :w] = image / 255.0
-    regions = [padded[i * r : (i + 1) * r, j * r : (j + 1) * r].transpose(2, 0, 1)
-               for i in range(rows) for j in range(cols)]
+    regions = [
+        padded[i * r : (i + 1) * r, j * r : (j + 1) * r].transpose(2, 0, 1)
+        for i in range(rows)
+        for j in range(cols)
+    ]
     rc = torch.tensor([[i, j] for i in range(rows) for j in range(cols)])
     with torch.inference_mode():
         out, _ = model(torch.from_numpy(np.stack(regions))[None], rc, model.init_state(1))
@@ -50,7 +53,9 @@ def _reference_labels(model, image: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("batch_size", [1, 4])
-def test_streamed_labels_equal_a_whole_image_forward(rgb_image: np.ndarray, batch_size: int) -> None:
+def test_streamed_labels_equal_a_whole_image_forward(
+    rgb_image: np.ndarray, batch_size: int
+) -> None:
     model = create_model("test_convnext_txl").eval()  # memory 512 >= all 12 regions x 4 tokens
     events = list(run_inference(rgb_image, model, batch_size=batch_size))
     assert isinstance(events[0], Started) and events[0].total == 12
@@ -111,8 +116,11 @@ def test_roi_and_strip_images() -> None:
     assert all(e.labels.shape[0] == 1 for e in events if isinstance(e, RegionDone))
     image = np.zeros((300, 300, 3), np.uint8)
     events = list(run_inference(image, model, roi=(10, 20, 100, 90)))
-    boxes = [(e.region.y0, e.region.x0, e.region.y1, e.region.x1) for e in events
-             if isinstance(e, RegionDone)]
+    boxes = [
+        (e.region.y0, e.region.x0, e.region.y1, e.region.x1)
+        for e in events
+        if isinstance(e, RegionDone)
+    ]
     assert boxes == [(10, 20, 74, 84), (10, 84, 74, 90), (74, 20, 100, 84), (74, 84, 100, 90)]
 
 
@@ -123,25 +131,48 @@ def test_open_image_reads_tiff_pyramids_and_ome_zarr(tmp_path: Path) -> None:
     base = rng.integers(0, 255, (256, 320, 3), dtype=np.uint8)
     path = tmp_path / "pyramid.ome.tif"
     with tifffile.TiffWriter(path) as tif:
-        tif.write(base, subifds=1, tile=(64, 64), metadata={"axes": "YXS",
-                  "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+        tif.write(
+            base,
+            subifds=1,
+            tile=(64, 64),
+            metadata={"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5},
+        )
         tif.write(base[::2, ::2], subfiletype=1, tile=(64, 64))
     source = open_image(path)
     assert source.axes == "yxc" and source.num_levels == 2 and source.num_channels == 3
     assert source.shape_yx(1) == (128, 160) and source.pixel_size == (0.5, 0.5)
-    np.testing.assert_array_equal(source.read(0, 10, 20, 30, 50), base[10:30, 20:50].transpose(2, 0, 1))
+    np.testing.assert_array_equal(
+        source.read(0, 10, 20, 30, 50), base[10:30, 20:50].transpose(2, 0, 1)
+    )
 
     store = tmp_path / "image.ome.zarr"
     root = zarr.open_group(str(store), mode="w", zarr_format=3)
     root.create_array("s0", data=base.transpose(2, 0, 1)[None], chunks=(1, 1, 64, 64))
-    root.attrs["ome"] = {"version": "0.5", "multiscales": [{
-        "axes": [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"},
-                 {"name": "y", "type": "space", "unit": "micrometer"},
-                 {"name": "x", "type": "space", "unit": "micrometer"}],
-        "datasets": [{"path": "s0", "coordinateTransformations": [
-            {"type": "scale", "scale": [1, 1, 0.25, 0.25]}]}]}]}
+    root.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "axes": [
+                    {"name": "t", "type": "time"},
+                    {"name": "c", "type": "channel"},
+                    {"name": "y", "type": "space", "unit": "micrometer"},
+                    {"name": "x", "type": "space", "unit": "micrometer"},
+                ],
+                "datasets": [
+                    {
+                        "path": "s0",
+                        "coordinateTransformations": [
+                            {"type": "scale", "scale": [1, 1, 0.25, 0.25]}
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
     source = open_image(store)
-    assert source.axes == "cyx" and source.pixel_size == (0.25, 0.25) and source.unit == "micrometer"
+    assert (
+        source.axes == "cyx" and source.pixel_size == (0.25, 0.25) and source.unit == "micrometer"
+    )
     np.testing.assert_array_equal(source.read(0, 0, 0, 5, 7), base[:5, :7].transpose(2, 0, 1))
 
 
@@ -183,15 +214,19 @@ def test_attention_is_exported_to_events_and_store(
     assert stored.shape == (5, 7)  # ceil(150 / 32), ceil(200 / 32)
     for event in done:
         r = event.region
-        block = stored[r.y0 // 32 : r.y0 // 32 + event.attention.shape[0],
-                       r.x0 // 32 : r.x0 // 32 + event.attention.shape[1]]
+        block = stored[
+            r.y0 // 32 : r.y0 // 32 + event.attention.shape[0],
+            r.x0 // 32 : r.x0 // 32 + event.attention.shape[1],
+        ]
         np.testing.assert_allclose(block, event.attention, rtol=1e-2, atol=1e-3)
     assert stored.max() > 0 and np.isfinite(stored).all()
     without = [e for e in run_inference(rgb_image, model) if isinstance(e, RegionDone)]
     assert without[0].attention is None
 
 
-@pytest.mark.parametrize("name", ["test_convnext_txl", "test_convnext_none", "test_convnext_txl_bidir"])
+@pytest.mark.parametrize(
+    "name", ["test_convnext_txl", "test_convnext_none", "test_convnext_txl_bidir"]
+)
 def test_resume_after_cancel_equals_an_uninterrupted_run(
     rgb_image: np.ndarray, tmp_path: Path, name: str
 ) -> None:
@@ -261,13 +296,17 @@ def test_detection_models_stream_points_to_events_and_a_csv(tmp_path: Path) -> N
 
     model.head.forward = fixed_peaks
     out = tmp_path / "det.zarr"
-    events = [e for e in run_inference(pyramid, model, output=out, level=1)
-              if isinstance(e, RegionDone)]
+    events = [
+        e for e in run_inference(pyramid, model, output=out, level=1) if isinstance(e, RegionDone)
+    ]
     assert all(e.labels is None for e in events)
     rows = np.concatenate([e.detections for e in events])
     # one detection per region whose cell (3, 5) lies inside the image at level 1 (100 x 130)
-    expected = [(r.y0 + 14.0, r.x0 + 22.0) for r in (e.region for e in events)
-                if 14 < r.height and 22 < r.width]
+    expected = [
+        (r.y0 + 14.0, r.x0 + 22.0)
+        for r in (e.region for e in events)
+        if 14 < r.height and 22 < r.width
+    ]
     assert sorted(map(tuple, rows[:, :2].tolist())) == sorted(expected)
     assert set(rows[:, 2].tolist()) == {2.0}
     with (out / "detections.csv").open() as handle:
@@ -293,7 +332,9 @@ def test_overlapping_regions_output_the_centre_of_each_window(tmp_path: Path) ->
     streamed = _labels_from_events(events, image.shape[:2])
     assert (streamed != 255).all()
     padded = np.zeros((150 + 2 * r, 200 + 2 * r, 3), np.float32)
-    padded[m : m + 150, m : m + 200] = image.astype(np.float32) * np.float32(1 / 255)  # row y -> y + m
+    padded[m : m + 150, m : m + 200] = image.astype(np.float32) * np.float32(
+        1 / 255
+    )  # row y -> y + m
     for event in events:
         if not isinstance(event, RegionDone):
             continue
@@ -302,8 +343,9 @@ def test_overlapping_regions_output_the_centre_of_each_window(tmp_path: Path) ->
         with torch.inference_mode():
             pixels = torch.from_numpy(window)[None, None].contiguous()
             # token positions stay physical: region origins are step / token stride tokens apart
-            ref, _ = model(pixels, torch.tensor([[g.row, g.col]]), model.init_state(1),
-                           step_tokens=step // 32)
+            ref, _ = model(
+                pixels, torch.tensor([[g.row, g.col]]), model.init_state(1), step_tokens=step // 32
+            )
         expected = ref.logits[0].argmax(0).numpy()[m : m + g.height, m : m + g.width]
         np.testing.assert_array_equal(event.labels, expected)
     root = zarr.open_group(str(out), mode="r")
@@ -357,8 +399,11 @@ def test_classification_streams_to_the_image_class(tmp_path: Path, pool: str) ->
     r = model.region_size
     padded = np.zeros((3 * r, 4 * r, 3), np.float32)
     padded[:150, :200] = image.astype(np.float32) * np.float32(1 / 255)
-    regions = [padded[i * r : (i + 1) * r, j * r : (j + 1) * r].transpose(2, 0, 1)
-               for i in range(3) for j in range(4)]
+    regions = [
+        padded[i * r : (i + 1) * r, j * r : (j + 1) * r].transpose(2, 0, 1)
+        for i in range(3)
+        for j in range(4)
+    ]
     rc = torch.tensor([[i, j] for i in range(3) for j in range(4)])
     with torch.inference_mode():
         _, state = model(torch.from_numpy(np.stack(regions))[None], rc, model.init_state(1))

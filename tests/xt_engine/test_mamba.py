@@ -422,5 +422,6 @@ def test_implicit_attention_reproduces_the_scan_output() -> None:
         y, _ = selective_scan_reference(u, delta, A, B, C, delta_softplus=False)
         alpha[..., s] = y  # column s: response at every t to a unit input at s
     expected = alpha.abs().mean(dim=1)
-    torch.testing.assert_close(implicit_attention(delta, A, B, C, channel_block=2), expected,
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        implicit_attention(delta, A, B, C, channel_block=2), expected, atol=1e-5, rtol=1e-4
+    )

@@ -74,7 +74,9 @@ def test_contract_chunks_with_state_equal_one_chunk(name: str) -> None:
         torch.cat([p.tokens for p in parts], dim=1), whole.tokens, atol=1e-5, rtol=1e-5
     )
     if cfg.head.task == "classification":
-        torch.testing.assert_close(model.finish(state), model.finish(whole_state), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            model.finish(state), model.finish(whole_state), atol=1e-5, rtol=1e-5
+        )
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -82,14 +84,20 @@ def test_contract_gradients_reach_every_trainable_part(name: str) -> None:
     model = create_model(name).train()
     cfg = model.config
     r, c = cfg.tiling.region_size, cfg.region_encoder.in_chans
-    out, state = model(torch.rand(1, 2, c, r, r), torch.tensor([[0, 0], [0, 1]]), model.init_state())
+    out, state = model(
+        torch.rand(1, 2, c, r, r), torch.tensor([[0, 0], [0, 1]]), model.init_state()
+    )
     if cfg.head.task == "classification":
         loss = model.finish(state).square().mean()
     else:
-        loss = sum(v.square().mean() for v in (out.logits, out.heatmap, out.log_size) if v is not None)
+        loss = sum(
+            v.square().mean() for v in (out.logits, out.heatmap, out.log_size) if v is not None
+        )
     loss.backward()
     for part in ("region_encoder", "input_proj", "context_encoder", "head"):
-        grads = [p.grad for n, p in model.named_parameters() if n.startswith(part) and p.requires_grad]
+        grads = [
+            p.grad for n, p in model.named_parameters() if n.startswith(part) and p.requires_grad
+        ]
         if part == "context_encoder" and cfg.context_encoder.kind == "none":
             continue
         assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), part
@@ -160,7 +168,7 @@ def test_config_dataclass_is_what_the_checkpoint_stores(tmp_path: Path) -> None:
 def test_architecture_plus_two_weight_files_rebuilds_the_model(
     tmp_path: Path, split_weights
 ) -> None:
-    from xt_engine.loading import load_model_parts
+    from xt_engine.weights.loading import load_model_parts
 
     torch.manual_seed(5)
     source = create_model("test_convnext_txl").eval()

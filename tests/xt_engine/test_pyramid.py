@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import zarr
 
-from xt_engine.pyramid import LabelPyramid
+from xt_engine.store.pyramid import LabelPyramid
 from xt_engine.tiling import RegionGrid
 
 SHAPE = (1100, 900)
@@ -95,7 +95,7 @@ def test_a_cancelled_and_resumed_run_leaves_a_consistent_pyramid(tmp_path) -> No
     import torch
 
     from xt_engine import CancelToken, Progress, create_model, run_inference
-    from xt_engine.outputs import LABELS_PATH
+    from xt_engine.store.result_store import LABELS_PATH
 
     image = np.random.default_rng(3).integers(0, 255, (1040, 600, 3), dtype=np.uint8)
     torch.manual_seed(4)  # weights that give classes 1 and 2 on this noise (seed 0: all 0)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from xt_engine import ConfigError, create_model
-from xt_engine.engine.region_attention import region_attention
 from xt_engine.models.registry import model_config
+from xt_engine.runtime.region_attention import region_attention
 
 
 @pytest.fixture

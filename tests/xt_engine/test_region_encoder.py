@@ -21,11 +21,15 @@ from xt_engine.models.registry import model_config
     ],
 )
 def test_families_give_nchw_pyramids(name: str, in_chans: int) -> None:
-    encoder = RegionEncoder(RegionEncoderConfig(name=name, in_chans=in_chans), region_size=64).eval()
+    encoder = RegionEncoder(
+        RegionEncoderConfig(name=name, in_chans=in_chans), region_size=64
+    ).eval()
     with torch.inference_mode():
         features = encoder(torch.rand(2, in_chans, 64, 64))
     assert len(features) == len(encoder.channels) == len(encoder.reductions)
-    for feature, channels, reduction in zip(features, encoder.channels, encoder.reductions, strict=True):
+    for feature, channels, reduction in zip(
+        features, encoder.channels, encoder.reductions, strict=True
+    ):
         assert feature.shape == (2, channels, 64 // reduction, 64 // reduction)
 
 

@@ -9,8 +9,15 @@ from xt_engine.tiling import token_positions
 
 @pytest.mark.parametrize(
     ("shape", "size"),
-    [((1, 1), 64), ((1, 1000), 64), ((1000, 1), 64), ((150, 200), 64), ((256, 256), 64),
-     ((257, 511), 128), ((999, 1001), 256)],
+    [
+        ((1, 1), 64),
+        ((1, 1000), 64),
+        ((1000, 1), 64),
+        ((150, 200), 64),
+        ((256, 256), 64),
+        ((257, 511), 128),
+        ((999, 1001), 256),
+    ],
 )
 def test_regions_cover_the_image_exactly_once(shape: tuple[int, int], size: int) -> None:
     grid = RegionGrid.for_image(shape, size)
@@ -80,7 +87,10 @@ def test_overlapping_regions_output_tiles_that_cover_the_image_once(
     hits = np.zeros(shape, dtype=np.int32)
     for region in grid:
         assert region.size == size and region.margin == overlap
-        assert (region.read_y0, region.read_x0) == (region.row * step - overlap, region.col * step - overlap)
+        assert (region.read_y0, region.read_x0) == (
+            region.row * step - overlap,
+            region.col * step - overlap,
+        )
         assert 0 < region.height <= step and 0 < region.width <= step
         hits[region.y0 : region.y1, region.x0 : region.x1] += 1
     assert (hits == 1).all()

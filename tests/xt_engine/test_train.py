@@ -21,8 +21,15 @@ TINY_CONFIG = {
     "region_encoder": {"name": "test_convnext", "in_chans": 1},
     "context_encoder": {"kind": "transformer_xl", "dim": 32, "depth": 1},
     "head": {"task": "segmentation", "num_classes": 4},
-    "train": {"crop_size": 128, "batch_size": 2, "max_steps": 4, "val_every": 2,
-              "val_crops": 2, "chunk_regions": 2, "lr": 1e-3},
+    "train": {
+        "crop_size": 128,
+        "batch_size": 2,
+        "max_steps": 4,
+        "val_every": 2,
+        "val_crops": 2,
+        "chunk_regions": 2,
+        "lr": 1e-3,
+    },
 }
 
 
@@ -96,8 +103,19 @@ def test_xt_train_writes_a_checkpoint_that_infers_and_resumes(
     config.write_text(json.dumps(TINY_CONFIG))
     out = tmp_path / "model.safetensors"
     images, masks = data_dirs
-    args = ["train", "--images", str(images), "--masks", str(masks), "--config", str(config),
-            "--out", str(out), "--seed", "3"]
+    args = [
+        "train",
+        "--images",
+        str(images),
+        "--masks",
+        str(masks),
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--seed",
+        "3",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "step 4" in printed and "val F1" in printed
@@ -122,8 +140,20 @@ def test_train_errors_name_the_fix(tmp_path: Path, data_dirs: tuple[Path, Path])
     config = tmp_path / "bad.json"
     config.write_text(json.dumps(bad))
     with pytest.raises(ConfigError, match="multiple of the region size"):
-        main(["--debug", "train", "--images", str(data_dirs[0]), "--masks", str(data_dirs[1]),
-              "--config", str(config), "--out", str(tmp_path / "m.safetensors")])
+        main(
+            [
+                "--debug",
+                "train",
+                "--images",
+                str(data_dirs[0]),
+                "--masks",
+                str(data_dirs[1]),
+                "--config",
+                str(config),
+                "--out",
+                str(tmp_path / "m.safetensors"),
+            ]
+        )
 
 
 def _average_in_two_processes(rank: int, port: int, out: str) -> None:
@@ -167,16 +197,34 @@ def test_torchrun_two_cpu_processes_train(data_dirs: tuple[Path, Path], tmp_path
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps(dict(TINY_CONFIG, train={**TINY_CONFIG["train"], "max_steps": 2})))
     out = tmp_path / "ddp.safetensors"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "xt_engine.cli", "train", "--images", str(data_dirs[0]), "--masks",
-           str(data_dirs[1]), "--config", str(config), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "xt_engine.cli",
+        "train",
+        "--images",
+        str(data_dirs[0]),
+        "--masks",
+        str(data_dirs[1]),
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training in 2 process(es)" in result.stdout and "step 2" in result.stdout
     assert load_checkpoint(out).config.region_encoder.name == "test_convnext"
 
 
-def test_demo_recipe_runs_for_a_few_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_recipe_runs_for_a_few_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from xt_engine.models.registry import model_config
 
     out = tmp_path / "demo.safetensors"
@@ -192,11 +240,26 @@ def test_cuda_training_with_bf16_autocast(data_dirs: tuple[Path, Path], tmp_path
     """On a GPU `xt train --device cuda` trains under bf16 autocast and writes a finite float32
     checkpoint that loads on the CPU."""
     config = tmp_path / "cfg.json"
-    config.write_text(json.dumps({**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "max_steps": 8}}))
+    config.write_text(
+        json.dumps({**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "max_steps": 8}})
+    )
     out = tmp_path / "gpu.safetensors"
     images, masks = data_dirs
-    args = ["train", "--images", str(images), "--masks", str(masks), "--config", str(config),
-            "--out", str(out), "--seed", "0", "--device", "cuda"]
+    args = [
+        "train",
+        "--images",
+        str(images),
+        "--masks",
+        str(masks),
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--seed",
+        "0",
+        "--device",
+        "cuda",
+    ]
     assert main(args) == 0
     model = load_checkpoint(out)
     assert all(p.dtype == torch.float32 and p.isfinite().all() for p in model.parameters())

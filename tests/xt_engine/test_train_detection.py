@@ -35,8 +35,9 @@ def test_matching_counts_hits_misses_and_false_alarms() -> None:
     heat[1, 6, 6] = 1
     stride = 4
     # (y, x, class, score, h, w) in px: one hit near (2, 2), one false alarm far away
-    peaks = torch.tensor([[2.5 * stride, 2.5 * stride, 1, 0.9, 4, 4],
-                          [0.5 * stride, 7.5 * stride, 1, 0.8, 4, 4]])
+    peaks = torch.tensor(
+        [[2.5 * stride, 2.5 * stride, 1, 0.9, 4, 4], [0.5 * stride, 7.5 * stride, 1, 0.8, 4, 4]]
+    )
     counts = match_counts(peaks, heat, 2, 1.5, stride)
     assert counts[1].tolist() == [1, 1, 1]  # TP, FP, FN
     assert detection_scores(counts)["f1"][1] == 0.5
@@ -59,24 +60,50 @@ def _blob_scenes(folder: Path, count: int = 3) -> tuple[Path, Path]:
     return images, masks
 
 
-def test_xt_train_trains_a_detection_head_that_finds_the_objects(
-    tmp_path: Path, capsys
-) -> None:
+def test_xt_train_trains_a_detection_head_that_finds_the_objects(tmp_path: Path, capsys) -> None:
     config = {
         "tiling": {"region_size": 64},
         "region_encoder": {"name": "test_convnext", "in_chans": 1},
         "context_encoder": {"kind": "transformer_xl", "dim": 32, "depth": 1},
-        "head": {"task": "detection", "num_classes": 2, "class_names": ["background", "blob"],
-                 "detection_threshold": 0.3},
-        "train": {"crop_size": 128, "batch_size": 4, "max_steps": 120, "val_every": 120,
-                  "val_crops": 4, "chunk_regions": 4, "lr": 3e-3, "warmup_steps": 10},
+        "head": {
+            "task": "detection",
+            "num_classes": 2,
+            "class_names": ["background", "blob"],
+            "detection_threshold": 0.3,
+        },
+        "train": {
+            "crop_size": 128,
+            "batch_size": 4,
+            "max_steps": 120,
+            "val_every": 120,
+            "val_crops": 4,
+            "chunk_regions": 4,
+            "lr": 3e-3,
+            "warmup_steps": 10,
+        },
     }
     path = tmp_path / "det.json"
     path.write_text(json.dumps(config))
     images, masks = _blob_scenes(tmp_path / "data")
     out = tmp_path / "det.safetensors"
-    assert main(["train", "--images", str(images), "--masks", str(masks), "--config", str(path),
-                 "--out", str(out), "--seed", "0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--images",
+                str(images),
+                "--masks",
+                str(masks),
+                "--config",
+                str(path),
+                "--out",
+                str(out),
+                "--seed",
+                "0",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "val F1: background nan, blob" in printed and "recall" in printed
     val_f1 = float(printed.split("blob ")[1].split(";")[0])
@@ -84,11 +111,17 @@ def test_xt_train_trains_a_detection_head_that_finds_the_objects(
     model = load_checkpoint(out)
     image = tifffile.imread(images / "s0.tif")
     truth = tifffile.imread(masks / "s0.tif")
-    rows = np.concatenate([e.detections for e in run_inference(image, model, batch_size=4)
-                           if isinstance(e, RegionDone) and e.detections is not None])
+    rows = np.concatenate(
+        [
+            e.detections
+            for e in run_inference(image, model, batch_size=4)
+            if isinstance(e, RegionDone) and e.detections is not None
+        ]
+    )
     centres = rows[:, :2]
     hits = 0
     from scipy import ndimage
+
     labelled, n = ndimage.label(truth)
     for box in ndimage.find_objects(labelled):
         c = np.array([(box[0].start + box[0].stop) / 2, (box[1].start + box[1].stop) / 2])

@@ -10,20 +10,24 @@ import torch
 
 from xt_engine import CheckpointError, load_checkpoint
 from xt_engine.cli import main
-from xt_engine.xt_import import convert_xt_state_dict
+from xt_engine.weights.xt_import import convert_xt_state_dict
 
 
 def _released_like_state(depth: int = 2, classes: int = 284) -> dict[str, torch.Tensor]:
     """Names and shapes of a released xT iNat checkpoint (SwinV2-T backbone, D = 768)."""
     backbone = timm.create_model("swinv2_tiny_window8_256", features_only=True, img_size=256)
-    state = {f"module.encoder.model.{k}": torch.randn_like(v) if v.is_floating_point() else v
-             for k, v in backbone.state_dict().items()}
+    state = {
+        f"module.encoder.model.{k}": torch.randn_like(v) if v.is_floating_point() else v
+        for k, v in backbone.state_dict().items()
+    }
     d = 768
     for i in range(depth):
         p = f"module.decoder.layers.{i}."
         state |= {
-            p + "attn.qkv.weight": torch.randn(3 * d, d), p + "attn.qkv.bias": torch.randn(3 * d),
-            p + "attn.proj.weight": torch.randn(d, d), p + "attn.proj.bias": torch.randn(d),
+            p + "attn.qkv.weight": torch.randn(3 * d, d),
+            p + "attn.qkv.bias": torch.randn(3 * d),
+            p + "attn.proj.weight": torch.randn(d, d),
+            p + "attn.proj.bias": torch.randn(d),
             p + "input_layernorm.weight": torch.rand(d),
             p + "post_attention_layernorm.weight": torch.rand(d),
             p + "mlp.gate_proj.weight": torch.randn(4 * d, d),
@@ -34,7 +38,8 @@ def _released_like_state(depth: int = 2, classes: int = 284) -> dict[str, torch.
         "module.decoder.input_proj.weight": torch.randn(d, 768),
         "module.decoder.input_proj.bias": torch.randn(d),
         "module.decoder.cls_token": torch.randn(1, 1, d),
-        "module.decoder.cls.0.weight": torch.rand(d), "module.decoder.cls.0.bias": torch.randn(d),
+        "module.decoder.cls.0.weight": torch.rand(d),
+        "module.decoder.cls.0.bias": torch.randn(d),
         "module.decoder.cls.1.weight": torch.randn(classes, d),
         "module.decoder.cls.1.bias": torch.randn(classes),
     }
@@ -46,25 +51,31 @@ def test_every_released_tensor_lands_in_the_model() -> None:
     model = convert_xt_state_dict(state, backbone="swinv2_tiny_window8_256")
     cfg = model.config
     assert (cfg.context_encoder.kind, cfg.context_encoder.dim, cfg.context_encoder.depth) == (
-        "transformer_xl", 768, 2)
+        "transformer_xl",
+        768,
+        2,
+    )
     assert cfg.head.task == "classification" and cfg.head.num_classes == 284
     assert cfg.head.pool == "cls" and cfg.context_encoder.final_norm is False
     ours = model.state_dict()
     placed = 0
     for key, value in state.items():
-        new = (key.removeprefix("module.")
-               .replace("encoder.model.", "region_encoder.backbone.", 1)
-               .replace("decoder.input_proj.", "input_proj.", 1)
-               .replace("decoder.layers.", "context_encoder.layers.", 1)
-               .replace("decoder.cls_token", "head.cls_token", 1)
-               .replace("decoder.cls.", "head.cls.", 1))
+        new = (
+            key.removeprefix("module.")
+            .replace("encoder.model.", "region_encoder.backbone.", 1)
+            .replace("decoder.input_proj.", "input_proj.", 1)
+            .replace("decoder.layers.", "context_encoder.layers.", 1)
+            .replace("decoder.cls_token", "head.cls_token", 1)
+            .replace("decoder.cls.", "head.cls.", 1)
+        )
         if new in ours:
             torch.testing.assert_close(ours[new], value)
             placed += 1
     assert placed >= len(state) - 8 * 4  # all but timm's derived, non-persistent buffers
     with torch.inference_mode():
-        out, st = model(torch.rand(1, 2, 3, 256, 256), torch.tensor([[0, 0], [0, 1]]),
-                        model.init_state())
+        out, st = model(
+            torch.rand(1, 2, 3, 256, 256), torch.tensor([[0, 0], [0, 1]]), model.init_state()
+        )
         assert model.finish(st).shape == (1, 284)
 
 
@@ -95,7 +106,8 @@ def _released_mamba_state(depth: int = 2, classes: int = 5) -> dict[str, torch.T
     for i in range(depth):
         p = f"module.decoder.layers.{i}."
         state |= {
-            p + "norm.weight": torch.rand(d), p + "norm.bias": torch.randn(d),
+            p + "norm.weight": torch.rand(d),
+            p + "norm.bias": torch.randn(d),
             p + "mixer.in_proj.weight": torch.randn(2 * inner, d) * 0.02,
             p + "mixer.conv1d.weight": torch.randn(inner, 1, 4) * 0.1,
             p + "mixer.conv1d.bias": torch.randn(inner) * 0.1,

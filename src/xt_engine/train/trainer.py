@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xt_engine.checkpoint import read_checkpoint_config, save_checkpoint
 from xt_engine.config import XTConfig
-from xt_engine.engine.inference import pixel_scale
 from xt_engine.errors import ConfigError
 from xt_engine.models import XTModel, create_model
 from xt_engine.models.heads import decode_detections, segmentation_labels
+from xt_engine.runtime.inference import pixel_scale
 from xt_engine.train.config import TrainConfig
 from xt_engine.train.data import Pair, sample_crop
 from xt_engine.train.detection import (
@@ -34,6 +33,7 @@ from xt_engine.train.detection import (
 from xt_engine.train.distributed import average_gradients, barrier, broadcast_parameters, setup
 from xt_engine.train.losses import segmentation_loss
 from xt_engine.train.metrics import confusion, scores
+from xt_engine.weights.checkpoint import read_checkpoint_config, save_checkpoint
 
 
 @dataclass
@@ -166,7 +166,9 @@ def evaluate(
             pixels, rc = crops_to_regions(crops, r)
             out = forward_crops(model, pixels, rc, cfg.chunk_regions, truncate=False)
             if "logits" in out:
-                matrix += confusion(segmentation_labels(out["logits"]), masks_to_regions(masks, r), k)
+                matrix += confusion(
+                    segmentation_labels(out["logits"]), masks_to_regions(masks, r), k
+                )
                 continue
             heat = _targets(model, masks)["heat"]
             for i in range(len(heat)):

@@ -1,4 +1,4 @@
-"""Events yielded by :func:`xt_engine.engine.run_inference`.
+"""Events yielded by :func:`xt_engine.runtime.run_inference`.
 
 A run yields exactly one :class:`Started`, then :class:`RegionDone` / :class:`Progress` as
 batches finish, then exactly one :class:`Finished` (also when cancelled).

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import zarr
 
-from xt_engine.engine.cancel import CancelToken
 from xt_engine.errors import Cancelled
 from xt_engine.io import ImageSource
 from xt_engine.models import RegionOutputs, XTModel, XTState
 from xt_engine.models.context import BidirectionalContext
+from xt_engine.runtime.cancel import CancelToken
 from xt_engine.tiling import Region, RegionGrid
 
 Batch = tuple[list[Region], torch.Tensor, torch.Tensor]  # regions, pixels (1,N,C,R,R), rc (N,2)

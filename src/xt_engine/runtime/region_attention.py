@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from xt_engine.engine.inference import pixel_scale
-from xt_engine.engine.passes import RegionReader
 from xt_engine.errors import ConfigError, InputError
 from xt_engine.io import open_image
 from xt_engine.models import XTModel
 from xt_engine.models.context import BidirectionalContext, ContextEncoder
+from xt_engine.runtime.inference import pixel_scale
+from xt_engine.runtime.passes import RegionReader
 from xt_engine.tiling import RegionGrid
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from xt_engine.engine.events import RegionDone
-from xt_engine.outputs import OutputStore
+from xt_engine.runtime.events import RegionDone
+from xt_engine.store.result_store import OutputStore
 
 
 class BackgroundWriter:

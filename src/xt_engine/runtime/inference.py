@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xt_engine.engine.blending import SeamBlender
-from xt_engine.engine.cancel import CancelToken
-from xt_engine.engine.events import Event, Finished, Progress, RegionDone, Started
-from xt_engine.engine.passes import RegionReader, causal_pass, two_pass
-from xt_engine.engine.writer import BackgroundWriter
 from xt_engine.errors import Cancelled, ConfigError, InputError
 from xt_engine.io import open_image
 from xt_engine.models import RegionOutputs, XTModel, XTState
 from xt_engine.models.context import BidirectionalContext
 from xt_engine.models.heads import decode_detections, segmentation_labels
-from xt_engine.outputs import OutputStore
+from xt_engine.runtime.blending import SeamBlender
+from xt_engine.runtime.cancel import CancelToken
+from xt_engine.runtime.events import Event, Finished, Progress, RegionDone, Started
+from xt_engine.runtime.passes import RegionReader, causal_pass, two_pass
+from xt_engine.runtime.writer import BackgroundWriter
+from xt_engine.store.result_store import OutputStore
 from xt_engine.tiling import Region, RegionGrid
 
 
@@ -70,7 +70,7 @@ def run_inference(
             (of the stride itself with ``attention``).
         blend: with ``overlap``, blend segmentation probabilities over an ``overlap``-px band
             at the start of each tile with the earlier neighbours' predictions of those pixels
-            (:mod:`xt_engine.engine.blending`); ``False``: each tile is its region's centre crop.
+            (:mod:`xt_engine.runtime.blending`); ``False``: each tile is its region's centre crop.
         probabilities: also return (``RegionDone.probabilities``) and store the softmax class
             probabilities as float16 (segmentation models).
     """
@@ -166,9 +166,7 @@ def run_inference(
             if outputs is None:
                 context_done += len(regions)
             else:
-                events = _region_events(
-                    model, regions, outputs, attention, probabilities, blender
-                )
+                events = _region_events(model, regions, outputs, attention, probabilities, blender)
                 if writer is not None:
                     writer.submit(events)
                 yield from events

@@ -3,7 +3,7 @@
 Level ``k >= 1`` is level ``k - 1`` subsampled by 2 (nearest: pixel ``(i, j)`` of level ``k`` is
 pixel ``(i 2^k, j 2^k)`` of level 0), chunked like level 0. A level-``k`` chunk is built once
 every region whose output tile meets it is done, from the ``(2 Ty) x (2 Tx)`` block of level
-``k - 1`` beneath it: four chunk files read and one written (:mod:`xt_engine.chunk_files`), or
+``k - 1`` beneath it: four chunk files read and one written (:mod:`xt_engine.store.chunk_files`), or
 through zarr one read and one write per run of neighbouring chunks. Writing
 each region's subsampled tile to every level instead cost one small zarr call per region and
 level, and zarr's per-call cost made the store ~12% of a CPU run.
@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import zarr
 
-from xt_engine.chunk_files import ChunkFiles
+from xt_engine.store.chunk_files import ChunkFiles
 from xt_engine.tiling import Region, RegionGrid
 
 __all__ = ["LabelPyramid"]

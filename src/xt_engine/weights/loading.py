@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from xt_engine.checkpoint import load_checkpoint
 from xt_engine.errors import CheckpointError, ConfigError
 from xt_engine.models import XTModel, create_model, list_models, model_config
 from xt_engine.models.region_encoder import read_state_dict
+from xt_engine.weights.checkpoint import load_checkpoint
 
 ASSETS = Path(__file__).parent / "assets"
 

@@ -13,7 +13,7 @@ The root attribute ``xt.complete`` turns true only after every region is written
 interrupted run never looks finished. Every pyramid level is chunked ``T x T`` for output tiles
 of ``T`` px (``R``, or ``R - 2 overlap``): each region fills one level-0 chunk, and the coarser
 levels are built from the finer ones as their chunks' regions complete
-(:mod:`xt_engine.pyramid`), so the pyramid needs no second pass.
+(:mod:`xt_engine.store.pyramid`), so the pyramid needs no second pass.
 """
 
 from __future__ import annotations
@@ -28,19 +28,19 @@ from typing import Any
 import numpy as np
 import zarr
 
-from xt_engine.chunk_files import ChunkFiles
 from xt_engine.colors import class_colors
 from xt_engine.config import XTConfig
 from xt_engine.errors import InputError
 from xt_engine.io.source import ImageSource
-from xt_engine.ngff import (
+from xt_engine.store.chunk_files import ChunkFiles
+from xt_engine.store.ngff import (
     ATTENTION_PATH,
     NGFF_VERSION,
     PROBABILITIES_PATH,
     create_attention,
     create_probabilities,
 )
-from xt_engine.pyramid import LabelPyramid
+from xt_engine.store.pyramid import LabelPyramid
 from xt_engine.tiling import Region, RegionGrid
 
 LABELS_PATH = "labels/segmentation"
@@ -69,7 +69,7 @@ class OutputStore:
         self.done = _array(root, "xt_done")
         self._done_flags = np.asarray(self.done[:], dtype=bool)  # the record, held here too
         self.pyramid = LabelPyramid(self.labels, grid, self._done_flags)  # (copies it)
-        # the hot path: whole chunks as files (None -> zarr slicing; see xt_engine.chunk_files)
+        # the hot path: whole chunks as files (None -> zarr slicing; see xt_engine.store.chunk_files)
         self._label_files = ChunkFiles.of(self.labels[0])
         self._done_files = ChunkFiles.of(self.done)
         self.attention = root[f"{ATTENTION_PATH}/0"] if ATTENTION_PATH in root else None
