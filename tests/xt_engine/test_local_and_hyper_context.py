@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -97,14 +98,17 @@ def test_hyper_exact_chunks_with_memory_equal_whole(chunk: int) -> None:
     whole, _ = encoder(tokens, positions, encoder.init_state(2, tokens.device, tokens.dtype))
     chunked, state = _run_chunked(encoder, tokens, positions, chunk)
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
-    assert [m.shape[1] for m in state] == [48, 48]
+    assert [m.shape[1] for m in state.memory] == [48, 48]
+    assert state.seen == 48
 
 
 def test_hyper_approximate_path_with_one_block_is_exact() -> None:
     # above the threshold, but one block holds every key: nothing is left to sample
     torch.manual_seed(0)
     exact = HyperContext(_config("hyper", 16)).eval()
-    approx = HyperContext(_config("hyper", 16), exact_threshold=8, block_size=64).eval()
+    approx = HyperContext(
+        replace(_config("hyper", 16), hyper_exact_threshold=8, hyper_block_size=64)
+    ).eval()
     approx.load_state_dict(exact.state_dict())
     tokens, positions = _sequence()
     want, _ = _run_chunked(exact, tokens, positions, 12)
@@ -208,8 +212,16 @@ def test_lsh_rank_is_inverse_gray_code() -> None:
 
 def test_hyper_approximate_runs_on_long_sequence() -> None:
     torch.manual_seed(0)
-    config = ContextEncoderConfig(kind="hyper", dim=64, depth=1, num_heads=4, memory_tokens=0)
-    encoder = HyperContext(config, block_size=128, num_samples=128).eval()
+    config = ContextEncoderConfig(
+        kind="hyper",
+        dim=64,
+        depth=1,
+        num_heads=4,
+        memory_tokens=0,
+        hyper_block_size=128,
+        hyper_num_samples=128,
+    )
+    encoder = HyperContext(config).eval()
     tokens = torch.randn(1, 8192, 64)
     positions = torch.zeros(8192, 2, dtype=torch.long)
     with torch.no_grad():
@@ -227,7 +239,12 @@ def test_hyper_approximate_runs_on_long_sequence() -> None:
         lambda: SlidingWindowContext(_config("sliding_window", 5, depth=1), num_global=2),
         lambda: HyperContext(_config("hyper", 8, depth=1)),
         lambda: HyperContext(
-            _config("hyper", 8, depth=1), exact_threshold=8, block_size=4, num_samples=4
+            replace(
+                _config("hyper", 8, depth=1),
+                hyper_exact_threshold=8,
+                hyper_block_size=4,
+                hyper_num_samples=4,
+            )
         ),
     ],
     ids=["sliding", "sliding_global", "hyper_exact", "hyper_approx"],

@@ -17,18 +17,28 @@ in time and memory ``O(N * (block_size + num_samples))`` instead of ``O(N ** 2)`
 * **samples**: ``num_samples`` key columns drawn uniformly without replacement estimate the rest
   of the softmax normaliser and output; each sampled term is weighted by
   ``num_keys / num_samples``, and entries already covered by the diagonal or the query's block are
-  masked out so nothing is counted twice.
+  masked out so nothing is counted twice. The columns come from a CPU ``torch.Generator`` seeded
+  by :func:`sample_seed` from (``hyper_seed``, layer, absolute index of the chunk's first token),
+  never from the global RNG: the same input, run in the same chunks, gives the same output.
 
 Each part yields a normalised partial output and its log-sum-exp; they are combined through a
 shared log-sum-exp into one normalised softmax estimate. Causality is respected in every part:
 a key is used only if its absolute index does not exceed the query's.
 
-State: a list with one tensor (B, M, D) per layer, M <= memory_tokens (empty before the first chunk).
+All settings come from :class:`~xt_engine.config.ContextEncoderConfig` (``memory_tokens``,
+``hyper_exact_threshold``, ``hyper_block_size``, ``hyper_num_samples``, ``hyper_num_hashes``,
+``hyper_seed``). Which path a layer takes depends on memory + chunk length, and the chunks are cut
+from ``chunk_regions`` alone, so for a given config and image the choice is fixed.
+
+State: :class:`HyperState`, one tensor (B, M, D) per layer, M <= memory_tokens (empty before the
+first chunk), and ``seen``, the number of tokens run so far.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +50,23 @@ from xt_engine.models.context.base import (
     PreNormAttentionBlock,
     masked_attention,
 )
+
+
+@dataclass
+class HyperState:
+    """Per layer, the memory (B, M, D) of its inputs; ``seen``: the tokens run before the next
+    chunk, i.e. the absolute index of its first token (it seeds that chunk's samples)."""
+
+    memory: list[torch.Tensor]
+    seen: int = 0
+
+
+def sample_seed(seed: int, layer: int, first_token: int) -> int:
+    """Seed of the sample generator of one call: a 63-bit hash of ``(seed, layer, first_token)``
+    (``first_token``: absolute index of the call's first query), the same on every run and
+    machine, and different for every layer and chunk start."""
+    text = f"hyper:{seed}:{layer}:{first_token}".encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
 
 
 def block_layout(num_queries: int, num_keys: int, block_size: int) -> tuple[int, int, int]:
@@ -124,7 +151,8 @@ def hyper_attention(
         projection: (d, bits) LSH hyperplanes.
         block_size: queries per block of the sorted order.
         num_samples: uniformly sampled key columns (capped at Nk).
-        generator: random generator for the samples (a CPU one; the global RNG when None).
+        generator: CPU generator for the sampled columns (drawn on the CPU, then moved to
+            ``q.device``); None: a fresh one seeded with 0. The global RNG is never used.
         look_back: each query block also attends to the previous block of sorted keys.
 
     Returns:
@@ -177,7 +205,9 @@ def hyper_attention(
 
     # --- uniformly sampled key columns, weighted num_keys / num_samples -------------------------
     s = min(num_samples, nk)
-    sample = torch.randperm(nk, generator=generator)[:s].to(device)  # (S,)
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    sample = torch.randperm(nk, generator=generator, device="cpu")[:s].to(device)  # (S,)
     sample_scores = (q @ k[:, :, sample].transpose(-1, -2)) * scale  # (B, H, Lq, S)
     q_block_id = q_inverse // qb  # (B, H, Lq)
     k_block_id = torch.argsort(k_order, dim=-1)[:, :, sample] // kb  # (B, H, S)
@@ -196,34 +226,33 @@ def hyper_attention(
 
 
 class _HyperBlock(PreNormAttentionBlock):
-    """Pre-norm transformer block whose attention reads ``[memory, x]``, exact or approximate."""
+    """Pre-norm transformer block whose attention reads ``[memory, x]``, exact or approximate.
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_ratio: float,
-        exact_threshold: int,
-        block_size: int,
-        num_samples: int,
-        num_hashes: int,
-        seed: int,
-    ) -> None:
-        super().__init__(dim, num_heads, mlp_ratio)
-        self.exact_threshold = exact_threshold
-        self.block_size = block_size
-        self.num_samples = num_samples
-        generator = torch.Generator().manual_seed(seed)
+    Layer ``layer`` draws its LSH planes (head_dim, ``hyper_num_hashes``) from
+    ``hyper_seed + layer`` (a buffer, so checkpoints carry them) and seeds the samples of each
+    call with :func:`sample_seed`.
+    """
+
+    def __init__(self, config: ContextEncoderConfig, layer: int) -> None:
+        super().__init__(config.dim, config.num_heads, config.mlp_ratio)
+        self.exact_threshold = config.hyper_exact_threshold
+        self.block_size = config.hyper_block_size
+        self.num_samples = config.hyper_num_samples
+        self.seed = config.hyper_seed
+        self.layer = layer
+        planes = torch.Generator().manual_seed(config.hyper_seed + layer)
+        head_dim = config.dim // config.num_heads
         self.register_buffer(
-            "lsh_projection", torch.randn(dim // num_heads, num_hashes, generator=generator)
+            "lsh_projection", torch.randn(head_dim, config.hyper_num_hashes, generator=planes)
         )
 
     def forward(
-        self, x: torch.Tensor, memory: torch.Tensor, need_weights: bool = False
+        self, x: torch.Tensor, memory: torch.Tensor, first_token: int, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``x`` (B, L, D), ``memory`` (B, M, D) -> (B, L, D), and with ``need_weights`` the
-        head-averaged weights (B, L, M + L) on the exact path (None on the approximate one,
-        which never forms the full matrix)."""
+        """``x`` (B, L, D) (its first token has absolute index ``first_token``), ``memory``
+        (B, M, D) -> (B, L, D), and with ``need_weights`` the head-averaged weights
+        (B, L, M + L) on the exact path (None on the approximate one, which never forms the
+        full matrix)."""
         length = x.shape[1]
         context = torch.cat([memory, x], dim=1)  # (B, M + L, D)
         q, k, v = self.project(x, context)
@@ -234,8 +263,11 @@ class _HyperBlock(PreNormAttentionBlock):
             attn, weights = masked_attention(q, k, v, allowed, need_weights)
         else:
             weights = None
+            generator = torch.Generator().manual_seed(
+                sample_seed(self.seed, self.layer, first_token)
+            )
             attn = hyper_attention(
-                q, k, v, mem, self.lsh_projection, self.block_size, self.num_samples
+                q, k, v, mem, self.lsh_projection, self.block_size, self.num_samples, generator
             )
         return self.finish(x, attn), weights
 
@@ -243,66 +275,45 @@ class _HyperBlock(PreNormAttentionBlock):
 class HyperContext(ContextEncoder):
     """Transformer-XL-style memory with HyperAttention-style attention above a size threshold.
 
-    Keywords: ``exact_threshold`` (exact attention while memory + chunk has at most this many
-    keys), ``block_size``, ``num_samples`` and ``num_hashes`` (see :func:`hyper_attention`), and
-    ``seed`` (layer ``i`` draws its LSH matrix (head_dim, num_hashes) from ``seed + i``).
-    The approximate path samples keys from the global RNG, and its buckets depend on the whole
-    chunk, so it is not bit-reproducible across runs nor chunking-invariant; the exact path is.
+    Every setting comes from ``config``: exact attention while memory + chunk has at most
+    ``hyper_exact_threshold`` keys, else :func:`hyper_attention` with ``hyper_block_size``,
+    ``hyper_num_samples`` and ``hyper_num_hashes``; ``hyper_seed`` seeds the LSH planes and the
+    samples. Both paths are deterministic: the same input in the same chunks gives the same
+    output whatever the global RNG. The exact path is chunking-invariant (chunked with memory
+    covering the sequence == whole); the approximate one is not (its buckets and samples depend
+    on the chunk).
     """
 
     kind = "hyper"
 
-    def __init__(
-        self,
-        config: ContextEncoderConfig,
-        exact_threshold: int = 1024,
-        block_size: int = 256,
-        num_samples: int = 256,
-        num_hashes: int = 7,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, config: ContextEncoderConfig) -> None:
         super().__init__()
-        if num_hashes < 1 or num_samples < 1:
-            raise ValueError("num_hashes and num_samples must be >= 1")
         self.memory_tokens = config.memory_tokens
-        self.blocks = nn.ModuleList(
-            _HyperBlock(
-                config.dim,
-                config.num_heads,
-                config.mlp_ratio,
-                exact_threshold,
-                block_size,
-                num_samples,
-                num_hashes,
-                seed + layer,
-            )
-            for layer in range(config.depth)
-        )
+        self.blocks = nn.ModuleList(_HyperBlock(config, layer) for layer in range(config.depth))
         self.norm = nn.LayerNorm(config.dim)
 
-    def init_state(
-        self, batch_size: int, device: torch.device, dtype: torch.dtype
-    ) -> list[torch.Tensor]:
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> HyperState:
         dim = self.norm.normalized_shape[0]
-        return [torch.zeros(batch_size, 0, dim, device=device, dtype=dtype) for _ in self.blocks]
+        empty = [torch.zeros(batch_size, 0, dim, device=device, dtype=dtype) for _ in self.blocks]
+        return HyperState(empty, 0)
 
     def run_chunk(
         self,
         tokens: torch.Tensor,
         positions: torch.Tensor,
-        state: list[torch.Tensor],
+        state: HyperState,
         need_weights: bool,
-    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
-        """Weights over ``[memory, chunk]`` on the exact path; None above ``exact_threshold``
-        keys (the model then exports its documented proxy)."""
+    ) -> tuple[torch.Tensor, HyperState, torch.Tensor | None]:
+        """Weights over ``[memory, chunk]`` on the exact path; None above
+        ``hyper_exact_threshold`` keys (the model then exports its documented proxy)."""
         x = tokens
-        new_state = []
+        memories = []
         weights = None
         last = len(self.blocks) - 1
-        for index, (block, memory) in enumerate(zip(self.blocks, state, strict=True)):
+        for index, (block, memory) in enumerate(zip(self.blocks, state.memory, strict=True)):
             if self.memory_tokens:
-                new_state.append(torch.cat([memory, x], dim=1)[:, -self.memory_tokens :])
+                memories.append(torch.cat([memory, x], dim=1)[:, -self.memory_tokens :])
             else:
-                new_state.append(memory[:, :0])
-            x, weights = block(x, memory, need_weights and index == last)
-        return self.norm(x), new_state, weights
+                memories.append(memory[:, :0])
+            x, weights = block(x, memory, state.seen, need_weights and index == last)
+        return self.norm(x), HyperState(memories, state.seen + tokens.shape[1]), weights
