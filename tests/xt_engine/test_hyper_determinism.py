@@ -191,3 +191,15 @@ def test_cuda_uses_the_cpu_generator() -> None:
     second, _ = _chunked(gpu, tokens.cuda(), positions.cuda(), 16)
     assert torch.equal(first, second)
     torch.testing.assert_close(first.cpu(), want, atol=1e-4, rtol=1e-4)
+
+
+def test_identity_values_give_the_estimated_attention_rows() -> None:
+    # values may be wider than the keys: with v the identity the output rows are the weights
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 96, 16, generator=generator) for _ in range(3))
+    projection = torch.randn(16, 4, generator=generator)
+    eye = torch.eye(96).expand(1, 2, 96, 96)
+    rows = hyper_attention(q, k, eye, 0, projection, 16, 8)
+    torch.testing.assert_close(rows.sum(-1), torch.ones(1, 2, 96))
+    assert (rows >= 0).all() and not rows.triu(1).any()  # causal, non-negative
+    torch.testing.assert_close(rows @ v, hyper_attention(q, k, v, 0, projection, 16, 8))

@@ -145,8 +145,10 @@ def hyper_attention(
 
     Args:
         q: (B, H, Lq, d) queries; query ``i`` has absolute index ``query_offset + i``.
-        k, v: (B, H, Nk, d) keys and values; key ``j`` has absolute index ``j``, so query
-            ``i``'s own key is key ``query_offset + i`` (``query_offset + Lq <= Nk``).
+        k: (B, H, Nk, d) keys; key ``j`` has absolute index ``j``, so query ``i``'s own key is
+            key ``query_offset + i`` (``query_offset + Lq <= Nk``).
+        v: (B, H, Nk, dv) values (``dv`` may differ from ``d``: with ``v`` the identity, the
+            output rows are the estimated attention rows).
         query_offset: absolute index of the first query (the number of memory keys before it).
         projection: (d, bits) LSH hyperplanes.
         block_size: queries per block of the sorted order.
@@ -156,10 +158,10 @@ def hyper_attention(
         look_back: each query block also attends to the previous block of sorted keys.
 
     Returns:
-        (B, H, Lq, d): ``softmax(q k^T / sqrt(d) + causal mask) v``, estimated.
+        (B, H, Lq, dv): ``softmax(q k^T / sqrt(d) + causal mask) v``, estimated.
     """
     b, h, lq, d = q.shape
-    nk = k.shape[2]
+    nk, dv = k.shape[2], v.shape[-1]
     if query_offset + lq > nk:
         raise ValueError(f"query_offset={query_offset} + {lq} queries exceed {nk} keys")
     device = q.device
@@ -169,7 +171,7 @@ def hyper_attention(
     # --- diagonal: each query with its own key, weight 1 --------------------------------------
     own = slice(query_offset, query_offset + lq)
     diag_lse = (q * k[:, :, own]).sum(-1) * scale  # (B, H, Lq)
-    diag_out = v[:, :, own]  # (B, H, Lq, d)
+    diag_out = v[:, :, own]  # (B, H, Lq, dv)
 
     # --- blocks of LSH-sorted queries and keys --------------------------------------------------
     num_blocks, qb, kb = block_layout(lq, nk, block_size)
@@ -184,7 +186,7 @@ def hyper_attention(
     k_idx = F.pad(k_order, (0, k_pad), value=nk + 1).view(b, h, num_blocks, kb)
     q_sorted = _gather_rows(q, q_order_p).view(b, h, num_blocks, qb, d)
     k_sorted = _gather_rows(k, k_order_p).view(b, h, num_blocks, kb, d)
-    v_sorted = _gather_rows(v, k_order_p).view(b, h, num_blocks, kb, d)
+    v_sorted = _gather_rows(v, k_order_p).view(b, h, num_blocks, kb, dv)
     if look_back:
         # each block of queries also reads the previous block of keys (Reformer-style), so a
         # bucket cut by a block boundary is still seen whole by the queries after the cut
@@ -200,7 +202,7 @@ def hyper_attention(
     block_mask = k_idx[..., None, :] < q_idx[..., :, None]
     block_out, block_lse = _masked_part(block_scores, block_mask, v_sorted)
     q_inverse = torch.argsort(q_order, dim=-1)  # sorted position of each original query
-    block_out = _gather_rows(block_out.reshape(b, h, -1, d), q_inverse)  # (B, H, Lq, d)
+    block_out = _gather_rows(block_out.reshape(b, h, -1, dv), q_inverse)  # (B, H, Lq, dv)
     block_lse = block_lse.reshape(b, h, -1).gather(2, q_inverse)  # (B, H, Lq)
 
     # --- uniformly sampled key columns, weighted num_keys / num_samples -------------------------
