@@ -122,6 +122,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
         roi = box_at_level(
             (y0, x0, y1, x1), source.downsample(args.level), source.shape_yx(args.level)
         )
+    if args.labels:
+        _apply_labels(model, Path(args.labels))
     finished = _progress(
         run_inference(
             source,
@@ -145,11 +147,41 @@ def cmd_infer(args: argparse.Namespace) -> int:
         f"({finished.done / max(finished.seconds, 1e-9):.1f} regions/s)"
     )  # type: ignore[attr-defined]
     if finished.image_probabilities is not None:  # type: ignore[attr-defined]
-        names = model.config.head.names()
-        k = finished.image_class  # type: ignore[attr-defined]
-        p = finished.image_probabilities[k]  # type: ignore[attr-defined]
-        print(f"image class: {names[k] if k < len(names) else k} (p = {p:.3f})")
+        _print_top_classes(finished.image_probabilities, model.config.head.class_names)  # type: ignore[attr-defined]
     return 0
+
+
+def _apply_labels(model: object, path: Path) -> None:
+    """``--labels FILE``: one class name per line (blank lines at the end ignored) become the
+    head's class names for this run (printed, and recorded in the store)."""
+    import dataclasses
+
+    from xt_engine.errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"--labels {path} does not exist", "pass a text file, one name a line")
+    names = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    names = [name.rstrip("\r") for name in names]
+    head = model.config.head  # type: ignore[attr-defined]
+    if len(names) != head.num_classes:
+        raise InputError(
+            f"--labels {path.name} has {len(names)} names for the model's {head.num_classes} "
+            "classes",
+            f"give exactly {head.num_classes} lines, one class name each, in class order",
+        )
+    model.config.head = dataclasses.replace(head, class_names=tuple(names))  # type: ignore[attr-defined]
+
+
+def _print_top_classes(
+    probabilities: Sequence[float], names: Sequence[str] | None, count: int = 5
+) -> None:
+    """The ``count`` most probable image classes, best first: rank, probability, name (and
+    the class index after a name; ``class_K`` without names)."""
+    ranked = sorted(range(len(probabilities)), key=lambda k: -probabilities[k])[:count]
+    print(f"top {len(ranked)} classes:")
+    for rank, k in enumerate(ranked, 1):
+        name = f"{names[k]} ({k})" if names is not None and k < len(names) else f"class_{k}"
+        print(f"  {rank}. p = {probabilities[k]:.4f}  {name}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -295,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image")
     p.add_argument("--model", required=True, help="checkpoint (.safetensors) or registered name")
     p.add_argument("--out", required=True, help="output .zarr path")
+    p.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="classification: class names, one a line in class order (default: the model's)",
+    )
     p.add_argument("--level", type=int, default=0)
     p.add_argument(
         "--roi",

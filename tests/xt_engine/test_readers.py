@@ -331,10 +331,14 @@ def test_missing_text_and_unknown_files_raise_input_errors(tmp_path: Path) -> No
     fake.write_text("not a tiff at all")
     with pytest.raises(InputError, match=r"fake\.tif is not a readable TIFF.*fix:"):
         open_image(fake)
-    other = tmp_path / "photo.png"
-    other.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
+    other = tmp_path / "photo.webp"
+    other.write_bytes(b"RIFF" + bytes(32))
     with pytest.raises(InputError, match="unknown image format.*fix: use a TIFF"):
         open_image(other)
+    broken = tmp_path / "photo.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
+    with pytest.raises(InputError, match=r"photo\.png is not a readable PNG / JPEG.*fix:"):
+        open_image(broken)
     (tmp_path / "folder").mkdir()
     with pytest.raises(InputError, match="not a zarr store"):
         open_image(tmp_path / "folder")

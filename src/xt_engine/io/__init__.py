@@ -6,6 +6,7 @@ Every reader returns an :class:`ImageSource`: pyramid levels with axes ``yx`` / 
 * TIFF family (plain, BigTIFF, OME-TIFF, SVS, NDPI, pyramids as SubIFDs or reduced pages):
   :mod:`xt_engine.io.tiff`, chosen by suffix or by the TIFF magic bytes;
 * zarr arrays and OME-Zarr images (NGFF 0.4 / 0.5): :mod:`xt_engine.io.zarr_reader`;
+* PNG and JPEG (small images, decoded whole by Pillow): :mod:`xt_engine.io.pillow`;
 * numpy / dask / zarr arrays and lists of levels: :mod:`xt_engine.io.array`.
 """
 
@@ -73,17 +74,30 @@ def _open_path(path: Path) -> ImageSource:
         from xt_engine.io.tiff import open_tiff
 
         return open_tiff(path)
+    if lower.endswith((".png", ".jpg", ".jpeg")) or _has_pillow_magic(path):
+        from xt_engine.io.pillow import open_pillow
+
+        return open_pillow(path)
     raise InputError(
         f"{path.name}: unknown image format (suffix {path.suffix or 'none'!r})",
-        "use a TIFF / BigTIFF / OME-TIFF / SVS file or an OME-Zarr store "
+        "use a TIFF / BigTIFF / OME-TIFF / SVS, PNG or JPEG file or an OME-Zarr store "
         "(convert other formats, e.g. with bfconvert or vips tiffsave)",
     )
 
 
 def _has_tiff_magic(path: Path) -> bool:
+    return _head(path)[:4] in TIFF_MAGIC
+
+
+def _has_pillow_magic(path: Path) -> bool:
+    return _head(path).startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"))
+
+
+def _head(path: Path) -> bytes:
+    """The first 8 bytes of a file (its format's magic number)."""
     try:
         with open(path, "rb") as handle:
-            return handle.read(4) in TIFF_MAGIC
+            return handle.read(8)
     except OSError as err:
         raise InputError(f"cannot read {path} ({err})", "check the file's permissions") from err
 
