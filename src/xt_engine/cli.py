@@ -202,7 +202,9 @@ def cmd_import_xt(args: argparse.Namespace) -> int:
     from xt_engine.weights.checkpoint import save_checkpoint
     from xt_engine.weights.xt_import import import_xt_checkpoint
 
-    model = import_xt_checkpoint(args.source, backbone=args.backbone, region_size=args.region_size)
+    model = import_xt_checkpoint(
+        args.source, backbone=args.backbone, region_size=args.region_size, num_heads=args.num_heads
+    )
     save_checkpoint(model, args.out, extra={"imported_from": str(args.source)})
     cfg = model.config
     print(
@@ -377,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output .safetensors")
     p.add_argument("--backbone", help="timm SwinV2 name (default: detected from the shapes)")
     p.add_argument("--region-size", type=int, default=256)
+    p.add_argument(
+        "--num-heads",
+        type=int,
+        help="attention heads of the decoder (default: xT's dim // 128, whatever its config says)",
+    )
     p.set_defaults(func=cmd_import_xt)
 
     p = sub.add_parser("train", help="train a model on large images and label masks")

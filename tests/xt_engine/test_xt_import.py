@@ -140,3 +140,29 @@ def test_released_mamba_decoder_imports_with_its_own_layout() -> None:
         a, _ = model.context_encoder(tokens, positions, None)
         b, _ = model.context_encoder(changed, positions, None)
     assert (a[:, 0] - b[:, 0]).abs().max() > 0
+
+
+def test_import_records_xts_conventions_in_the_saved_config(tmp_path: Path) -> None:
+    """xT's conventions (heads = dim // 128, LlamaRMSNorm eps 1e-5, GELU gate, MAE's column-
+    first sin-cos, the stitched image-wide token order) are in the checkpoint's config, so a
+    reloaded file computes the same; ``--num-heads`` overrides the head count."""
+    src = tmp_path / "xt_inat.pth"
+    torch.save({"state_dict": _released_like_state(depth=1, classes=7)}, src)
+    out = tmp_path / "xt_inat.safetensors"
+    assert main(["import-xt-checkpoint", str(src), str(out)]) == 0
+    model = load_checkpoint(out)
+    ctx = model.config.context_encoder
+    assert (ctx.num_heads, ctx.norm_eps, ctx.mlp_activation) == (6, 1e-5, "gelu")
+    assert (ctx.position_order, ctx.token_order, ctx.final_norm) == ("col_row", "image", False)
+    assert model.whole_sequence and ctx.max_sequence_tokens >= 4096  # an iNat crop: 256
+    assert model.context_encoder.layers[0].input_layernorm.eps == 1e-5
+    assert main(["import-xt-checkpoint", str(src), str(out), "--num-heads", "12"]) == 0
+    assert load_checkpoint(out).config.context_encoder.num_heads == 12
+    with pytest.raises(CheckpointError, match="does not divide"):
+        convert_xt_state_dict(_released_like_state(depth=1, classes=3), num_heads=5)
+    mamba = convert_xt_state_dict(
+        _released_mamba_state(depth=1), backbone="swinv2_tiny_window8_256"
+    )
+    mctx = mamba.config.context_encoder
+    assert (mctx.layout, mctx.token_order, mctx.position_order) == ("xt", "image", "col_row")
+    assert mamba.whole_sequence

@@ -5,6 +5,14 @@ call :meth:`init_state` once per image, then :meth:`forward` on chunks of region
 passing the returned state back in; for classification, :meth:`finish` gives the image logits.
 The three stages are also callable one by one (:meth:`encode`, :meth:`contextualize`,
 :meth:`decode`) for engines that run the context in two passes (bidirectional streaming).
+
+Whole-sequence models (:attr:`XTModel.whole_sequence`: ``context_encoder.token_order`` "image"
+or the mamba layout "xt", i.e. imported xT checkpoints) cannot be streamed exactly: they take
+all regions of an image in ONE context call (``forward`` or ``contextualize``), then ``finish``.
+Their context sees the tokens in xT's order (the region maps stitched into one image map,
+flattened row-major; outputs come back region by region), and with ``head.pool`` "cls" the cls
+token is appended to that same sequence (no position embedding); its output is kept in the
+returned context state (:class:`WholeSequenceState`, read as ``XTState.cls_output``).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import torch
 from torch import nn
 
 from xt_engine.config import XTConfig
+from xt_engine.errors import InputError
 from xt_engine.models.context import ContextEncoder, sincos_position_embedding
 from xt_engine.models.region_encoder import RegionEncoder
 
@@ -31,6 +40,20 @@ class XTState:
     batch_size: int = 1
     pooled_sum: torch.Tensor | None = None  # (B, D) running sum for mean pooling
     pooled_count: int = 0
+
+    @property
+    def cls_output(self) -> torch.Tensor | None:
+        """(B, D): a whole-sequence model's cls token output after its one context call."""
+        return getattr(self.context, "cls_output", None)
+
+
+@dataclass
+class WholeSequenceState:
+    """Context state of a whole-sequence model after its one call: the encoder's own state,
+    and the cls token's output (B, D) when the head pools with ``cls`` (else None)."""
+
+    inner: Any
+    cls_output: torch.Tensor | None = None
 
 
 @dataclass
@@ -90,6 +113,13 @@ class XTModel(nn.Module):
         return side, side
 
     @property
+    def whole_sequence(self) -> bool:
+        """True when the context cannot be streamed exactly (xT's image-wide token order, or
+        xT's Mamba layout): every region of an image goes into one context call."""
+        ctx = self.config.context_encoder
+        return ctx.token_order == "image" or (ctx.kind == "mamba" and ctx.layout == "xt")
+
+    @property
     def output_stride(self) -> int:
         """Stride of the detection maps relative to the region."""
         return self.region_encoder.reductions[0]
@@ -118,23 +148,88 @@ class XTModel(nn.Module):
         tokens = self.input_proj(deepest.flatten(2).transpose(1, 2))  # (B*N, gh*gw, D)
         tokens = tokens.reshape(b, n * gh * gw, -1)
         positions = _token_positions(region_rc, gh, gw, step_tokens)
-        pos = sincos_position_embedding(positions, tokens.shape[-1]).to(tokens.dtype)
+        order = self.config.context_encoder.position_order
+        pos = sincos_position_embedding(positions, tokens.shape[-1], order).to(tokens.dtype)
         return features, tokens + pos[None], positions
 
     def contextualize(
         self, tokens: torch.Tensor, positions: torch.Tensor, state: Any, need_attention: bool
     ) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
         """Context encoder over one chunk: -> tokens (B, L, D), next context state, and the
-        attention received per token (B, L) (see :class:`RegionOutputs`) when asked."""
+        attention received per token (B, L) (see :class:`RegionOutputs`) when asked.
+
+        Whole-sequence models (see the module docstring) take every token of the image in
+        this one call: ``state`` must be a fresh one, the tokens run in image order (then back
+        to the order given), the cls token is appended when the head pools with it, and the
+        next state is a :class:`WholeSequenceState`."""
+        if not self.whole_sequence:
+            return self._run_context(tokens, positions, state, need_attention)
+        if isinstance(state, WholeSequenceState):
+            raise InputError(
+                "this model's context runs over the whole image in one call (xT's layout) "
+                "but was given a second chunk",
+                "pass every region of the image in one forward call (e.g. --batch-size >= "
+                "the number of regions)",
+            )
+        limit = self.config.context_encoder.max_sequence_tokens
+        if tokens.shape[1] > limit:
+            raise InputError(
+                f"{tokens.shape[1]} tokens exceed this whole-sequence model's "
+                f"max_sequence_tokens={limit}",
+                "run it on a smaller image, ROI or coarser level",
+            )
+        order = image_token_order(positions) if self._image_order else None
+        if order is not None:
+            tokens, positions = tokens[:, order], positions[order]
+        cls = None
+        if self._cls_in_context:
+            cls = self.head.cls_token.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+            tokens = torch.cat([tokens, cls], dim=1)
+            positions = torch.cat([positions, positions.new_zeros(1, 2)])
+        with_cls = cls is not None
+        out, inner, received = self._run_context(tokens, positions, state, need_attention, with_cls)
+        next_state = WholeSequenceState(inner)
+        if cls is not None:
+            next_state.cls_output = out[:, -1]
+            out = out[:, :-1]
+        if order is not None:
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel(), device=order.device)
+            out = out[:, inverse]
+            received = received[:, inverse] if received is not None else None
+        return out, next_state, received
+
+    @property
+    def _image_order(self) -> bool:
+        return self.config.context_encoder.token_order == "image"
+
+    @property
+    def _cls_in_context(self) -> bool:
+        head = self.config.head
+        return self.whole_sequence and head.task == "classification" and head.pool == "cls"
+
+    def _run_context(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        state: Any,
+        need_attention: bool,
+        with_cls: bool = False,
+    ) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
+        """The context encoder; the attention received (B, L) by the L tokens (the cls token,
+        the last one ``with_cls``, is left out as query and key)."""
         if not need_attention:
             out, state = self.context_encoder(tokens, positions, state)
             return out, state, None
         out, state, weights = self.context_encoder.forward_with_attention(tokens, positions, state)
+        extra = int(with_cls)
+        length = tokens.shape[1] - extra
         if weights is not None:
-            length = tokens.shape[1]
-            received = weights[..., -length:].mean(dim=1)  # (B, L) over the chunk's queries
+            keys = weights[:, :length, weights.shape[-1] - length - extra :]
+            received = keys[..., :length].mean(dim=1)  # (B, L) over the chunk's queries
         else:
-            received = (out - tokens).norm(dim=-1) / tokens.norm(dim=-1).clamp_min(1e-6)
+            real, given = out[:, :length], tokens[:, :length]
+            received = (real - given).norm(dim=-1) / given.norm(dim=-1).clamp_min(1e-6)
         return out, state, received
 
     def decode(
@@ -186,6 +281,10 @@ class XTModel(nn.Module):
         """Image-level logits (B, K) after the last chunk (classification heads only)."""
         if self.config.head.task != "classification":
             raise ValueError("finish() is for classification models")
+        if self._cls_in_context:
+            if state.cls_output is None:
+                raise ValueError("finish() of a whole-sequence model needs its one forward call")
+            return self.head(state.cls_output)
         if self.config.head.pool == "cls":
             cls = self.head.cls_token.expand(state.batch_size, -1, -1)
             no_position = torch.zeros(1, 2, dtype=torch.long, device=cls.device)
@@ -194,6 +293,15 @@ class XTModel(nn.Module):
         if state.pooled_sum is None or state.pooled_count == 0:
             raise ValueError("finish() needs at least one chunk")
         return self.head(state.pooled_sum / state.pooled_count)
+
+
+def image_token_order(positions: torch.Tensor) -> torch.Tensor:
+    """(L, 2) token (row, col) -> (L,) long permutation into row-major order over the token
+    map of the whole image (xT's stitched map): sorted by row, then column; ties (overlapping
+    regions) keep their given order."""
+    width = int(positions[:, 1].max()) + 1 if positions.numel() else 1
+    key = positions[:, 0].long() * width + positions[:, 1].long()
+    return torch.argsort(key, stable=True)
 
 
 def _token_positions(

@@ -11,9 +11,27 @@ level or under ``state_dict``, keys possibly prefixed ``module.``:
   (LayerNorm) / ``decoder.cls.1`` (Linear [K, D]).
 
 :func:`convert_xt_state_dict` derives our config from the tensor shapes (the SwinV2 size comes
-from the shapes; its window size leaves no trace in the weights, so window 16 is tried first and
-``backbone`` overrides it), renames every tensor and
-fails unless every tensor of the file is used and every weight of the model is filled.
+from the shapes; its window size leaves no trace in the weights, so xT's backbone of that size
+is taken, window 16 (``swinv2_tiny_window16_256`` ...), and ``backbone`` overrides it), renames
+every tensor and fails unless every tensor of the file is used and every weight of the model is
+filled.
+
+The imported config carries xT's conventions (checked against the official code's outputs,
+tests/xt_engine/test_xt_parity.py), so a saved and reloaded checkpoint computes the same:
+
+- ``num_heads = dim // 128`` (xT's ``LLMLayer`` ignores its configured head count);
+- ``norm_eps`` 1e-5 (``LlamaRMSNorm``), ``mlp_activation`` gelu (``LlamaMLP``: down(GELU(gate)
+  * up)); qkv with bias, scale head_dim ** -0.5, causal; xT's HyperAttention is exact attention
+  up to 4096 keys, so the hyper decoder is imported as kind ``transformer_xl`` (exact; longer
+  images, up to ``MAX_SEQUENCE_TOKENS``, stay exact where xT would approximate);
+- ``position_order`` col_row (MAE's ``get_2d_sincos_pos_embed``: the first half encodes the
+  column), added after ``input_proj``; the cls token gets none;
+- ``token_order`` image: the last-stage SwinV2 maps of all regions (no final norm) stitched
+  into one map and flattened row-major, the cls token appended at the end of that one sequence
+  (a whole-sequence model, see :attr:`XTModel.whole_sequence`), logits from its output via
+  ``cls`` (LayerNorm, Linear);
+- Mamba: ``layout`` xt (``LN(x) + Mamba(LN(x))``, even blocks on the reversed sequence, cls
+  included), no final norm.
 """
 
 from __future__ import annotations
@@ -28,14 +46,16 @@ from xt_engine.errors import CheckpointError
 from xt_engine.models import XTModel, create_model
 from xt_engine.models.region_encoder import read_state_dict
 
+# xT's backbones (xt/models/backbones/swin_timm.py), one per size: window 16 at 256 px
 SWINV2_CANDIDATES = (
     "swinv2_tiny_window16_256",
-    "swinv2_tiny_window8_256",
     "swinv2_small_window16_256",
-    "swinv2_small_window8_256",
     "swinv2_base_window16_256",
-    "swinv2_base_window8_256",
+    "swinv2_large_window12to16_192to256",
 )
+# tokens a whole-sequence import runs in one call: a 4096 x 4096 px image at stride 32
+# (an iNat crop of 512 px is 256 tokens)
+MAX_SEQUENCE_TOKENS = 16384
 _RENAMES = (
     ("encoder.model.", "region_encoder.backbone."),
     ("decoder.input_proj.", "input_proj."),
@@ -72,17 +92,29 @@ def convert_xt_state_dict(
     dim, in_channels = state["decoder.input_proj.weight"].shape
     layer_ids = {int(m.group(1)) for k in state if (m := re.match(r"decoder\.layers\.(\d+)\.", k))}
     is_mamba = "decoder.layers.0.mixer.in_proj.weight" in state
+    xt_heads = max(1, int(dim) // 128)
+    heads = num_heads or xt_heads
+    if num_heads is not None and (num_heads < 1 or dim % num_heads):
+        raise CheckpointError(
+            f"--num-heads {num_heads} does not divide the decoder width {dim}",
+            f"omit --num-heads (xT uses {xt_heads}) or pick a divisor of {dim}",
+        )
     context: dict[str, object] = {
         "kind": "mamba" if is_mamba else "transformer_xl",
         "dim": int(dim),
         "depth": len(layer_ids),
-        "num_heads": num_heads or max(1, int(dim) // 64),
+        "num_heads": heads,
         "final_norm": False,
-        **({"layout": "xt"} if is_mamba else {}),
         "memory_tokens": 4096,
+        "position_order": "col_row",
+        "token_order": "image",
+        "max_sequence_tokens": MAX_SEQUENCE_TOKENS,
     }
-    if not is_mamba:
+    if is_mamba:
+        context["layout"] = "xt"
+    else:
         context["mlp_ratio"] = state["decoder.layers.0.mlp.gate_proj.weight"].shape[0] / dim
+        context |= {"norm_eps": 1e-5, "mlp_activation": "gelu"}
     head = {
         "task": "classification",
         "num_classes": int(state["decoder.cls.1.weight"].shape[0]),
@@ -146,7 +178,14 @@ def _is_derived_buffer(key: str) -> bool:
 
 
 def import_xt_checkpoint(
-    path: str | Path, *, backbone: str | None = None, region_size: int = 256
+    path: str | Path,
+    *,
+    backbone: str | None = None,
+    region_size: int = 256,
+    num_heads: int | None = None,
 ) -> XTModel:
-    """Read a released xT ``.pth`` file and return the converted model."""
-    return convert_xt_state_dict(read_state_dict(path), backbone=backbone, region_size=region_size)
+    """Read a released xT ``.pth`` file and return the converted model (``num_heads``
+    overrides xT's ``dim // 128``)."""
+    return convert_xt_state_dict(
+        read_state_dict(path), backbone=backbone, region_size=region_size, num_heads=num_heads
+    )

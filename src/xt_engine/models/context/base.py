@@ -130,14 +130,20 @@ def masked_attention(
     return probs @ v, probs.mean(dim=1)
 
 
-def sincos_position_embedding(positions: torch.Tensor, dim: int) -> torch.Tensor:
+def sincos_position_embedding(
+    positions: torch.Tensor, dim: int, order: str = "row_col"
+) -> torch.Tensor:
     """2-D sin-cos embedding: ``positions`` (L, 2) of (row, col) -> (L, dim), dim % 4 == 0.
 
-    The first half of the channels encode the row, the second half the column, each as
-    ``[sin(p * w_k), cos(p * w_k)]`` with ``w_k = 10000 ** (-k / (dim / 4))``.
+    With ``order="row_col"`` the first half of the channels encode the row, the second half
+    the column; ``"col_row"`` swaps the halves (MAE's ``get_2d_sincos_pos_embed``, used by xT:
+    its meshgrid puts the column first). Each half is ``[sin(p * w_k), cos(p * w_k)]`` with
+    ``w_k = 10000 ** (-k / (dim / 4))``, k = 0 .. dim/4 - 1.
     """
     if dim % 4:
         raise ValueError(f"dim={dim} must be a multiple of 4")
+    if order not in ("row_col", "col_row"):
+        raise ValueError(f"order={order!r} is not 'row_col' or 'col_row'")
     quarter = dim // 4
     omega = torch.exp(
         -math.log(10000.0)
@@ -145,7 +151,7 @@ def sincos_position_embedding(positions: torch.Tensor, dim: int) -> torch.Tensor
         / quarter
     )
     parts = []
-    for axis in range(2):
+    for axis in (0, 1) if order == "row_col" else (1, 0):
         angles = positions[:, axis].to(torch.float32)[:, None] * omega[None, :]
         parts += [torch.sin(angles), torch.cos(angles)]
     return torch.cat(parts, dim=1)

@@ -7,7 +7,11 @@ least as long as the sequence, running in chunks equals running the whole sequen
 
 The layer layout follows the released xT decoder (so its checkpoints import 1:1): RMSNorm
 ``input_layernorm`` -> ``attn.qkv`` / ``attn.proj`` -> RMSNorm ``post_attention_layernorm`` ->
-gated MLP ``mlp.gate_proj`` / ``mlp.up_proj`` / ``mlp.down_proj`` (SiLU gate).
+gated MLP ``mlp.gate_proj`` / ``mlp.up_proj`` / ``mlp.down_proj``:
+``down(act(gate(x)) * up(x))``. ``config.mlp_activation`` picks ``act`` (``silu``, this project's
+models; ``gelu``, exact erf GELU, xT's ``LlamaMLP``) and ``config.norm_eps`` the RMSNorm eps
+(xT's ``LlamaRMSNorm``: 1e-5). Attention: ``qkv`` with bias, split (3, heads, head_dim), scale
+``head_dim ** -0.5``, causal (xT's HyperAttention is this exact attention up to 4096 keys).
 
 With ``distance_bias`` every score gets ``-slope * distance`` between the query's and the key's
 (row, col) in the image's token grid, a learned slope per head and layer (2-D ALiBi); the memory
@@ -79,28 +83,40 @@ class CausalMemoryAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, length, dim)), weights
 
 
+_ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu}
+
+
 class GatedMLP(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
+    """``x`` (..., dim) -> ``down(act(gate(x)) * up(x))`` (..., dim); ``act`` silu or gelu."""
+
+    def __init__(self, dim: int, hidden: int, activation: str = "silu") -> None:
         super().__init__()
+        self.act = _ACTIVATIONS[activation]
         self.gate_proj = nn.Linear(dim, hidden, bias=False)
         self.up_proj = nn.Linear(dim, hidden, bias=False)
         self.down_proj = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
 
 
 class XLBlock(nn.Module):
     """Pre-norm block; its memory is the block's *input* hidden states of earlier chunks."""
 
     def __init__(
-        self, dim: int, num_heads: int, mlp_ratio: float, distance_bias: bool = False
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        distance_bias: bool = False,
+        norm_eps: float = 1e-6,
+        mlp_activation: str = "silu",
     ) -> None:
         super().__init__()
-        self.input_layernorm = nn.RMSNorm(dim, eps=1e-6)
+        self.input_layernorm = nn.RMSNorm(dim, eps=norm_eps)
         self.attn = CausalMemoryAttention(dim, num_heads, distance_bias)
-        self.post_attention_layernorm = nn.RMSNorm(dim, eps=1e-6)
-        self.mlp = GatedMLP(dim, int(dim * mlp_ratio))
+        self.post_attention_layernorm = nn.RMSNorm(dim, eps=norm_eps)
+        self.mlp = GatedMLP(dim, int(dim * mlp_ratio), mlp_activation)
 
     def forward(
         self,
@@ -125,7 +141,14 @@ class TransformerXL(ContextEncoder):
         self.memory_tokens = config.memory_tokens
         self.distance_bias = config.distance_bias
         self.layers = nn.ModuleList(
-            XLBlock(config.dim, config.num_heads, config.mlp_ratio, config.distance_bias)
+            XLBlock(
+                config.dim,
+                config.num_heads,
+                config.mlp_ratio,
+                config.distance_bias,
+                config.norm_eps,
+                config.mlp_activation,
+            )
             for _ in range(config.depth)
         )
         self.dim = config.dim
