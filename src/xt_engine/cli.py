@@ -101,6 +101,38 @@ def _model_provenance(spec: str) -> dict[str, object]:
     return info
 
 
+def _detection_overrides(model: object, args: argparse.Namespace) -> None:
+    """``--detection-threshold`` / ``--max-detections`` replace the model's head values for this
+    run (validated; the store's recorded model config shows the values used)."""
+    import dataclasses
+
+    from xt_engine.errors import ConfigError
+
+    changes = {
+        key: value
+        for key, value in (
+            ("detection_threshold", args.detection_threshold),
+            ("max_detections", args.max_detections),
+        )
+        if value is not None
+    }
+    if not changes:
+        return
+    head = model.config.head  # type: ignore[attr-defined]
+    if head.task != "detection":
+        raise ConfigError(
+            f"--detection-threshold / --max-detections need a detection model, not {head.task}",
+            "drop those options for this model",
+        )
+    updated = dataclasses.replace(head, **changes)
+    try:
+        updated.validate()
+    except ConfigError as err:
+        problem = f"--detection-threshold / --max-detections: {err.problem}"
+        raise ConfigError(problem, err.fix) from err
+    model.config.head = updated  # type: ignore[attr-defined]
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     from xt_engine.errors import InputError
     from xt_engine.io import open_image
@@ -110,6 +142,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
     source = open_image(args.image)
     model = load_model(args.model)
+    _detection_overrides(model, args)
     roi = None
     if args.roi:
         h, w = source.shape_yx(0)
@@ -371,6 +404,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted --out store of the same run"
+    )
+    p.add_argument(
+        "--detection-threshold",
+        type=float,
+        metavar="T",
+        help="detection models: minimum centre score, in (0, 1) (default: the model's config)",
+    )
+    p.add_argument(
+        "--max-detections",
+        type=int,
+        metavar="N",
+        help="detection models: the most detections per region (default: the model's config)",
     )
     p.set_defaults(func=cmd_infer)
 

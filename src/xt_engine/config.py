@@ -221,7 +221,8 @@ class HeadConfig:
     ``detection_threshold``: minimum centre score of a decoded detection;
     ``max_detections``: the most detections decoded per region; ``border_iou``: two
     detections of one class from neighbouring regions whose boxes overlap by more than this
-    IoU are one object straddling the border, reported once (the higher score).
+    IoU are one object straddling the border, reported once, by the earlier region in raster
+    order (:class:`xt_engine.tasks.detection.BorderSuppression`).
     """
 
     task: str = "segmentation"

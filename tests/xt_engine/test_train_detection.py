@@ -128,4 +128,8 @@ def test_xt_train_trains_a_detection_head_that_finds_the_objects(tmp_path: Path,
         hits += bool(len(centres) and np.linalg.norm(centres - c, axis=1).min() <= 6)
     print(f"val F1 {val_f1}; found {hits} of {n} objects with {len(rows)} detections")
     assert hits >= 0.7 * n, f"found {hits} of {n} objects ({len(rows)} detections)"
-    assert len(rows) <= 2 * n
+    # an object on a region border is reported once (xt_engine.tasks.detection), not by both
+    # regions: no two rows one heat-map cell apart, and at most one stray detection
+    apart = np.abs(centres[:, None] - centres[None]).max(axis=2) + 99 * np.eye(len(rows))
+    assert apart.min() > model.output_stride, rows[np.argwhere(apart <= model.output_stride)]
+    assert len(rows) <= n + 1

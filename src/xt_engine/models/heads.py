@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xt_engine.config import HeadConfig
+from xt_engine.tasks.detection import decode_detections as decode_detections  # re-export
 
 
 def segmentation_labels(logits: torch.Tensor) -> torch.Tensor:
@@ -116,39 +117,3 @@ def build_head(
     if config.task == "detection":
         return DetectionHead(config, context_dim, feature_channels, region_size)
     return ClassificationHead(config, context_dim)
-
-
-def decode_detections(
-    heatmap_logits: torch.Tensor,
-    log_size: torch.Tensor,
-    stride: int,
-    threshold: float = 0.3,
-    max_detections: int = 100,
-) -> torch.Tensor:
-    """Peaks of one region's heat map -> (M, 6) rows ``(y, x, class, score, height, width)``.
-
-    ``heatmap_logits`` (K, h, w), ``log_size`` (2, h, w); positions are region pixels at the
-    centre of the peak cell (``(i + 0.5) * stride``), sizes in pixels. A peak is a cell that equals
-    the 3x3 max of its class map and scores at least ``threshold``; the best ``max_detections``.
-    """
-    scores = heatmap_logits.sigmoid()
-    peaks = scores == F.max_pool2d(scores[None], 3, stride=1, padding=1)[0]
-    scores = torch.where(peaks & (scores >= threshold), scores, torch.zeros_like(scores))
-    k, h, w = scores.shape
-    flat = scores.reshape(-1)
-    count = min(max_detections, int((flat > 0).sum()))
-    top_scores, top_index = flat.topk(count)
-    cls, rest = top_index // (h * w), top_index % (h * w)
-    iy, ix = rest // w, rest % w
-    sizes = log_size[:, iy, ix].exp().T  # (M, 2)
-    return torch.stack(
-        [
-            (iy + 0.5) * stride,
-            (ix + 0.5) * stride,
-            cls.to(scores.dtype),
-            top_scores,
-            sizes[:, 0],
-            sizes[:, 1],
-        ],
-        dim=1,
-    )

@@ -26,7 +26,8 @@ from xt_engine.runtime.cancel import CancelToken
 from xt_engine.runtime.events import Event, Finished, Progress, RegionDone, Started
 from xt_engine.runtime.passes import RegionReader, causal_pass, two_pass
 from xt_engine.runtime.writer import BackgroundWriter
-from xt_engine.store.result_store import OutputStore
+from xt_engine.store.result_store import DETECTIONS_FILE, OutputStore
+from xt_engine.tasks.detection import BorderSuppression
 from xt_engine.tiling import Region, RegionGrid
 
 
@@ -161,12 +162,19 @@ def run_inference(
     writer = BackgroundWriter(store) if store is not None else None
     segmentation = config.head.task == "segmentation"
     blender = SeamBlender(grid) if overlap and blend and segmentation else None
+    suppressor = BorderSuppression.for_head(
+        grid, config.head, source.downsample(level), model.output_stride
+    )
+    if suppressor is not None and store is not None and skip:  # resume: the rows written
+        suppressor.seed_from_csv(store.path / DETECTIONS_FILE, skip)
     try:
         for regions, outputs in passes:
             if outputs is None:
                 context_done += len(regions)
             else:
-                events = _region_events(model, regions, outputs, attention, probabilities, blender)
+                events = _region_events(
+                    model, regions, outputs, attention, probabilities, blender, suppressor
+                )
                 if writer is not None:
                     writer.submit(events)
                 yield from events
@@ -270,9 +278,11 @@ def _region_events(
     attention: bool,
     probabilities: bool = False,
     blender: SeamBlender | None = None,
+    suppressor: BorderSuppression | None = None,
 ) -> list[RegionDone]:
     """Per-region results of one batch, cropped to each region's valid part (segmentation
-    blended with the earlier neighbours' predictions when a ``blender`` is given)."""
+    blended with the earlier neighbours' predictions when a ``blender`` is given; detections
+    already reported by an earlier neighbouring region dropped when a ``suppressor`` is)."""
     stride = model.region_size // model.token_grid[0]
     out = []
     batch_labels = batch_probs = windows = None
@@ -298,7 +308,7 @@ def _region_events(
                 outputs.heatmap[i].float(),
                 outputs.log_size[i].float(),
                 model.output_stride,
-                model.config.head.detection_threshold,
+                head=model.config.head,
             )
             rows[:, :2] -= m
             inside = (rows[:, :2] >= 0).all(dim=1)
@@ -306,7 +316,7 @@ def _region_events(
             rows = rows[inside].cpu().numpy().astype(np.float32)
             rows[:, 0] += region.y0
             rows[:, 1] += region.x0
-            detections = rows
+            detections = rows if suppressor is None else suppressor.filter(region, rows)
         if attention and outputs.attention is not None:
             t = m // stride
             region_map = outputs.attention[i].float().cpu().numpy()

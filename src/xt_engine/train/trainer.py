@@ -176,7 +176,7 @@ def evaluate(
                     out["heatmap"][i].float(),
                     out["log_size"][i].float(),
                     model.output_stride,
-                    model.config.head.detection_threshold,
+                    head=model.config.head,
                 )
                 counts += match_counts(peaks, heat[i], k, 1.5, model.output_stride)
     model.train()
