@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	touch $@
 
 demo: setup
-	$(VENV)/bin/xt demo --out out/demo
+	$(VENV)/bin/xt demo --out out/demo --overwrite
 
 test: setup
 	$(PY) -m pytest

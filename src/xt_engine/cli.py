@@ -168,6 +168,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             device=_device(args.device),
             attention=args.attention,
             resume=args.resume,
+            overwrite=args.overwrite,
             provenance=_model_provenance(args.model),
             precision=args.precision,
             overlap=args.overlap,
@@ -227,6 +228,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model_spec=args.model,
         batch_size=args.batch_size,
         progress=_progress,
+        overwrite=args.overwrite,
     )
     return 0
 
@@ -351,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="xt-demo", help="output folder")
     p.add_argument("--model", default="xt_demo_sar", help="registered name or checkpoint")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the result store of an earlier demo"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("info", help="shape, dtype, axes, levels and pixel size of an image")
@@ -375,7 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("Y0", "X0", "Y1", "X1"),
         help="region of interest in level-0 pixels",
     )
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="regions per region-encoder call (speed and memory only: the context chunks come "
+        "from the model, so the result is the same for every batch size)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--attention", action="store_true", help="also write a per-token attention map")
     p.add_argument(
@@ -404,6 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted --out store of the same run"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing result store at --out (never anything else: other folders "
+        "and the input are refused)",
     )
     p.add_argument(
         "--detection-threshold",

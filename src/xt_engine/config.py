@@ -217,7 +217,8 @@ class HeadConfig:
     """The task head. Class 0 is background for segmentation.
 
     ``pool`` (classification): ``mean`` of all contextualised tokens, or ``cls``, a learned token
-    run through the context encoder after the last region (the released xT layout).
+    run through the context encoder after the last region (the released xT layout; for
+    whole-sequence models it is appended to the same call as the regions' tokens).
     ``detection_threshold``: minimum centre score of a decoded detection;
     ``max_detections``: the most detections decoded per region; ``border_iou``: two
     detections of one class from neighbouring regions whose boxes overlap by more than this

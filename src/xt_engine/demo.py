@@ -28,6 +28,7 @@ def run_demo(
     model_spec: str = "xt_demo_sar",
     batch_size: int = 8,
     progress: Callable[[Iterable[object]], object],
+    overwrite: bool = False,
 ) -> Finished:
     """Run the demo and print its summary; returns the run's Finished event."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -40,7 +41,9 @@ def run_demo(
     model = load_model(model_spec)
     source = source_from_arrays(image, "yx", name=f"synthetic_sar_{size}_seed{seed}")
     result = out_dir / "result.zarr"
-    finished = progress(run_inference(source, model, output=result, batch_size=batch_size))
+    finished = progress(
+        run_inference(source, model, output=result, batch_size=batch_size, overwrite=overwrite)
+    )
     assert isinstance(finished, Finished)
     labels = zarr.open_group(str(result), mode="r")[f"{LABELS_PATH}/0"]
     png = write_overview(source, labels, class_colors(model.config.head), out_dir / "overview.png")

@@ -19,7 +19,7 @@ from xt_engine.train.trainer import crops_to_regions, masks_to_regions
 TINY_CONFIG = {
     "tiling": {"region_size": 64},
     "region_encoder": {"name": "test_convnext", "in_chans": 1},
-    "context_encoder": {"kind": "transformer_xl", "dim": 32, "depth": 1},
+    "context_encoder": {"kind": "transformer_xl", "dim": 32, "depth": 1, "chunk_regions": 2},
     "head": {"task": "segmentation", "num_classes": 4},
     "train": {
         "crop_size": 128,
@@ -27,7 +27,6 @@ TINY_CONFIG = {
         "max_steps": 4,
         "val_every": 2,
         "val_crops": 2,
-        "chunk_regions": 2,
         "lr": 1e-3,
     },
 }

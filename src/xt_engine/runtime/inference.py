@@ -6,6 +6,7 @@ the image: pixels are read per region from the source, outputs go straight to th
 
 from __future__ import annotations
 
+import hashlib
 import os
 import resource
 import time
@@ -19,14 +20,15 @@ import torch
 from xt_engine.errors import Cancelled, ConfigError, InputError
 from xt_engine.io import open_image
 from xt_engine.models import RegionOutputs, XTModel, XTState
-from xt_engine.models.context import BidirectionalContext
 from xt_engine.models.heads import decode_detections, segmentation_labels
 from xt_engine.runtime.blending import SeamBlender
 from xt_engine.runtime.cancel import CancelToken
 from xt_engine.runtime.events import Event, Finished, Progress, RegionDone, Started
 from xt_engine.runtime.passes import RegionReader, causal_pass, two_pass
+from xt_engine.runtime.schedule import ContextSchedule, two_pass_model
 from xt_engine.runtime.writer import BackgroundWriter
 from xt_engine.store.result_store import DETECTIONS_FILE, OutputStore
+from xt_engine.store.safety import StoreLock, check_output, clear_store
 from xt_engine.tasks.detection import BorderSuppression
 from xt_engine.tiling import Region, RegionGrid
 
@@ -48,20 +50,31 @@ def run_inference(
     overlap: int = 0,
     probabilities: bool = False,
     blend: bool = True,
+    overwrite: bool = False,
 ) -> Iterator[Event]:
     """Yield events while running ``model`` over ``image`` (a path, array or ImageSource).
 
     Args:
         output: an OME-Zarr path to write results to (optional: events carry results too).
         level: pyramid level to run on; ``roi`` is ``(y0, x0, y1, x1)`` in that level's pixels.
-        batch_size: regions per forward pass; the context state is carried between batches.
+        batch_size: regions per region-encoder and head call, a throughput knob only: the
+            context runs over the chunks the model's config sets (``chunk_regions``), so any
+            batch size, device or resume point gives the same result
+            (:mod:`xt_engine.runtime.schedule`).
         attention: also export per-token attention (``RegionDone.attention`` and, with
             ``output``, an ``attention`` image in the store).
         cancel: checked between batches; a cancelled run ends with ``Finished(cancelled=True)``
             and leaves the output store marked incomplete.
         resume: continue an interrupted ``output`` store of the same run: regions it records
             as written are not decoded or written again (the context still reads them, so the
-            carried state is the same as in an uninterrupted run).
+            carried state is the same as in an uninterrupted run). The store must match this
+            run's provenance and determinants (weights, chunking, scaling, padding, an input
+            fingerprint), or the run is refused naming the field.
+        overwrite: replace an existing result store of this tool at ``output``. Without it an
+            existing store is refused (complete: ``overwrite``; interrupted: ``resume`` or
+            ``overwrite``); a path that is not a result store of this tool, or is or holds
+            the input, is refused whatever the flags (:mod:`xt_engine.store.safety`). The
+            store is locked while the run writes it: a second run on it is refused.
         provenance: extra entries for the store's ``xt`` attributes (e.g. checkpoint hash).
         precision: ``auto`` (bf16 autocast on CUDA where supported, else fp16; fp32 on CPU),
             ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
@@ -84,7 +97,7 @@ def run_inference(
             "pick a model trained for this channel count or convert the image",
         )
     classify = config.head.task == "classification"
-    if classify and isinstance(model.context_encoder, BidirectionalContext):
+    if classify and two_pass_model(model):
         raise ConfigError(
             "streaming a bidirectional context to one image class is not supported",
             "use a causal context encoder for classification, or call the model on the whole "
@@ -100,35 +113,53 @@ def run_inference(
     token_stride = model.region_size // model.token_grid[0]
     _check_overlap(overlap, token_stride, attention)
     grid = RegionGrid.for_image(source.shape_yx(level), config.tiling.region_size, roi, overlap)
+    steps = ContextSchedule.for_model(model, len(grid)).steps(batch_size)
     device = torch.device(device)
     amp_dtype = resolve_precision(precision, device)
     model = model.to(device).eval()
     store: OutputStore | None = None
+    lock: StoreLock | None = None
     skip: set[int] = set()
-    if output is not None and resume and Path(output).exists():
-        store = OutputStore.resume(
-            Path(output), source=source, level=level, grid=grid, config=config
-        )
-        skip = store.done_regions()
-    elif output is not None:
-        store = OutputStore.create(
-            Path(output),
-            source=source,
-            level=level,
-            grid=grid,
-            config=config,
-            token_stride=token_stride if attention else 0,
-            probabilities=probabilities,
-        )
+    scale = pixel_scale(source.dtype, config.region_encoder.input_scaling)
+    determinants = run_determinants(model, scale) | {
+        "input_fingerprint": input_fingerprint(source, level, grid)
+    }
+    if output is not None:
+        path = Path(output)
+        input_path = source.metadata.get("path")
+        input_path = str(input_path) if input_path else None
+        # checked before anything is created there, and again once the lock is held
+        check_output(path, input_path=input_path, overwrite=overwrite, resume=resume)
+        lock = StoreLock(path)
+        state = check_output(path, input_path=input_path, overwrite=overwrite, resume=resume)
+        if state == "resume":
+            store = OutputStore.resume(
+                path,
+                source=source,
+                level=level,
+                grid=grid,
+                config=config,
+                determinants=determinants,
+            )
+            skip = store.done_regions()
+        else:
+            if state == "replace":
+                clear_store(path)
+            store = OutputStore.create(
+                path,
+                source=source,
+                level=level,
+                grid=grid,
+                config=config,
+                token_stride=token_stride if attention else 0,
+                probabilities=probabilities,
+                determinants=determinants,
+            )
     if store is not None and provenance:
         store.root.attrs["xt"] = dict(store.root.attrs["xt"]) | provenance
-    scale = pixel_scale(source.dtype, config.region_encoder.input_scaling)
     yield Started(len(grid), grid, level, source.shape_yx(level), config.head.num_classes)
 
-    order = [
-        list(range(i, min(i + batch_size, len(grid)))) for i in range(0, len(grid), batch_size)
-    ]
-    reader = RegionReader(source, level, grid, scale, device)
+    reader = RegionReader(source, level, grid, scale, device, config.tiling.pad_value)
     if overlap:
         reader.step_tokens = grid.step // token_stride
 
@@ -140,18 +171,26 @@ def run_inference(
     start = time.perf_counter()
     done = len(skip)
     cancelled = False
-    bidirectional = isinstance(model.context_encoder, BidirectionalContext)
+    bidirectional = two_pass_model(model)
     context_done = 0  # regions through the first (context) pass of a two-pass run
     final: list[XTState] = []  # the classification state after the last region
     passes = (
         two_pass(
-            model, reader, order, cancel, need_attention=attention, skip=skip, autocast=autocast
+            model,
+            reader,
+            steps,
+            batch_size,
+            cancel,
+            need_attention=attention,
+            skip=skip,
+            autocast=autocast,
         )
         if bidirectional
         else causal_pass(
             model,
             reader,
-            order,
+            steps,
+            batch_size,
             cancel,
             need_attention=attention,
             skip=set() if classify else skip,  # the pooled state needs every region again
@@ -178,7 +217,7 @@ def run_inference(
                 if writer is not None:
                     writer.submit(events)
                 yield from events
-                done += len(regions)
+                done += sum(r.index not in skip for r in regions)  # skip: written before
             elapsed = time.perf_counter() - start
             work_done = done - len(skip) + context_done
             work_total = (len(grid) - len(skip)) + (len(grid) if bidirectional else 0)
@@ -202,6 +241,8 @@ def run_inference(
         store.mark_complete()
     elif store is not None:
         store.pyramid.flush()  # the coarse levels show what is done (a resume completes them)
+    if lock is not None:
+        lock.release()
     yield Finished(
         done=done,
         total=len(grid),
@@ -215,6 +256,51 @@ def run_inference(
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def run_determinants(model: XTModel, scale: float) -> dict[str, object]:
+    """What decides a run's result besides the image, level, ROI and model config, recorded in
+    the store's provenance (``xt.determinants``) and checked on ``--resume``: the context
+    chunking (``chunk_regions``, or ``whole`` for whole-sequence models), the input scale
+    factor, the pad value, and the SHA-256 of the weights (batch size and device are not
+    among them: they do not change the result)."""
+    cfg = model.config
+    whole = getattr(model, "whole_sequence", False)
+    return {
+        "context_chunk_regions": "whole" if whole else cfg.context_encoder.chunk_regions,
+        "input_scale": scale,
+        "pad_value": cfg.tiling.pad_value,
+        "weights_sha256": weights_sha256(model),
+    }
+
+
+def input_fingerprint(source: object, level: int, grid: RegionGrid) -> dict[str, object]:
+    """Size and modification time of the input file (when it is one) and a SHA-256 of the
+    raw pixels of the run's first regions (at most 4), so a resume notices a changed input."""
+    from xt_engine.io import ImageSource
+
+    assert isinstance(source, ImageSource)
+    info: dict[str, object] = {}
+    path = source.metadata.get("path")
+    if path and Path(str(path)).is_file():
+        stat = Path(str(path)).stat()
+        info |= {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    digest = hashlib.sha256()
+    for index in range(min(4, len(grid))):
+        r = grid.region(index)
+        digest.update(np.ascontiguousarray(source.read_padded(level, r.read_y0, r.read_x0, r.size)))
+    info["pixels_sha256"] = digest.hexdigest()
+    return info
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over every parameter and buffer (name, dtype, shape, bytes) in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
 
 
 def _check_overlap(overlap: int, token_stride: int, attention: bool) -> None:

@@ -1,10 +1,13 @@
 """How a model's context runs over the regions of an image: one causal pass, or two passes.
 
-Both generators yield ``(regions, outputs)`` per batch in raster order, check the cancel token
-between batches (raising :class:`Cancelled`), and hold at most one batch of pixels plus one
-read-ahead batch in memory.
+Both generators follow the model's :class:`~.schedule.ContextSchedule`: they yield
+``(regions, outputs)`` once per step (whole context chunks, see :mod:`.schedule`) in raster
+order, check the cancel token between steps (raising :class:`Cancelled`), and hold at most one
+step of pixels and features plus one read-ahead step in memory. Which pass a model takes is a
+capability its context encoder declares (``passes``: ``causal`` or ``two_pass``), never a type
+check.
 
-Two passes (bidirectional context): pass 1 runs the backward encoder over the batches in
+Two passes (bidirectional context): pass 1 runs the backward encoder over the chunks in
 *reverse* raster order and caches its outputs (L tokens x D per region, float32) in a temporary
 zarr array on disk; pass 2 runs in raster order: region encoder again, forward encoder, merge
 with the cached backward outputs, head. The region encoder thus runs twice; the cache costs
@@ -25,24 +28,44 @@ import zarr
 from xt_engine.errors import Cancelled
 from xt_engine.io import ImageSource
 from xt_engine.models import RegionOutputs, XTModel, XTState
-from xt_engine.models.context import BidirectionalContext
 from xt_engine.runtime.cancel import CancelToken
+from xt_engine.runtime.schedule import (
+    backward_chunk,
+    causal_chunk,
+    content_tokens,
+    forward_chunk,
+)
 from xt_engine.tiling import Region, RegionGrid
 
-Batch = tuple[list[Region], torch.Tensor, torch.Tensor]  # regions, pixels (1,N,C,R,R), rc (N,2)
+# regions, pixels (1, N, C, R, R), rc (N, 2), valid tokens (N * gh * gw,) bool
+Batch = tuple[list[Region], torch.Tensor, torch.Tensor]
+Step = list[range]  # whole context chunks (region indices)
 
 
 class RegionReader:
-    """Reads batches of regions: on CUDA one batch ahead in a worker thread, pinned there and
-    copied without blocking; on the CPU inline, between forward passes."""
+    """Reads the regions of a step: on CUDA one step ahead in a worker thread, pinned there and
+    copied without blocking; on the CPU inline, between forward passes.
+
+    Pixels are scaled by ``scale`` to [0, 1]; those outside ``content_box`` (y0, x0, y1, x1: the
+    ROI, widened by the overlap margin and clipped to the image) take ``pad_value``."""
 
     def __init__(
-        self, source: ImageSource, level: int, grid: RegionGrid, scale: float, device: torch.device
+        self,
+        source: ImageSource,
+        level: int,
+        grid: RegionGrid,
+        scale: float,
+        device: torch.device,
+        pad_value: float = 0.0,
     ) -> None:
         self.source, self.level, self.grid = source, level, grid
-        self.scale, self.device = scale, device
+        self.scale, self.device, self.pad_value = scale, device, pad_value
         self.pin = device.type == "cuda"
         self.step_tokens: int | None = None  # set for overlapping regions (see XTModel.encode)
+        h, w = source.shape_yx(level)
+        y0, x0, y1, x1 = grid.box
+        m = grid.overlap
+        self.content_box = (max(0, y0 - m), max(0, x0 - m), min(h, y1 + m), min(w, x1 + m))
 
     def _read(self, indices: list[int]) -> tuple[list[Region], torch.Tensor]:
         regions = [self.grid.region(i) for i in indices]
@@ -80,37 +103,136 @@ class RegionReader:
 
     def _to_device(self, regions: list[Region], pixels: torch.Tensor) -> Batch:
         tensor = pixels.to(self.device, non_blocking=self.pin).float().mul_(self.scale)
+        y0, x0, y1, x1 = self.content_box
+        for n, r in enumerate(regions):  # pixels outside the content box -> pad_value
+            top, left = max(0, y0 - r.read_y0), max(0, x0 - r.read_x0)
+            bottom, right = max(top, y1 - r.read_y0), max(left, x1 - r.read_x0)
+            if top or left or bottom < r.size or right < r.size:
+                inside = tensor[n, :, top:bottom, left:right].clone()
+                tensor[n].fill_(self.pad_value)
+                tensor[n, :, top:bottom, left:right] = inside
         rc = torch.tensor([[r.row, r.col] for r in regions], device=self.device)
         return regions, tensor[None], rc
+
+    def valid_tokens(self, regions: list[Region], token_grid: tuple[int, int]) -> torch.Tensor:
+        """(N * gh * gw,) bool on the device: tokens with real content (see content_tokens)."""
+        return content_tokens(regions, self.content_box, token_grid).to(self.device)
+
+
+def _encode(
+    model: XTModel, pixels: torch.Tensor, rc: torch.Tensor, batch: int, step_tokens: int | None
+) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """``model.encode`` over a step's regions in batches of ``batch`` regions, concatenated."""
+    n = pixels.shape[1]
+    parts = [
+        model.encode(pixels[:, i : i + batch], rc[i : i + batch], step_tokens)
+        for i in range(0, n, batch)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    features = [torch.cat([p[0][k] for p in parts], dim=0) for k in range(len(parts[0][0]))]
+    tokens = torch.cat([p[1] for p in parts], dim=1)
+    positions = torch.cat([p[2] for p in parts], dim=0)
+    return features, tokens, positions
+
+
+def _decode(
+    model: XTModel,
+    regions: list[Region],
+    context: torch.Tensor,
+    features: list[torch.Tensor],
+    attention: torch.Tensor | None,
+    batch: int,
+    cancel: CancelToken | None,
+    skip: set[int],
+    autocast: Callable[[], AbstractContextManager[object]],
+) -> Iterator[tuple[list[Region], RegionOutputs]]:
+    """``model.decode`` over a step's regions in batches of ``batch`` regions, yielded batch by
+    batch (the cancel token is checked between them; batches wholly in ``skip`` are not
+    decoded). The step's context is complete before its first batch, so stopping between
+    batches loses nothing a resume cannot replay."""
+    n = len(regions)
+    per_region = context.shape[1] // n
+    for i in range(0, n, batch):
+        if i and cancel is not None and cancel.cancelled:
+            raise Cancelled("run cancelled")
+        part = regions[i : i + batch]
+        if {r.index for r in part} <= skip:
+            continue
+        s = slice(i * per_region, (i + len(part)) * per_region)
+        with torch.inference_mode(), autocast():
+            outputs = model.decode(
+                context[:, s],
+                [f[i : i + batch] for f in features],
+                None if attention is None else attention[:, s],
+            )
+        yield part, outputs  # outside the modes: the consumer runs in its own
+
+
+def _indices(step: Step) -> list[int]:
+    return [i for chunk in step for i in chunk]
 
 
 def causal_pass(
     model: XTModel,
     reader: RegionReader,
-    order: list[list[int]],
+    steps: list[Step],
+    batch: int,
     cancel: CancelToken | None,
     need_attention: bool,
     skip: set[int] | None = None,
     autocast: Callable[[], AbstractContextManager[object]] = nullcontext,
     final_state: list[XTState] | None = None,
 ) -> Iterator[tuple[list[Region], RegionOutputs]]:
-    """One pass in raster order, context state carried from batch to batch. Batches whose
+    """One pass in raster order, the context state carried from chunk to chunk. Steps whose
     regions are all in ``skip`` (written by an interrupted run) only advance the context.
-    The state after the last batch is appended to ``final_state`` (classification)."""
+    The state after the last step is appended to ``final_state`` (classification).
+
+    A whole-sequence model (``model.whole_sequence``) has one step with one chunk: it runs as
+    one ``model.forward`` call over every region (its own conventions: token order, cls)."""
     state = model.init_state(1, reader.device)
-    stateless = model.config.context_encoder.kind == "none"
+    stateless = getattr(model.context_encoder, "stateless", False)
+    whole = getattr(model, "whole_sequence", False)
     skip = skip or set()
-    order = [b for b in order if not (stateless and set(b) <= skip)]
-    for regions, pixels, rc in reader.batches(order, cancel):
+    steps = [s for s in steps if not (stateless and set(_indices(s)) <= skip)]
+    order = [_indices(s) for s in steps]
+    per_region = model.token_grid[0] * model.token_grid[1]
+    for step, (regions, pixels, rc) in zip(steps, reader.batches(order, cancel), strict=True):
+        if whole:
+            with torch.inference_mode(), autocast():
+                outputs, state = model(
+                    pixels, rc, state, need_attention=need_attention, step_tokens=reader.step_tokens
+                )
+            yield regions, outputs
+            continue
         with torch.inference_mode(), autocast():
-            if {r.index for r in regions} <= skip:
-                _, tokens, positions = model.encode(pixels, rc, reader.step_tokens)
-                _, state.context, _ = model.contextualize(tokens, positions, state.context, False)
-                continue
-            outputs, state = model(
-                pixels, rc, state, need_attention=need_attention, step_tokens=reader.step_tokens
+            features, tokens, positions = _encode(model, pixels, rc, batch, reader.step_tokens)
+            valid = reader.valid_tokens(regions, model.token_grid)
+            done_already = {r.index for r in regions} <= skip
+            outs, received = [], []
+            at = 0
+            for chunk in step:
+                s = slice(at * per_region, (at + len(chunk)) * per_region)
+                out, state, att = causal_chunk(
+                    model,
+                    tokens[:, s],
+                    positions[s],
+                    state,
+                    valid[s],
+                    need_attention and not done_already,
+                )
+                outs.append(out)
+                received.append(att)
+                at += len(chunk)
+            context = torch.cat(outs, dim=1)
+            attention = (
+                torch.cat(received, dim=1)  # type: ignore[arg-type]
+                if need_attention and not done_already
+                else None
             )
-        yield regions, outputs
+        yield from _decode(
+            model, regions, context, features, attention, batch, cancel, skip, autocast
+        )
     if final_state is not None:
         final_state.append(state)
 
@@ -118,48 +240,71 @@ def causal_pass(
 def two_pass(
     model: XTModel,
     reader: RegionReader,
-    order: list[list[int]],
+    steps: list[Step],
+    batch: int,
     cancel: CancelToken | None,
     need_attention: bool = False,
     skip: set[int] | None = None,
     autocast: Callable[[], AbstractContextManager[object]] = nullcontext,
 ) -> Iterator[tuple[list[Region], RegionOutputs | None]]:
-    """Bidirectional context in two passes (see the module docstring); pass-1 batches are
+    """Bidirectional context in two passes (see the module docstring); pass-1 steps are
     yielded as ``(regions, None)`` so callers can report progress."""
     context = model.context_encoder
-    assert isinstance(context, BidirectionalContext)
-    tokens_per_region = model.token_grid[0] * model.token_grid[1]
+    per_region = model.token_grid[0] * model.token_grid[1]
     dim = model.config.context_encoder.dim
+    order = [_indices(s) for s in steps]
     with tempfile.TemporaryDirectory(prefix="xt-token-cache-") as tmp:
-        per_batch = max(len(order[0]), 1) if order else 1  # batches are aligned runs of indices
-        cache = zarr.create_array(  # one uncompressed chunk per batch: one zarr call each way
+        per_step = max(len(order[0]), 1) if order else 1  # steps are aligned runs of indices
+        cache = zarr.create_array(  # one uncompressed chunk per step: one zarr call each way
             store=tmp,
-            shape=(len(reader.grid), tokens_per_region, dim),
-            chunks=(per_batch, tokens_per_region, dim),
+            shape=(len(reader.grid), per_region, dim),
+            chunks=(per_step, per_region, dim),
             dtype="float32",
             compressors=None,
         )
         fwd_state, bwd_state = context.init_state(1, reader.device, torch.float32)
-        for regions, pixels, rc in reader.batches(order[::-1], cancel):
+        for step, (regions, pixels, rc) in zip(
+            steps[::-1], reader.batches(order[::-1], cancel), strict=True
+        ):
             with torch.inference_mode(), autocast():
-                _, tokens, positions = model.encode(pixels, rc, reader.step_tokens)
-                backward, bwd_state = context.backward_direction(tokens, positions, bwd_state)
+                _, tokens, positions = _encode(model, pixels, rc, batch, reader.step_tokens)
+                valid = reader.valid_tokens(regions, model.token_grid)
+                outs = []
+                at = len(regions)
+                for chunk in step[::-1]:
+                    s = slice((at - len(chunk)) * per_region, at * per_region)
+                    out, bwd_state = backward_chunk(
+                        model, tokens[:, s], positions[s], bwd_state, valid[s]
+                    )
+                    outs.insert(0, out)
+                    at -= len(chunk)
+                backward = torch.cat(outs, dim=1)
             first, last = regions[0].index, regions[-1].index + 1
             cache[first:last] = (
-                backward.float().reshape(len(regions), tokens_per_region, dim).cpu().numpy()
+                backward.float().reshape(len(regions), per_region, dim).cpu().numpy()
             )
             yield regions, None
-        for regions, pixels, rc in reader.batches(order, cancel):
+        for step, (regions, pixels, rc) in zip(steps, reader.batches(order, cancel), strict=True):
             first, last = regions[0].index, regions[-1].index + 1
             with torch.inference_mode(), autocast():
-                features, tokens, positions = model.encode(pixels, rc, reader.step_tokens)
-                forward, fwd_state = context.forward_direction(tokens, positions, fwd_state)
-                if {r.index for r in regions} <= (skip or set()):
-                    continue  # written by an interrupted run; the forward state is advanced
-                backward = torch.from_numpy(cache[first:last]).to(forward.device, forward.dtype)
-                merged = context.merge(forward, backward.reshape(forward.shape))
+                features, tokens, positions = _encode(model, pixels, rc, batch, reader.step_tokens)
+                valid = reader.valid_tokens(regions, model.token_grid)
+                backward = torch.from_numpy(cache[first:last]).to(tokens.device)
+                backward = backward.reshape(1, -1, dim)
+                merged_parts = []
+                at = 0
+                for chunk in step:
+                    s = slice(at * per_region, (at + len(chunk)) * per_region)
+                    merged, fwd_state = forward_chunk(
+                        model, tokens[:, s], positions[s], fwd_state, backward[:, s], valid[s]
+                    )
+                    merged_parts.append(merged)
+                    at += len(chunk)
+                merged = torch.cat(merged_parts, dim=1)
                 influence = None
                 if need_attention:  # no single attention matrix in two passes: the proxy
                     influence = (merged - tokens).norm(dim=-1) / tokens.norm(dim=-1).clamp_min(1e-6)
-                outputs = model.decode(merged, features, influence)
-            yield regions, outputs
+            # regions written by an interrupted run are skipped (the state is advanced)
+            yield from _decode(
+                model, regions, merged, features, influence, batch, cancel, skip or set(), autocast
+            )

@@ -23,6 +23,7 @@ from xt_engine.models import XTModel
 from xt_engine.models.context import BidirectionalContext, ContextEncoder
 from xt_engine.runtime.inference import pixel_scale
 from xt_engine.runtime.passes import RegionReader
+from xt_engine.runtime.schedule import ContextSchedule
 from xt_engine.tiling import RegionGrid
 
 
@@ -60,8 +61,9 @@ def region_attention(
     per_region = gh * gw
     memory = model.config.context_encoder.memory_tokens
     reach = math.ceil(memory / per_region) if memory else 0
-    start = region_index // batch_size * batch_size
-    stop = min(len(grid), start + batch_size)
+    chunk_size = ContextSchedule.for_model(model, len(grid)).chunk_regions  # the run's chunks
+    start = region_index // chunk_size * chunk_size
+    stop = min(len(grid), start + chunk_size)
     context = model.context_encoder
     directions = (
         [(context.forward_encoder, False), (context.backward_encoder, True)]
@@ -69,7 +71,8 @@ def region_attention(
         else [(context, False)]
     )
     lo, hi = max(0, start - reach), min(len(grid), stop + (reach if len(directions) == 2 else 0))
-    reader = RegionReader(source, level, grid, pixel_scale(source.dtype, "auto"), device)
+    scale = pixel_scale(source.dtype, model.config.region_encoder.input_scaling)
+    reader = RegionReader(source, level, grid, scale, device, model.config.tiling.pad_value)
     tokens, positions = {}, {}
     with torch.inference_mode():
         for regions, pixels, rc in reader.batches(
@@ -90,7 +93,7 @@ def region_attention(
                 before,
                 chunk,
                 region_index,
-                batch_size,
+                chunk_size,
                 per_region,
                 backward,
             )
@@ -107,11 +110,11 @@ def _replay(
     before: list[int],
     chunk: list[int],
     region: int,
-    batch_size: int,
+    chunk_size: int,
     per_region: int,
     backward: bool,
 ) -> tuple[np.ndarray, torch.Tensor, slice]:
-    """Feed ``before`` in batches (state carried), then ``chunk`` with attention; returns the
+    """Feed ``before`` in context chunks (state carried), then ``chunk`` with attention; returns the
     keys' (row, col) positions (K, 2), the weights (L, K) and the clicked region's query rows."""
 
     def gather(indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,8 +126,8 @@ def _replay(
 
     state = encoder.init_state(1, next(iter(tokens.values())).device, torch.float32)
     fed: list[torch.Tensor] = []
-    for i in range(0, len(before), batch_size):
-        seq, pos = gather(before[i : i + batch_size])
+    for i in range(0, len(before), chunk_size):
+        seq, pos = gather(before[i : i + chunk_size])
         _, state = encoder(seq, pos, state)
         fed.append(pos)
     seq, pos = gather(chunk)

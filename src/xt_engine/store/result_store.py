@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -87,22 +86,21 @@ class OutputStore:
         config: XTConfig,
         token_stride: int = 0,
         probabilities: bool = False,
+        determinants: dict[str, Any] | None = None,
     ) -> OutputStore:
-        """A fresh store at ``path`` (an existing store there is replaced); ``token_stride``
-        adds an attention image, ``probabilities`` a float16 (K, y, x) class probability image."""
+        """A fresh store at ``path``, which must be new, empty or hold nothing but this tool's
+        lock (the caller checks and clears it: :mod:`xt_engine.store.safety`);
+        ``token_stride`` adds an attention image, ``probabilities`` a float16 (K, y, x) class
+        probability image; ``determinants`` (see
+        :func:`xt_engine.runtime.inference.run_determinants`) go into the provenance, and a
+        resume must match them."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            if path.exists():
-                if not (path / "zarr.json").exists():
-                    raise InputError(
-                        f"{path} exists and is not a zarr store", "choose a new output path"
-                    )
-                shutil.rmtree(path)
-            root = zarr.open_group(str(path), mode="w", zarr_format=3)
-        except OSError as err:
+            root = zarr.create_group(store=str(path), zarr_format=3)
+        except (OSError, FileExistsError, ValueError) as err:
             raise InputError(
-                f"cannot write to {path} ({err.strerror or type(err).__name__})",
-                "choose a writable output path",
+                f"cannot write to {path} ({getattr(err, 'strerror', None) or err})",
+                "choose a writable, new output path",
             ) from err
         shape = source.shape_yx(level)
         r = grid.step  # one chunk per region's output tile
@@ -150,15 +148,25 @@ class OutputStore:
             create_probabilities(root, shape, len(names), r, pixel, down, axes)
         root.attrs["ome"] = {"version": NGFF_VERSION, "labels": ["segmentation"]}
         root.attrs["xt"] = _provenance(source, level, grid, config, depth) | {
-            "attention_stride": token_stride
+            "attention_stride": token_stride,
+            "determinants": dict(determinants or {}),
         }
         return cls(path, root, grid)
 
     @classmethod
     def resume(
-        cls, path: Path, *, source: ImageSource, level: int, grid: RegionGrid, config: XTConfig
+        cls,
+        path: Path,
+        *,
+        source: ImageSource,
+        level: int,
+        grid: RegionGrid,
+        config: XTConfig,
+        determinants: dict[str, Any] | None = None,
     ) -> OutputStore:
-        """Reopen an interrupted store of the same run (same image, level, ROI and model)."""
+        """Reopen an interrupted store of the same run: same image, level, ROI, model config
+        and ``determinants`` (what decides the result: context chunking, input scaling,
+        padding, the weights' hash); a difference is an InputError naming the field."""
         try:
             root = zarr.open_group(str(path), mode="r+")
             xt = dict(root.attrs["xt"])
@@ -167,6 +175,18 @@ class OutputStore:
                 f"{path} is not a napari-xt result store to resume",
                 "run without --resume to start a new one",
             ) from err
+        recorded_determinants = xt.get("determinants") or {}
+        for key, value in (determinants or {}).items():
+            if recorded_determinants.get(key) != json.loads(json.dumps(value)):
+
+                def short(v: object) -> str:
+                    return f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v)
+
+                raise InputError(
+                    f"{path} was written by another run ({key} differs: recorded "
+                    f"{short(recorded_determinants.get(key))}, this run {short(value)})",
+                    "resume with the same model weights and settings, or write a new --out",
+                )
         fresh = _provenance(source, level, grid, config, xt.get("label_levels", 0))
         for key in (
             "source",

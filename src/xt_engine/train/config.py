@@ -15,9 +15,10 @@ class TrainConfig:
 
     ``crop_size`` px squares (a multiple of the region size; an image smaller than a crop is
     used whole, zero-padded) are cut from the training images, ``positive_ratio`` of them
-    centred on a labelled pixel of a rare class. The context runs over a crop's regions in
-    chunks of ``chunk_regions`` with the state carried *with* gradients unless
-    ``truncate_context`` (then the state is detached between chunks). Each step shifts the
+    centred on a labelled pixel of a rare class. The context runs over a crop's regions in the
+    chunks inference uses (the model's ``context_encoder.chunk_regions``) with the state
+    carried *with* gradients unless ``truncate_context`` (then the state is detached between
+    chunks). Each step shifts the
     crop's region grid positions by a random offset of up to ``position_jitter`` regions per
     axis, so the model sees the token positions of a whole large image (up to R x jitter px),
     not only those of one crop, and learns to use them relatively (0: no shift).
@@ -32,7 +33,6 @@ class TrainConfig:
     positive_ratio: float = 0.5
     dice_weight: float = 1.0
     class_weights: tuple[float, ...] | None = None
-    chunk_regions: int = 64
     truncate_context: bool = False
     grad_checkpointing: bool = False
     val_every: int = 100
@@ -49,7 +49,7 @@ class TrainConfig:
             )
         if self.position_jitter < 0:
             raise ConfigError("train.position_jitter must be >= 0", "use 0 to switch it off")
-        for name in ("batch_size", "max_steps", "chunk_regions", "val_every"):
+        for name in ("batch_size", "max_steps", "val_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1", f"set train.{name} to 1 or more")
         if not 0.0 <= self.positive_ratio <= 1.0:
@@ -60,6 +60,12 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> TrainConfig:
         data = dict(data or {})
+        if "chunk_regions" in data:
+            raise ConfigError(
+                "train.chunk_regions is not a training setting: training and inference share "
+                "the model's context chunks",
+                "set context_encoder.chunk_regions in the model config instead",
+            )
         allowed = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - allowed
         if unknown:

@@ -25,6 +25,7 @@ DEMO_SAR: dict[str, Any] = {
         "bidirectional": True,
         "memory_tokens": 1024,
         "distance_bias": True,
+        "chunk_regions": 64,
     },
     "head": {
         "task": "segmentation",
@@ -41,7 +42,6 @@ DEMO_SAR: dict[str, Any] = {
         "warmup_steps": 30,
         "positive_ratio": 0.7,
         "class_weights": [1.0, 1.0, 4.0, 4.0],
-        "chunk_regions": 64,
         "val_every": 100,
         "val_crops": 8,
         "seed": 0,

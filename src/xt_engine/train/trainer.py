@@ -22,8 +22,9 @@ from xt_engine.errors import ConfigError
 from xt_engine.models import XTModel, create_model
 from xt_engine.models.heads import decode_detections, segmentation_labels
 from xt_engine.runtime.inference import pixel_scale
+from xt_engine.runtime.schedule import forward_regions
 from xt_engine.train.config import TrainConfig
-from xt_engine.train.data import Pair, sample_crop
+from xt_engine.train.data import IGNORE_INDEX, Pair, sample_crop
 from xt_engine.train.detection import (
     detection_loss,
     detection_scores,
@@ -70,24 +71,35 @@ def masks_to_regions(masks: torch.Tensor, region: int) -> torch.Tensor:
 
 
 def forward_crops(
-    model: XTModel, pixels: torch.Tensor, rc: torch.Tensor, chunk: int, truncate: bool
+    model: XTModel,
+    pixels: torch.Tensor,
+    rc: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    truncate: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Head outputs for regions (B, N, C, R, R), the context running over chunks of ``chunk``
-    regions with its state carried (detached between chunks if ``truncate``): ``logits``
-    (B * N, K, R, R) for segmentation, ``heatmap`` / ``log_size`` (B * N, ., R/s, R/s) for
-    detection, regions batch-major."""
-    b, n = pixels.shape[:2]
-    state = model.init_state(b, pixels.device)
-    parts: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, n, chunk):
-        out, state = model(pixels[:, start : start + chunk], rc[start : start + chunk], state)
-        for key in ("logits", "heatmap", "log_size"):
-            value = getattr(out, key)
-            if value is not None:
-                parts.setdefault(key, []).append(value.reshape(b, -1, *value.shape[1:]))
-        if truncate:
-            state.context = _detach(state.context)
-    return {key: torch.cat(values, dim=1).flatten(0, 1) for key, values in parts.items()}
+    """Head outputs for regions (B, N, C, R, R) through the inference schedule's chunk
+    functions (:func:`xt_engine.runtime.schedule.forward_regions`: the context over the model's
+    ``chunk_regions`` chunks, both directions for bidirectional models, padded tokens left
+    out), the state detached between chunks if ``truncate``: ``logits`` (B * N, K, R, R) for
+    segmentation, ``heatmap`` / ``log_size`` (B * N, ., R/s, R/s) for detection."""
+    out = forward_regions(model, pixels, rc, valid, truncate)
+    return {
+        key: getattr(out, key)
+        for key in ("logits", "heatmap", "log_size")
+        if getattr(out, key) is not None
+    }
+
+
+def content_to_tokens(content: torch.Tensor, model: XTModel) -> torch.Tensor:
+    """Per-pixel content masks (B, S, S) bool -> (B, N * gh * gw) bool: tokens whose patch holds
+    at least one real (not padded) pixel, regions in raster order like the crops'."""
+    r = model.region_size
+    gh, gw = model.token_grid
+    b, s, _ = content.shape
+    n = s // r
+    regions = content.reshape(b, n, r, n, r).permute(0, 1, 3, 2, 4)  # (B, n, n, R, R)
+    patches = regions.reshape(b, n, n, gh, r // gh, gw, r // gw).any(dim=(4, 6))
+    return patches.reshape(b, -1)
 
 
 def _targets(model: XTModel, masks: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -125,34 +137,37 @@ def _loss(
     )
 
 
-def _detach(value: object) -> object:
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    if isinstance(value, list | tuple):
-        return type(value)(_detach(v) for v in value)
-    if hasattr(value, "__dataclass_fields__"):
-        for name in value.__dataclass_fields__:
-            setattr(value, name, _detach(getattr(value, name)))
-    return value
-
-
 def _batch(
-    pairs: list[Pair], cfg: TrainConfig, rng: np.random.Generator, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs: list[Pair],
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    device: torch.device,
+    model_config: XTConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Crops (B, C, S, S) scaled as inference scales them (``region_encoder.input_scaling``),
+    pixels past the image edge set to ``tiling.pad_value``; masks (B, S, S); content masks
+    (B, S, S) bool (False on that padding)."""
     crops, masks = [], []
     for _ in range(cfg.batch_size):
         pair = pairs[int(rng.integers(len(pairs)))]
         image, mask = sample_crop(pair, cfg.crop_size, rng.random() < cfg.positive_ratio, rng)
-        crops.append(image.astype(np.float32) * pixel_scale(image.dtype, "auto"))
+        scale = pixel_scale(image.dtype, model_config.region_encoder.input_scaling)
+        crop = image.astype(np.float32) * scale
+        crop[:, mask == IGNORE_INDEX] = model_config.tiling.pad_value  # only padding is ignored
+        crops.append(crop)
         masks.append(mask)
+    mask_batch = torch.from_numpy(np.stack(masks)).to(device)
     return (
         torch.from_numpy(np.stack(crops)).to(device),
-        torch.from_numpy(np.stack(masks)).to(device),
+        mask_batch,
+        mask_batch != IGNORE_INDEX,
     )
 
 
 def evaluate(
-    model: XTModel, batches: list[tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig
+    model: XTModel,
+    batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    cfg: TrainConfig,
 ) -> dict[str, list[float]]:
     """Segmentation: per-class IoU and F1 over fixed validation crops; detection: per-class
     precision, recall and F1 of decoded centres (see :mod:`.detection`)."""
@@ -162,9 +177,9 @@ def evaluate(
     counts = np.zeros((k, 3), np.int64)
     model.eval()
     with torch.inference_mode():
-        for crops, masks in batches:
+        for crops, masks, content in batches:
             pixels, rc = crops_to_regions(crops, r)
-            out = forward_crops(model, pixels, rc, cfg.chunk_regions, truncate=False)
+            out = forward_crops(model, pixels, rc, content_to_tokens(content, model))
             if "logits" in out:
                 matrix += confusion(
                     segmentation_labels(out["logits"]), masks_to_regions(masks, r), k
@@ -243,7 +258,7 @@ def train(
     val_rng = np.random.default_rng(cfg.seed + 1)
     val_batches = (
         [
-            _batch(val_pairs, cfg, val_rng, dev)
+            _batch(val_pairs, cfg, val_rng, dev, model_config)
             for _ in range(max(1, cfg.val_crops // cfg.batch_size))
         ]
         if val_pairs
@@ -254,11 +269,12 @@ def train(
     started = time.perf_counter()
     r = model_config.tiling.region_size
     for step in range(start_step, cfg.max_steps):
-        crops, masks = _batch(train_pairs, cfg, rng, dev)
+        crops, masks, content = _batch(train_pairs, cfg, rng, dev, model_config)
         pixels, rc = crops_to_regions(crops, r)
         rc = rc + torch.from_numpy(rng.integers(0, cfg.position_jitter + 1, 2)).to(rc)
+        valid = content_to_tokens(content, model)
         with autocast:
-            outputs = forward_crops(model, pixels, rc, cfg.chunk_regions, cfg.truncate_context)
+            outputs = forward_crops(model, pixels, rc, valid, cfg.truncate_context)
             loss = _loss(model, outputs, masks, cfg, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

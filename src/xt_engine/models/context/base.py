@@ -26,6 +26,11 @@ class ContextEncoder(nn.Module):
     """Base class: subclasses implement :meth:`init_state` and :meth:`run_chunk`."""
 
     kind: str = "base"
+    # capabilities the runtime reads (never isinstance checks): ``passes`` is "causal" (one
+    # pass in raster order, state carried) or "two_pass" (a backward pass first, see
+    # xt_engine.runtime.passes); ``stateless`` kinds carry nothing between chunks.
+    passes: str = "causal"
+    stateless: bool = False
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> ContextState:
         """The state before the first chunk of an image."""

@@ -22,6 +22,8 @@ from xt_engine.models.context.base import ContextEncoder, ContextState
 
 
 class BidirectionalContext(ContextEncoder):
+    passes = "two_pass"
+
     def __init__(self, forward_encoder: ContextEncoder, backward_encoder: ContextEncoder, dim: int):
         super().__init__()
         self.kind = f"bidirectional_{forward_encoder.kind}"

@@ -9,6 +9,7 @@ from xt_engine.models.context.base import ContextEncoder, ContextState
 
 class NoContext(ContextEncoder):
     kind = "none"
+    stateless = True
 
     def run_chunk(
         self,
