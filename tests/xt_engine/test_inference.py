@@ -265,7 +265,9 @@ def test_resume_after_cancel_equals_an_uninterrupted_run(
 def test_resume_refuses_a_store_of_another_run(rgb_image: np.ndarray, tmp_path: Path) -> None:
     model = create_model("test_convnext_none").eval()
     out = tmp_path / "other.zarr"
-    list(run_inference(rgb_image, model, output=out, roi=(0, 0, 100, 100)))
+    cancel = CancelToken()
+    for event in run_inference(rgb_image, model, output=out, roi=(0, 0, 100, 100), cancel=cancel):
+        cancel.cancel()  # interrupted after the first batch
     with pytest.raises(InputError, match="roi differs"):
         next(run_inference(rgb_image, model, output=out, resume=True))
 

@@ -175,18 +175,6 @@ class OutputStore:
                 f"{path} is not a napari-xt result store to resume",
                 "run without --resume to start a new one",
             ) from err
-        recorded_determinants = xt.get("determinants") or {}
-        for key, value in (determinants or {}).items():
-            if recorded_determinants.get(key) != json.loads(json.dumps(value)):
-
-                def short(v: object) -> str:
-                    return f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v)
-
-                raise InputError(
-                    f"{path} was written by another run ({key} differs: recorded "
-                    f"{short(recorded_determinants.get(key))}, this run {short(value)})",
-                    "resume with the same model weights and settings, or write a new --out",
-                )
         fresh = _provenance(source, level, grid, config, xt.get("label_levels", 0))
         for key in (
             "source",
@@ -195,8 +183,12 @@ class OutputStore:
             "region_size",
             "overlap",
             "num_regions",
+            "determinants",  # checked field by field, before the whole model config
             "model_config",
         ):
+            if key == "determinants":
+                _check_determinants(path, xt.get("determinants") or {}, determinants or {})
+                continue
             recorded = xt.get(key, 0 if key == "overlap" else None)  # stores before overlap
             if recorded != json.loads(json.dumps(fresh[key])):  # attrs hold JSON
                 raise InputError(
@@ -363,6 +355,21 @@ class OutputStore:
     @property
     def complete(self) -> bool:
         return bool(self.root.attrs["xt"].get("complete", False))
+
+
+def _check_determinants(path: Path, recorded: dict[str, Any], fresh: dict[str, Any]) -> None:
+    """An InputError naming the first field of ``fresh`` whose recorded value differs."""
+
+    def short(v: object) -> str:
+        return f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v)
+
+    for key, value in fresh.items():
+        if recorded.get(key) != json.loads(json.dumps(value)):  # attrs hold JSON
+            raise InputError(
+                f"{path} was written by another run ({key} differs: recorded "
+                f"{short(recorded.get(key))}, this run {short(value)})",
+                "resume with the same model weights, settings and input, or write a new --out",
+            )
 
 
 def _array(root: zarr.Group, path: str) -> zarr.Array:
