@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev,bench]' $(TORCH)
+	$(PY) -m pip install -q -e '.[napari,dev,bench]' $(TORCH)
 	touch $@
 
 demo: setup

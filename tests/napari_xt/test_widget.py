@@ -276,10 +276,13 @@ def test_detection_model_adds_points(make_napari_viewer, qtbot, tmp_path: Path) 
         model.head.heatmap.weight.zero_()
         model.head.heatmap.bias.copy_(torch.tensor([-9.0, 6.0, -9.0]))  # class 1 everywhere
     checkpoint = save_checkpoint(model, tmp_path / "det.safetensors")
+    image = np.random.default_rng(0).integers(0, 255, (128, 192, 3), np.uint8)
+    from xt_engine import RegionDone, run_inference
+
+    engine = [e for e in run_inference(image, model) if isinstance(e, RegionDone)]
+    expected = sum(len(e.detections) for e in engine)
     viewer = make_napari_viewer(show=True)
-    viewer.add_image(
-        np.random.default_rng(0).integers(0, 255, (128, 192, 3), np.uint8), rgb=True, name="rgb"
-    )
+    viewer.add_image(image, rgb=True, name="rgb")
     widget = _dock(viewer)
     widget.model_combo.addItem(str(checkpoint))
     widget.model_combo.setCurrentText(str(checkpoint))
@@ -287,7 +290,8 @@ def test_detection_model_adds_points(make_napari_viewer, qtbot, tmp_path: Path) 
     assert _run(widget, qtbot) is False, widget.status.text()
     assert "xT detections" in viewer.layers, (widget.status.text(), [x.name for x in viewer.layers])
     points = viewer.layers["xT detections"]
-    assert len(points.data) == 6 * 100  # 6 regions, the best 100 centres of each
+    # 6 regions, the best 100 centres of each, less those a neighbour reported across a border
+    assert len(points.data) == expected and 500 < expected < 6 * 100
     assert set(points.features["class"]) == {"class_1"}
     assert points.data[:, 0].max() < 128 and points.data[:, 1].max() < 192
     assert "xT segmentation" not in viewer.layers

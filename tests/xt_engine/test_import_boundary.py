@@ -28,3 +28,27 @@ def test_engine_imports_no_gui_modules() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "", f"xt_engine imported GUI modules: {result.stdout}"
+
+
+def test_the_engine_installs_without_the_gui_stack() -> None:
+    """`pip install napari-xt` gives the engine and the CLI: napari and Qt only come with the
+    `napari` extra; the declared minimums are what the code needs (datetime.UTC: Python 3.11;
+    nn.RMSNorm: torch 2.4)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())[
+        "project"
+    ]
+    roots = {re.split(r"[\[<>=!~ ]", dep)[0].lower() for dep in project["dependencies"]}
+    assert not roots & {r.lower() for r in (*GUI_ROOTS, "pyqt6", "npe2")}, roots
+    assert any(dep.startswith("napari[") for dep in project["optional-dependencies"]["napari"])
+    assert project["requires-python"] == ">=3.11"
+    (torch_dep,) = [d for d in project["dependencies"] if d.startswith("torch>")]
+    assert torch_dep == "torch>=2.4"
+    import datetime
+
+    import torch
+
+    assert hasattr(datetime, "UTC") and hasattr(torch.nn, "RMSNorm")

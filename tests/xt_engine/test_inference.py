@@ -266,7 +266,7 @@ def test_resume_refuses_a_store_of_another_run(rgb_image: np.ndarray, tmp_path: 
     model = create_model("test_convnext_none").eval()
     out = tmp_path / "other.zarr"
     cancel = CancelToken()
-    for event in run_inference(rgb_image, model, output=out, roi=(0, 0, 100, 100), cancel=cancel):
+    for _ in run_inference(rgb_image, model, output=out, roi=(0, 0, 100, 100), cancel=cancel):
         cancel.cancel()  # interrupted after the first batch
     with pytest.raises(InputError, match="roi differs"):
         next(run_inference(rgb_image, model, output=out, resume=True))
