@@ -42,3 +42,25 @@ def hbox(*widgets: QWidget, stretch_first: bool = False) -> QHBoxLayout:
     for i, widget in enumerate(widgets):
         row.addWidget(widget, 1 if stretch_first and i == 0 else 0)
     return row
+
+
+def model_combo(current: str) -> QComboBox:
+    """Registered models with trained weights first; below a separator, a labelled section of
+    untrained architectures (a disabled header item), which run only with weight files."""
+    from qtpy.QtGui import QStandardItemModel
+
+    from napari_xt._models import UNTRAINED_HEADER, model_sections
+
+    trained, untrained = model_sections()
+    box = combo(trained, "registered models with trained weights, or a checkpoint file")
+    if untrained:
+        box.insertSeparator(box.count())
+        box.addItem(UNTRAINED_HEADER)
+        items = box.model()
+        if isinstance(items, QStandardItemModel):
+            header = items.item(box.count() - 1)
+            if header is not None:
+                header.setEnabled(False)
+        box.addItems(untrained)
+    box.setCurrentText(current)
+    return box

@@ -6,7 +6,17 @@ from pathlib import Path
 
 from napari_xt._threads import call_in_fresh_thread
 from xt_engine.models import XTModel, list_models
-from xt_engine.weights.loading import load_model, load_model_parts
+from xt_engine.weights.loading import load_model, load_model_parts, user_models, weights_record
+
+UNTRAINED_HEADER = "Untrained architectures (random weights: add weight files, or train them)"
+
+
+def model_sections() -> tuple[list[str], list[str]]:
+    """Registered names offered in the widget: (with trained weights, architectures only).
+    ``test_*`` contract toys are not offered; untrained ones only run with weight files."""
+    names = user_models()
+    trained = [n for n in names if weights_record(n).trained]
+    return trained, [n for n in names if n not in trained]
 
 
 class ModelChoice:

@@ -34,7 +34,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_xt._controls import button, combo, hbox, spin
+from napari_xt._controls import button, combo, hbox, model_combo, spin
 from napari_xt._inspect import AttentionInspector, RunContext
 from napari_xt._models import ModelChoice
 from napari_xt._results import RunLayers
@@ -50,7 +50,6 @@ from xt_engine import (
     run_inference,
 )
 from xt_engine.io import ImageSource, source_from_arrays
-from xt_engine.models import list_models
 
 DEFAULT_MODEL = "xt_demo_sar"
 PROGRESS_S = 0.5  # progress bar + status line at most 2 Hz: each repaint ~30-50 ms under Xvfb
@@ -77,7 +76,7 @@ class XTInferenceWidget(QWidget):
         self.results = RunLayers(napari_viewer)
 
         self.image_combo = QComboBox()
-        self.model_combo = combo(list_models(), current=DEFAULT_MODEL)
+        self.model_combo = model_combo(DEFAULT_MODEL)
         self.browse_button = button("Checkpoint...")
         self.region_weights_button = button(
             "Region encoder weights...",

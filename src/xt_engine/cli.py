@@ -40,15 +40,23 @@ def _progress(events: Iterable[object], quiet: bool = False) -> object:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from xt_engine.models import list_models, model_config
+    from xt_engine.models import model_config
+    from xt_engine.weights.loading import user_models, weights_record
 
-    for name in list_models():
+    for name in user_models():
         cfg = model_config(name)
         context = cfg.context_encoder.kind + (" x2" if cfg.context_encoder.bidirectional else "")
+        record = weights_record(name)
         print(
-            f"{name:26s} {cfg.region_encoder.name:25s} {context:18s} "
-            f"{cfg.head.task} ({cfg.head.num_classes} classes, {cfg.tiling.region_size} px regions)"
+            f"{name:26s} {'trained' if record.trained else 'UNTRAINED':9s} "
+            f"{cfg.region_encoder.name:25s} {context:18s} "
+            f"{cfg.head.task} ({cfg.head.num_classes} classes, {cfg.tiling.region_size} px "
+            f"regions); weights: {record.source}"
         )
+    print(
+        "UNTRAINED entries are architectures with random weights (for `xt train` starts); "
+        "`xt infer` refuses them without --allow-untrained."
+    )
     return 0
 
 
@@ -88,13 +96,14 @@ def _device(name: str) -> str:
 
 
 def _model_provenance(spec: str) -> dict[str, object]:
-    """The model as named, and the SHA-256 of the weights file behind it, if any."""
+    """The model as named, whether its weights are trained, and the SHA-256 of the weights
+    file behind it, if any (the weights themselves are hashed in ``xt.determinants``)."""
     import hashlib
 
-    from xt_engine.weights.loading import bundled_checkpoint
+    from xt_engine.weights.loading import bundled_checkpoint, is_trained
 
     path = Path(spec) if Path(spec).is_file() else bundled_checkpoint(spec)
-    info: dict[str, object] = {"model": spec}
+    info: dict[str, object] = {"model": spec, "trained_weights": is_trained(spec)}
     if path is not None:
         info["checkpoint"] = str(path)
         info["checkpoint_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -141,7 +150,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from xt_engine.weights.loading import load_model
 
     source = open_image(args.image)
-    model = load_model(args.model)
+    model = load_model(args.model, allow_untrained=args.allow_untrained)
     _detection_overrides(model, args)
     roi = None
     if args.roi:
@@ -421,6 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace an existing result store at --out (never anything else: other folders "
         "and the input are refused)",
+    )
+    p.add_argument(
+        "--allow-untrained",
+        action="store_true",
+        help="run a registered architecture that has no trained weights (random: its output "
+        "is noise; for speed tests and training starts)",
     )
     p.add_argument(
         "--detection-threshold",

@@ -353,6 +353,7 @@ def test_architecture_with_separate_weight_files(make_napari_viewer, qtbot, spli
     viewer = make_napari_viewer(show=True)
     viewer.add_image(image, rgb=True, name="rgb")
     widget = _dock(viewer)
+    widget.model_combo.addItem("test_convnext_txl")  # contract toys are not listed
     widget.model_combo.setCurrentText("test_convnext_txl")
     widget.set_weights("region", str(backbone))
     widget.set_weights("context", str(rest))
@@ -390,3 +391,21 @@ def test_click_to_inspect_attention(make_napari_viewer, qtbot) -> None:
     assert widget.status.text().startswith("Attention of region 9")
     widget.inspector.button.setChecked(False)
     assert widget.inspector._on_click not in viewer.mouse_drag_callbacks
+
+
+def test_untrained_architectures_sit_in_a_labelled_section_and_need_weights(
+    make_napari_viewer, qtbot
+) -> None:
+    from napari_xt._models import UNTRAINED_HEADER
+
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    combo = widget.model_combo
+    items = [combo.itemText(i) for i in range(combo.count())]
+    assert items[0] == "xt_demo_sar" and combo.currentText() == "xt_demo_sar"
+    assert not any(name.startswith("test_") for name in items)
+    header = items.index(UNTRAINED_HEADER)
+    assert "xt_swinv2_tiny_txl" in items[header + 1 :]
+    assert not combo.model().item(header).isEnabled()
+    combo.setCurrentText("xt_swinv2_tiny_txl")
+    qtbot.waitUntil(lambda: "without trained weights" in widget.model_summary.text())

@@ -28,7 +28,7 @@ def test_help_lists_the_commands() -> None:
 def test_models_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert "xt_demo_sar" in out and "test_convnext_txl" in out
+    assert "xt_demo_sar" in out and "test_convnext_txl" not in out and "UNTRAINED" in out
 
 
 def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:

@@ -101,7 +101,15 @@ def test_the_cli_answers_with_one_line_and_exit_2(image, tmp_path: Path, capsys)
     tif = tmp_path / "scene.tif"
     tifffile.imwrite(tif, image)
     out = tmp_path / "out.zarr"
-    args = ["infer", str(tif), "--model", "test_convnext_none", "--out", str(out)]
+    args = [
+        "infer",
+        str(tif),
+        "--model",
+        "test_convnext_none",
+        "--out",
+        str(out),
+        "--allow-untrained",
+    ]
     assert main(args) == 0
     capsys.readouterr()
     assert main(args) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,9 +21,38 @@ def bundled_checkpoint(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def load_model(spec: str, *, seed: int = 0) -> XTModel:
-    """``spec`` is a ``.safetensors`` checkpoint path or a registered name: its bundled trained
-    weights when the package ships them, else a seeded random initialisation."""
+@dataclass(frozen=True)
+class WeightsRecord:
+    """Whether trained weights exist for a registered variant, and where they come from."""
+
+    trained: bool
+    source: str
+
+
+def weights_record(name: str) -> WeightsRecord:
+    """The weights behind a registered name: the bundled checkpoint if the package ships one
+    (its recorded training, e.g. ``xt train --recipe demo-sar``), else none (an architecture
+    only: random weights, for training starts)."""
+    bundled = bundled_checkpoint(name)
+    if bundled is None:
+        return WeightsRecord(False, "none: an architecture only (random weights)")
+    from xt_engine.weights.checkpoint import read_checkpoint_config
+
+    _, extra = read_checkpoint_config(bundled)
+    how = f", {extra['trained_by']}" if extra.get("trained_by") else ""
+    return WeightsRecord(True, f"bundled: {bundled.name}{how}")
+
+
+def user_models() -> list[str]:
+    """Registered variants offered to users: every name but the ``test_*`` contract toys."""
+    return [name for name in list_models() if not name.startswith("test_")]
+
+
+def load_model(spec: str, *, seed: int = 0, allow_untrained: bool = False) -> XTModel:
+    """``spec`` is a ``.safetensors`` checkpoint path or a registered name with trained weights
+    (bundled with the package). A registered architecture without trained weights is refused
+    unless ``allow_untrained`` (then: a seeded random initialisation, for training starts or
+    speed tests; never presented as a model)."""
     if spec.endswith(".safetensors") or Path(spec).is_file():
         return load_checkpoint(spec)
     bundled = bundled_checkpoint(spec)
@@ -31,10 +61,25 @@ def load_model(spec: str, *, seed: int = 0) -> XTModel:
     if spec not in list_models():
         raise ConfigError(
             f"{spec!r} is neither a checkpoint file nor a registered model",
-            f"pass a .safetensors checkpoint or one of: {', '.join(list_models())}",
+            f"pass a .safetensors checkpoint or one of: {', '.join(user_models())}",
+        )
+    if not allow_untrained:
+        trained = [n for n in user_models() if weights_record(n).trained]
+        raise ConfigError(
+            f"{spec!r} is an architecture without trained weights (its output would be noise)",
+            f"pass a trained checkpoint, use a trained model ({', '.join(trained)}), or add "
+            "--allow-untrained for a training start or a speed test",
         )
     torch.manual_seed(seed)
     return create_model(spec).eval()
+
+
+def is_trained(spec: str) -> bool:
+    """A checkpoint file counts as trained weights (the user brings them); a registered name
+    only with bundled weights."""
+    if spec.endswith(".safetensors") or Path(spec).is_file():
+        return True
+    return spec in list_models() and weights_record(spec).trained
 
 
 def load_model_parts(
