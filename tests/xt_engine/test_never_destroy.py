@@ -116,3 +116,34 @@ def test_the_cli_answers_with_one_line_and_exit_2(image, tmp_path: Path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--overwrite" in err[0]
     assert main([*args, "--overwrite"]) == 0
+
+
+def test_a_full_disk_ends_with_one_line_and_a_resumable_store(
+    model, image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from xt_engine.store.result_store import OutputStore
+
+    real = OutputStore.write_batch
+    calls = {"n": 0}
+
+    def write_until_full(self, items):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        return real(self, items)
+
+    out = tmp_path / "full.zarr"
+    monkeypatch.setattr(OutputStore, "write_batch", write_until_full)
+    with pytest.raises(InputError, match="no space left.*--resume"):
+        list(run_inference(image, model, output=out, batch_size=1))
+    monkeypatch.setattr(OutputStore, "write_batch", real)
+    xt = zarr.open_group(str(out), mode="r").attrs["xt"]
+    assert xt["complete"] is False
+    list(run_inference(image, model, output=out, batch_size=1, resume=True))
+    whole = tmp_path / "whole.zarr"
+    list(run_inference(image, model, output=whole))
+    label = "labels/segmentation/0"
+    resumed = zarr.open_group(str(out), mode="r")[label][:]
+    np.testing.assert_array_equal(resumed, zarr.open_group(str(whole), mode="r")[label][:])

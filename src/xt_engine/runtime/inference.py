@@ -6,6 +6,7 @@ the image: pixels are read per region from the source, outputs go straight to th
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import resource
@@ -227,9 +228,14 @@ def run_inference(
             yield Progress(done, len(grid), rate, eta)
     except Cancelled:
         cancelled = True
+    except OSError as err:
+        raise _write_error(err, output) from err
     finally:
         if writer is not None:
-            writer.close()  # everything yielded so far is on disk before the store is marked
+            try:
+                writer.close()  # everything yielded so far is on disk before the store is marked
+            except OSError as err:
+                raise _write_error(err, output) from err
     image_class = probs = None
     if classify and final and not cancelled:
         with torch.inference_mode(), autocast():
@@ -256,6 +262,26 @@ def run_inference(
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
+def _write_error(err: OSError, output: object) -> Exception:
+    """A full disk (of the store or of the temporary folder holding a two-pass token cache),
+    a read-only or forbidden location: one line and the fix; the store stays resumable (only
+    regions wholly written are recorded as done). Other OS errors pass through unchanged."""
+    if err.errno not in _WRITE_ERRNOS:
+        return err
+    where = err.filename or output or "the temporary folder"
+    problem = (
+        "no space left on the device"
+        if err.errno in (errno.ENOSPC, errno.EDQUOT)
+        else err.strerror or "cannot write"
+    )
+    return InputError(
+        f"{problem} while writing {where}",
+        "free space or choose another --out (TMPDIR for the token cache), then run again "
+        "with --resume",
+    )
 
 
 def run_determinants(model: XTModel, scale: float) -> dict[str, object]:
