@@ -178,6 +178,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             attention=args.attention,
             resume=args.resume,
             overwrite=args.overwrite,
+            cache_dir=args.cache_dir,
             provenance=_model_provenance(args.model),
             precision=args.precision,
             overlap=args.overlap,
@@ -430,6 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace an existing result store at --out (never anything else: other folders "
         "and the input are refused)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        help="folder for a bidirectional model's temporary token cache (default: inside --out)",
     )
     p.add_argument(
         "--allow-untrained",

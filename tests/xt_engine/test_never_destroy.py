@@ -147,3 +147,34 @@ def test_a_full_disk_ends_with_one_line_and_a_resumable_store(
     label = "labels/segmentation/0"
     resumed = zarr.open_group(str(out), mode="r")[label][:]
     np.testing.assert_array_equal(resumed, zarr.open_group(str(whole), mode="r")[label][:])
+
+
+def test_the_token_cache_lives_in_the_store_and_is_checked_for_space(
+    image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil as shutil_module
+
+    import xt_engine.runtime.passes as passes
+
+    model = create_model("test_convnext_txl_bidir").eval()
+    seen: list[str] = []
+    real = passes.tempfile.TemporaryDirectory
+
+    def spy(*args, **kwargs):
+        seen.append(str(kwargs.get("dir")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(passes.tempfile, "TemporaryDirectory", spy)
+    out = tmp_path / "run.zarr"
+    list(run_inference(image, model, output=out))
+    assert seen == [str(out)] and not list(out.glob("xt-token-cache-*"))  # removed after
+    stale = out / "xt-token-cache-killed"
+    stale.mkdir()  # what a kill -9 leaves: the next run on the store removes it
+    root = zarr.open_group(str(out), mode="r+")
+    root.attrs["xt"] = dict(root.attrs["xt"]) | {"complete": False}
+    list(run_inference(image, model, output=out, resume=True))
+    assert not stale.exists()
+    usage = shutil_module.disk_usage(tmp_path)
+    monkeypatch.setattr(passes.shutil, "disk_usage", lambda _: usage._replace(free=1000))
+    with pytest.raises(InputError, match="token cache needs .* --cache-dir"):
+        list(run_inference(image, model, output=tmp_path / "b.zarr"))

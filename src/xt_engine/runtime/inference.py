@@ -10,6 +10,7 @@ import errno
 import hashlib
 import os
 import resource
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -21,11 +22,10 @@ import torch
 from xt_engine.errors import Cancelled, ConfigError, InputError
 from xt_engine.io import open_image
 from xt_engine.models import RegionOutputs, XTModel, XTState
-from xt_engine.models.heads import decode_detections, segmentation_labels
 from xt_engine.runtime.blending import SeamBlender
 from xt_engine.runtime.cancel import CancelToken
 from xt_engine.runtime.events import Event, Finished, Progress, RegionDone, Started
-from xt_engine.runtime.passes import RegionReader, causal_pass, two_pass
+from xt_engine.runtime.passes import TOKEN_CACHE_PREFIX, RegionReader, causal_pass, two_pass
 from xt_engine.runtime.schedule import ContextSchedule, two_pass_model
 from xt_engine.runtime.writer import BackgroundWriter
 from xt_engine.store.result_store import DETECTIONS_FILE, OutputStore
@@ -52,6 +52,7 @@ def run_inference(
     probabilities: bool = False,
     blend: bool = True,
     overwrite: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> Iterator[Event]:
     """Yield events while running ``model`` over ``image`` (a path, array or ImageSource).
 
@@ -71,6 +72,11 @@ def run_inference(
             carried state is the same as in an uninterrupted run). The store must match this
             run's provenance and determinants (weights, chunking, scaling, padding, an input
             fingerprint), or the run is refused naming the field.
+        cache_dir: where a two-pass (bidirectional) model keeps its temporary token cache
+            (``tokens x D x 4`` bytes per region; checked against the free space before the
+            run); default: inside the ``output`` store (removed when the run ends; a killed
+            run's leftover is removed by the next run on that store), else the temporary
+            folder.
         overwrite: replace an existing result store of this tool at ``output``. Without it an
             existing store is refused (complete: ``overwrite``; interrupted: ``resume`` or
             ``overwrite``); a path that is not a result store of this tool, or is or holds
@@ -143,6 +149,8 @@ def run_inference(
                 determinants=determinants,
             )
             skip = store.done_regions()
+            for stale in path.glob(TOKEN_CACHE_PREFIX + "*"):  # a killed run's; we hold the lock
+                shutil.rmtree(stale, ignore_errors=True)
         else:
             if state == "replace":
                 clear_store(path)
@@ -185,6 +193,7 @@ def run_inference(
             need_attention=attention,
             skip=skip,
             autocast=autocast,
+            cache_dir=cache_dir if cache_dir is not None else store.path if store else None,
         )
         if bidirectional
         else causal_pass(

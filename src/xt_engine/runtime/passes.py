@@ -16,6 +16,8 @@ with the cached backward outputs, head. The region encoder thus runs twice; the 
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 import zarr
 
-from xt_engine.errors import Cancelled
+from xt_engine.errors import Cancelled, InputError
 from xt_engine.io import ImageSource
 from xt_engine.models import RegionOutputs, XTModel, XTState
 from xt_engine.runtime.cancel import CancelToken
@@ -40,6 +42,20 @@ from xt_engine.tiling import Region, RegionGrid
 # regions, pixels (1, N, C, R, R), rc (N, 2), valid tokens (N * gh * gw,) bool
 Batch = tuple[list[Region], torch.Tensor, torch.Tensor]
 Step = list[range]  # whole context chunks (region indices)
+TOKEN_CACHE_PREFIX = "xt-token-cache-"
+
+
+def check_cache_space(cache_dir: str | os.PathLike[str] | None, needed: int) -> None:
+    """An InputError before the run when the two-pass token cache (``needed`` bytes) does not
+    fit in the free space of ``cache_dir`` (default: the temporary folder)."""
+    where = str(cache_dir or tempfile.gettempdir())
+    free = shutil.disk_usage(where).free
+    if needed > free:
+        raise InputError(
+            f"the two-pass token cache needs {needed / 2**20:.0f} MiB but {where} has "
+            f"{free / 2**20:.0f} MiB free",
+            "free space there, or pass --cache-dir on a larger disk",
+        )
 
 
 class RegionReader:
@@ -246,14 +262,18 @@ def two_pass(
     need_attention: bool = False,
     skip: set[int] | None = None,
     autocast: Callable[[], AbstractContextManager[object]] = nullcontext,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> Iterator[tuple[list[Region], RegionOutputs | None]]:
     """Bidirectional context in two passes (see the module docstring); pass-1 steps are
-    yielded as ``(regions, None)`` so callers can report progress."""
+    yielded as ``(regions, None)`` so callers can report progress. The token cache lives in
+    a temporary folder under ``cache_dir`` (default: the system's), removed on every exit
+    but a kill; its size is checked against the free space there first."""
     context = model.context_encoder
     per_region = model.token_grid[0] * model.token_grid[1]
     dim = model.config.context_encoder.dim
     order = [_indices(s) for s in steps]
-    with tempfile.TemporaryDirectory(prefix="xt-token-cache-") as tmp:
+    check_cache_space(cache_dir, len(reader.grid) * per_region * dim * 4)
+    with tempfile.TemporaryDirectory(prefix=TOKEN_CACHE_PREFIX, dir=cache_dir) as tmp:
         per_step = max(len(order[0]), 1) if order else 1  # steps are aligned runs of indices
         cache = zarr.create_array(  # one uncompressed chunk per step: one zarr call each way
             store=tmp,
