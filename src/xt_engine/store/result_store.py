@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -347,10 +348,22 @@ class OutputStore:
         self.root.attrs["xt"] = xt
 
     def mark_complete(self) -> None:
+        """Set ``xt.complete``, last and atomically: the root's ``zarr.json`` (zarr v3 group
+        metadata) is rewritten as a temporary file, synced and renamed over the old one, so a
+        kill at any moment leaves either the incomplete store or the complete one."""
         xt = dict(self.root.attrs["xt"])
         xt["complete"] = True
         xt["finished"] = datetime.now(UTC).isoformat()
-        self.root.attrs["xt"] = xt
+        meta_path = self.path / "zarr.json"
+        meta = json.loads(meta_path.read_text())
+        meta.setdefault("attributes", {})["xt"] = xt
+        tmp = meta_path.with_name("zarr.json.partial")
+        with tmp.open("w") as handle:
+            json.dump(meta, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, meta_path)
+        self.root = zarr.open_group(str(self.path), mode="r+")
 
     @property
     def complete(self) -> bool:
