@@ -64,7 +64,7 @@ class OutputStore:
     def __init__(self, path: Path, root: zarr.Group, grid: RegionGrid) -> None:
         self.path = path
         self.root = root
-        xt: dict[str, Any] = dict(root.attrs["xt"])  # type: ignore[arg-type]  # zarr's JSON
+        xt = xt_attrs(root)
         self.labels = [_array(root, f"{LABELS_PATH}/{k}") for k in range(xt["label_levels"])]
         self.done = _array(root, "xt_done")
         self._done_flags = np.asarray(self.done[:], dtype=bool)  # the record, held here too
@@ -72,9 +72,11 @@ class OutputStore:
         # the hot path: whole chunks as files (None -> zarr slicing; see xt_engine.store.chunk_files)
         self._label_files = ChunkFiles.of(self.labels[0])
         self._done_files = ChunkFiles.of(self.done)
-        self.attention = root[f"{ATTENTION_PATH}/0"] if ATTENTION_PATH in root else None
-        self.attention_stride = int(root.attrs["xt"].get("attention_stride", 0))
-        self.probabilities = root[f"{PROBABILITIES_PATH}/0"] if PROBABILITIES_PATH in root else None
+        self.attention = _array(root, f"{ATTENTION_PATH}/0") if ATTENTION_PATH in root else None
+        self.attention_stride = int(xt.get("attention_stride", 0))
+        self.probabilities = (
+            _array(root, f"{PROBABILITIES_PATH}/0") if PROBABILITIES_PATH in root else None
+        )
 
     @classmethod
     def create(
@@ -134,7 +136,7 @@ class OutputStore:
         axes = [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in "yx"]
         names = config.head.names()
         colors = class_colors(config.head)
-        root[LABELS_PATH].attrs["ome"] = {
+        labels_ome: dict[str, Any] = {
             "version": NGFF_VERSION,
             "multiscales": [{"name": "segmentation", "axes": axes, "datasets": datasets}],
             "image-label": {
@@ -143,6 +145,7 @@ class OutputStore:
                 "properties": [{"label-value": i, "class": n} for i, n in enumerate(names)],
             },
         }
+        root[LABELS_PATH].attrs["ome"] = labels_ome
         if token_stride:
             create_attention(root, shape, token_stride, r, pixel, down, axes)
         if probabilities:
@@ -170,7 +173,7 @@ class OutputStore:
         padding, the weights' hash); a difference is an InputError naming the field."""
         try:
             root = zarr.open_group(str(path), mode="r+")
-            xt = dict(root.attrs["xt"])
+            xt = xt_attrs(root)
         except (FileNotFoundError, KeyError, ValueError) as err:
             raise InputError(
                 f"{path} is not a napari-xt result store to resume",
@@ -298,7 +301,7 @@ class OutputStore:
         self.attention[ay : ay + attention.shape[0], ax : ax + attention.shape[1]] = attention
 
     def _append_detections(self, region: Region, rows: np.ndarray) -> None:
-        xt = self.root.attrs["xt"]
+        xt = xt_attrs(self.root)
         dy, dx = xt["downsample"]
         names = xt["model_config"]["head"].get("class_names") or []
         path = self.path / DETECTIONS_FILE
@@ -337,7 +340,7 @@ class OutputStore:
 
     def write_classification(self, probabilities: tuple[float, ...]) -> None:
         """The image-level result of a classification model, in the ``xt`` attributes."""
-        xt = dict(self.root.attrs["xt"])
+        xt = xt_attrs(self.root)
         names = xt["model_config"]["head"].get("class_names") or []
         best = max(range(len(probabilities)), key=probabilities.__getitem__)
         xt["classification"] = {
@@ -351,7 +354,7 @@ class OutputStore:
         """Set ``xt.complete``, last and atomically: the root's ``zarr.json`` (zarr v3 group
         metadata) is rewritten as a temporary file, synced and renamed over the old one, so a
         kill at any moment leaves either the incomplete store or the complete one."""
-        xt = dict(self.root.attrs["xt"])
+        xt = xt_attrs(self.root)
         xt["complete"] = True
         xt["finished"] = datetime.now(UTC).isoformat()
         meta_path = self.path / "zarr.json"
@@ -367,7 +370,7 @@ class OutputStore:
 
     @property
     def complete(self) -> bool:
-        return bool(self.root.attrs["xt"].get("complete", False))
+        return bool(xt_attrs(self.root).get("complete", False))
 
 
 def _check_determinants(path: Path, recorded: dict[str, Any], fresh: dict[str, Any]) -> None:
@@ -383,6 +386,15 @@ def _check_determinants(path: Path, recorded: dict[str, Any], fresh: dict[str, A
                 f"{short(recorded.get(key))}, this run {short(value)})",
                 "resume with the same model weights, settings and input, or write a new --out",
             )
+
+
+def xt_attrs(root: zarr.Group) -> dict[str, Any]:
+    """A copy of the root's ``xt`` attributes (the provenance) as a plain dict; KeyError when
+    the group has none."""
+    value = root.attrs["xt"]
+    if not isinstance(value, dict):
+        raise KeyError("xt attributes are not a mapping")
+    return dict(value)
 
 
 def _array(root: zarr.Group, path: str) -> zarr.Array:
