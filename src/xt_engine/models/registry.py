@@ -13,9 +13,9 @@ from typing import Any
 from xt_engine.config import XTConfig
 from xt_engine.errors import ConfigError
 from xt_engine.models.context import build_context_encoder
-from xt_engine.models.heads import build_head
 from xt_engine.models.region_encoder import RegionEncoder
 from xt_engine.models.xt_model import XTModel
+from xt_engine.tasks import task_for
 
 _REGISTRY: dict[str, Callable[[], XTConfig]] = {}
 
@@ -54,13 +54,14 @@ def create_model(spec: XTConfig | dict[str, Any] | str) -> XTModel:
         )
     region_encoder = RegionEncoder(config.region_encoder, config.tiling.region_size)
     context_encoder = build_context_encoder(config.context_encoder)
-    head = build_head(
+    task = task_for(config)
+    head = task.build_head(
         config.head,
         config.context_encoder.dim,
         region_encoder.channels,
         config.tiling.region_size,
     )
-    return XTModel(config, region_encoder, context_encoder, head)
+    return XTModel(config, region_encoder, context_encoder, head, task)
 
 
 def _config(

@@ -1,8 +1,11 @@
-"""The composed xT model: region encoder -> context encoder -> head.
+"""The composed xT model: region encoder -> context encoder -> head, and the task.
 
-``XTModel`` receives its three parts (it builds nothing itself; see :mod:`.registry`). It streams:
-call :meth:`init_state` once per image, then :meth:`forward` on chunks of regions in raster order,
-passing the returned state back in; for classification, :meth:`finish` gives the image logits.
+``XTModel`` receives its parts (it builds nothing itself; see :mod:`.registry`): the three
+modules and the :class:`~xt_engine.tasks.Task` that owns the head, which decides what the head
+outputs per region, what the state pools for an image-level answer and what :meth:`finish`
+returns (:mod:`xt_engine.tasks`). It streams: call :meth:`init_state` once per image, then
+:meth:`forward` on chunks of regions in raster order, passing the returned state back in; for
+image-level tasks (classification), :meth:`finish` gives the image logits.
 The three stages are also callable one by one (:meth:`encode`, :meth:`contextualize`,
 :meth:`decode`) for engines that run the context in two passes (bidirectional streaming).
 
@@ -27,6 +30,7 @@ from xt_engine.config import XTConfig
 from xt_engine.errors import InputError
 from xt_engine.models.context import ContextEncoder, sincos_position_embedding
 from xt_engine.models.region_encoder import RegionEncoder
+from xt_engine.tasks import Task
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,7 +42,7 @@ class XTState:
 
     context: Any
     batch_size: int = 1
-    pooled_sum: torch.Tensor | None = None  # (B, D) running sum for mean pooling
+    pooled_sum: torch.Tensor | None = None  # (B, D) running sum for mean pooling (Task.pool)
     pooled_count: int = 0
 
     @property
@@ -85,12 +89,14 @@ class XTModel(nn.Module):
         region_encoder: RegionEncoder,
         context_encoder: ContextEncoder,
         head: nn.Module,
+        task: Task,
     ) -> None:
         super().__init__()
         self.config = config
         self.region_encoder = region_encoder
         self.context_encoder = context_encoder
         self.head = head
+        self.task = task  # stateless, not a module: no parameters, nothing in the state dict
         dim = config.context_encoder.dim
         self.input_proj = nn.Linear(region_encoder.channels[-1], dim)
         enc = config.region_encoder
@@ -205,8 +211,7 @@ class XTModel(nn.Module):
 
     @property
     def _cls_in_context(self) -> bool:
-        head = self.config.head
-        return self.whole_sequence and head.task == "classification" and head.pool == "cls"
+        return self.whole_sequence and self.task.uses_cls_token(self.config.head)
 
     def _run_context(
         self,
@@ -235,16 +240,16 @@ class XTModel(nn.Module):
     def decode(
         self, context: torch.Tensor, features: list[torch.Tensor], attention: torch.Tensor | None
     ) -> RegionOutputs:
-        """Tokens (B, N*gh*gw, D) + pyramid -> per-region outputs."""
+        """Tokens (B, N*gh*gw, D) + pyramid -> per-region outputs (the fields the task's head
+        fills, see :meth:`xt_engine.tasks.Task.decode`)."""
         gh, gw = features[-1].shape[-2:]
         bn = features[-1].shape[0]
         grid = context.reshape(bn, gh, gw, -1).permute(0, 3, 1, 2)
         outputs = RegionOutputs(tokens=context)
         if attention is not None:
             outputs.attention = attention.reshape(bn, gh, gw)
-        if self.config.head.task != "classification":
-            for key, value in self.head(grid, features).items():
-                setattr(outputs, key, value)
+        for key, value in self.task.decode(self.head, grid, features).items():
+            setattr(outputs, key, value)
         return outputs
 
     def forward(
@@ -271,28 +276,15 @@ class XTModel(nn.Module):
         next_state = XTState(
             ctx_state, state.batch_size, state.pooled_sum, state.pooled_count + context.shape[1]
         )
-        head = self.config.head
-        if head.task == "classification" and head.pool == "mean":  # only mean pooling needs it
-            previous = state.pooled_sum if state.pooled_sum is not None else 0
-            next_state.pooled_sum = context.sum(dim=1) + previous
+        pooled = self.task.pool(self.config.head, state, context)
+        if pooled is not None:  # what the task's image-level answer needs (mean pooling)
+            next_state.pooled_sum, next_state.pooled_count = pooled
         return self.decode(context, features, attention), next_state
 
     def finish(self, state: XTState) -> torch.Tensor:
-        """Image-level logits (B, K) after the last chunk (classification heads only)."""
-        if self.config.head.task != "classification":
-            raise ValueError("finish() is for classification models")
-        if self._cls_in_context:
-            if state.cls_output is None:
-                raise ValueError("finish() of a whole-sequence model needs its one forward call")
-            return self.head(state.cls_output)
-        if self.config.head.pool == "cls":
-            cls = self.head.cls_token.expand(state.batch_size, -1, -1)
-            no_position = torch.zeros(1, 2, dtype=torch.long, device=cls.device)
-            out, _ = self.context_encoder(cls, no_position, state.context)
-            return self.head(out[:, -1])
-        if state.pooled_sum is None or state.pooled_count == 0:
-            raise ValueError("finish() needs at least one chunk")
-        return self.head(state.pooled_sum / state.pooled_count)
+        """Image-level logits (B, K) after the last chunk (image-level tasks only, see
+        :meth:`xt_engine.tasks.Task.finish`)."""
+        return self.task.finish(self, state)
 
 
 def image_token_order(positions: torch.Tensor) -> torch.Tensor:

@@ -401,43 +401,24 @@ def _region_events(
     blender: SeamBlender | None = None,
     suppressor: BorderSuppression | None = None,
 ) -> list[RegionDone]:
-    """Per-region results of one batch, cropped to each region's valid part (segmentation
-    blended with the earlier neighbours' predictions when a ``blender`` is given; detections
-    already reported by an earlier neighbouring region dropped when a ``suppressor`` is)."""
+    """Per-region results of one batch, cropped to each region's valid part: the task's
+    (:meth:`xt_engine.tasks.Task.region_results`: segmentation labels / probabilities, blended
+    with the earlier neighbours' predictions when a ``blender`` is given; detections, those
+    already reported by an earlier neighbouring region dropped when a ``suppressor`` is) and
+    the attention map of each region's tile when asked."""
     stride = model.region_size // model.token_grid[0]
+    results = model.task.region_results(
+        model,
+        regions,
+        outputs,
+        probabilities=probabilities,
+        blender=blender,
+        suppressor=suppressor,
+    )
     out = []
-    batch_labels = batch_probs = windows = None
-    if outputs.logits is not None and blender is not None:
-        windows = outputs.logits.float().softmax(dim=1).cpu().numpy()  # (N, K, R, R)
-    elif outputs.logits is not None:
-        batch_labels = segmentation_labels(outputs.logits).cpu().numpy()
-        if probabilities:
-            batch_probs = outputs.logits.float().softmax(dim=1).half().cpu().numpy()
     m = regions[0].margin if regions else 0  # overlap: outputs are the centre tiles
-    for i, region in enumerate(regions):
-        labels = detections = region_map = probs = None
-        if windows is not None and blender is not None:
-            blended = blender.blend(region, windows[i])  # (K, h, w)
-            labels = blended.argmax(axis=0).astype(np.uint8)
-            probs = blended.astype(np.float16) if probabilities else None
-        if batch_labels is not None:
-            labels = batch_labels[i, m : m + region.height, m : m + region.width]
-        if batch_probs is not None:
-            probs = batch_probs[i, :, m : m + region.height, m : m + region.width]
-        if outputs.heatmap is not None:
-            rows = decode_detections(
-                outputs.heatmap[i].float(),
-                outputs.log_size[i].float(),
-                model.output_stride,
-                head=model.config.head,
-            )
-            rows[:, :2] -= m
-            inside = (rows[:, :2] >= 0).all(dim=1)
-            inside &= (rows[:, 0] < region.height) & (rows[:, 1] < region.width)
-            rows = rows[inside].cpu().numpy().astype(np.float32)
-            rows[:, 0] += region.y0
-            rows[:, 1] += region.x0
-            detections = rows if suppressor is None else suppressor.filter(region, rows)
+    for i, (region, result) in enumerate(zip(regions, results, strict=True)):
+        region_map = None
         if attention and outputs.attention is not None:
             t = m // stride
             region_map = outputs.attention[i].float().cpu().numpy()
@@ -445,6 +426,13 @@ def _region_events(
                 t : t + -(-region.height // stride), t : t + -(-region.width // stride)
             ]
         out.append(
-            RegionDone(region, labels, region_map, stride if attention else 0, detections, probs)
+            RegionDone(
+                region,
+                result.labels,
+                region_map,
+                stride if attention else 0,
+                result.detections,
+                result.probabilities,
+            )
         )
     return out

@@ -138,12 +138,9 @@ def causal_chunk(
     attention = _scatter(received[0], tokens, valid)
     next_state = XTState(ctx_state, state.batch_size, state.pooled_sum, state.pooled_count)
     _carry_extras(state, next_state)
-    head = model.config.head
-    if head.task == "classification" and head.pool == "mean":
-        pooled = out if valid is None else out[:, valid.to(out.device)]
-        previous = state.pooled_sum if state.pooled_sum is not None else 0
-        next_state.pooled_sum = pooled.sum(dim=1) + previous
-        next_state.pooled_count = state.pooled_count + pooled.shape[1]
+    pooled = model.task.pool(model.config.head, state, out, valid)
+    if pooled is not None:  # the task's image-level answer pools the valid tokens
+        next_state.pooled_sum, next_state.pooled_count = pooled
     return out, next_state, attention
 
 

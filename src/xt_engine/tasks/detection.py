@@ -1,4 +1,10 @@
-"""Detection post-processing: heat map peaks -> rows, and objects on region borders reported once.
+"""Detection: CenterNet-style centres and box sizes; objects on region borders reported once.
+
+:class:`DetectionTask` owns the head (:class:`DetectionHead`: centre heat map logits and log box
+size per cell of the finest feature map, ``RegionOutputs.heatmap`` / ``log_size``), a region's
+results (decoded rows in the level's pixels, border duplicates suppressed), and training
+(targets from connected components of the label masks, focal loss, matched centres:
+:mod:`.detection_training`).
 
 A detection row is ``(y, x, class, score, height, width)``: the box centre and size in pixels
 (float32 arrays of shape (M, 6)). :func:`decode_detections` turns one region's CenterNet heat map
@@ -40,16 +46,52 @@ against the same numbers as an uninterrupted one and reports the same rows.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from xt_engine.config import HeadConfig
 from xt_engine.errors import ConfigError, InputError
+from xt_engine.tasks.base import RegionResult, Task
+from xt_engine.tasks.detection_training import (
+    detection_loss,
+    detection_scores,
+    match_counts,
+    region_targets,
+)
+from xt_engine.tasks.trunk import FusionTrunk
 from xt_engine.tiling import Region, RegionGrid
+
+if TYPE_CHECKING:
+    from xt_engine.models.xt_model import RegionOutputs, XTModel
+    from xt_engine.runtime.blending import SeamBlender
+    from xt_engine.train.config import TrainConfig
+
+
+class DetectionHead(nn.Module):
+    """CenterNet-style: centre heat map logits (N, K, R/s0, R/s0) and log box size
+    (N, 2, R/s0, R/s0) in pixels (height, width); decode with :func:`decode_detections`."""
+
+    def __init__(
+        self, config: HeadConfig, context_dim: int, feature_channels: list[int], region_size: int
+    ) -> None:
+        super().__init__()
+        self.trunk = FusionTrunk(context_dim, feature_channels[0], config.decoder_dim)
+        self.heatmap = nn.Conv2d(config.decoder_dim, config.num_classes, 1)
+        self.size = nn.Conv2d(config.decoder_dim, 2, 1)
+        nn.init.constant_(self.heatmap.bias, -math.log((1 - 0.1) / 0.1))  # prior 0.1
+
+    def forward(
+        self, context: torch.Tensor, features: list[torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        x = self.trunk(context, features)
+        return {"heatmap": self.heatmap(x), "log_size": self.size(x)}
 
 
 def decode_detections(
@@ -144,7 +186,7 @@ class BorderSuppression:
         stride: float = 0.0,
     ) -> BorderSuppression | None:
         """A suppressor for a detection head's run, None for the other tasks."""
-        if head.task != "detection":
+        if head.task != DetectionTask.name:
             return None
         return cls(grid, head.border_iou, downsample, stride)
 
@@ -256,3 +298,96 @@ class BorderSuppression:
             keep |= x + np.maximum(w * (0.5 + self.band), self.reach) + slack >= region.x1
         if keep.any():
             self._held[region.index] = rows[keep]
+
+
+class DetectionTask(Task):
+    """Objects as centres with box sizes (module docstring); stride ``s``: the heat map's cell,
+    ``XTModel.output_stride`` px of the region."""
+
+    name: ClassVar[str] = "detection"
+    trainable: ClassVar[bool] = True
+
+    def build_head(
+        self, config: HeadConfig, context_dim: int, feature_channels: list[int], region_size: int
+    ) -> nn.Module:
+        return DetectionHead(config, context_dim, feature_channels, region_size)
+
+    def region_results(
+        self,
+        model: XTModel,
+        regions: list[Region],
+        outputs: RegionOutputs,
+        *,
+        probabilities: bool = False,
+        blender: SeamBlender | None = None,
+        suppressor: BorderSuppression | None = None,
+    ) -> list[RegionResult]:
+        """Each region's peaks (:func:`decode_detections`, the model's head config) whose
+        centre lies in its output tile, in the level's pixels; without those a ``suppressor``
+        finds already reported by an earlier neighbouring region."""
+        assert outputs.heatmap is not None and outputs.log_size is not None
+        m = regions[0].margin if regions else 0  # overlap: outputs are the centre tiles
+        results = []
+        for i, region in enumerate(regions):
+            rows = decode_detections(
+                outputs.heatmap[i].float(),
+                outputs.log_size[i].float(),
+                model.output_stride,
+                head=model.config.head,
+            )
+            rows[:, :2] -= m
+            inside = (rows[:, :2] >= 0).all(dim=1)
+            inside &= (rows[:, 0] < region.height) & (rows[:, 1] < region.width)
+            rows = rows[inside].cpu().numpy().astype(np.float32)
+            rows[:, 0] += region.y0
+            rows[:, 1] += region.x0
+            detections = rows if suppressor is None else suppressor.filter(region, rows)
+            results.append(RegionResult(detections=detections))
+        return results
+
+    def targets(self, model: XTModel, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Targets of mask crops (B, S, S) per region (:func:`.detection_training.region_targets`)."""
+        return region_targets(
+            masks, model.config.head.num_classes, model.output_stride, model.region_size
+        )
+
+    def loss(
+        self,
+        model: XTModel,
+        outputs: dict[str, torch.Tensor],
+        masks: torch.Tensor,
+        cfg: TrainConfig,
+        class_weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        t = self.targets(model, masks)
+        return detection_loss(
+            outputs["heatmap"].float(),
+            outputs["log_size"].float(),
+            t["heat"],
+            t["log_size"],
+            t["centres"][:, 0],
+        )
+
+    def empty_counts(self, config: HeadConfig) -> np.ndarray:
+        return np.zeros((config.num_classes, 3), np.int64)
+
+    def val_counts(
+        self, model: XTModel, outputs: dict[str, torch.Tensor], masks: torch.Tensor
+    ) -> np.ndarray:
+        """(K, 3) true positives, false positives, false negatives of the regions' decoded
+        peaks against their centres, matched within 1.5 cells."""
+        k, stride = model.config.head.num_classes, model.output_stride
+        heat = self.targets(model, masks)["heat"]
+        counts = self.empty_counts(model.config.head)
+        for i in range(len(heat)):
+            peaks = decode_detections(
+                outputs["heatmap"][i].float(),
+                outputs["log_size"][i].float(),
+                stride,
+                head=model.config.head,
+            )
+            counts += match_counts(peaks, heat[i], k, 1.5, stride)
+        return counts
+
+    def val_scores(self, counts: np.ndarray) -> dict[str, list[float]]:
+        return detection_scores(counts)

@@ -17,8 +17,8 @@ import numpy as np
 
 from xt_engine.errors import InputError
 from xt_engine.io import ImageSource, open_image
+from xt_engine.tasks.base import IGNORE_INDEX
 
-IGNORE_INDEX = -1
 IMAGE_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".png", ".zarr")
 
 

@@ -20,20 +20,14 @@ import torch
 from xt_engine.config import XTConfig
 from xt_engine.errors import ConfigError
 from xt_engine.models import XTModel, create_model
-from xt_engine.models.heads import decode_detections, segmentation_labels
 from xt_engine.runtime.inference import pixel_scale
 from xt_engine.runtime.schedule import forward_regions
+from xt_engine.tasks import task_for
+from xt_engine.tasks.base import crops_to_regions
+from xt_engine.tasks.base import masks_to_regions as masks_to_regions  # re-exported
 from xt_engine.train.config import TrainConfig
 from xt_engine.train.data import IGNORE_INDEX, Pair, sample_crop
-from xt_engine.train.detection import (
-    detection_loss,
-    detection_scores,
-    detection_targets,
-    match_counts,
-)
 from xt_engine.train.distributed import average_gradients, barrier, broadcast_parameters, setup
-from xt_engine.train.losses import segmentation_loss
-from xt_engine.train.metrics import confusion, scores
 from xt_engine.weights.checkpoint import read_checkpoint_config, save_checkpoint
 
 
@@ -52,22 +46,6 @@ class TrainEvent:
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-def crops_to_regions(crops: torch.Tensor, region: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, C, S, S) -> regions (B, N, C, R, R) in raster order and their (N, 2) grid (row, col)."""
-    b, c, s, _ = crops.shape
-    n = s // region
-    regions = crops.reshape(b, c, n, region, n, region).permute(0, 2, 4, 1, 3, 5)
-    rc = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij"), -1)
-    return regions.reshape(b, n * n, c, region, region), rc.reshape(-1, 2).to(crops.device)
-
-
-def masks_to_regions(masks: torch.Tensor, region: int) -> torch.Tensor:
-    """(B, S, S) -> (B * N, R, R), regions batch-major in raster order."""
-    b, s, _ = masks.shape
-    n = s // region
-    return masks.reshape(b, n, region, n, region).permute(0, 1, 3, 2, 4).reshape(-1, region, region)
 
 
 def forward_crops(
@@ -102,41 +80,6 @@ def content_to_tokens(content: torch.Tensor, model: XTModel) -> torch.Tensor:
     return patches.reshape(b, -1)
 
 
-def _targets(model: XTModel, masks: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Detection targets of mask crops (B, S, S), split into regions like the outputs."""
-    stride, r = model.output_stride, model.region_size
-    heat, log_size, centres = detection_targets(
-        masks.cpu().numpy(), model.config.head.num_classes, stride
-    )
-    maps = {"heat": heat, "log_size": log_size, "centres": centres[:, None]}
-    return {
-        key: crops_to_regions(torch.from_numpy(value).to(masks.device), r // stride)[0].flatten(
-            0, 1
-        )
-        for key, value in maps.items()
-    }
-
-
-def _loss(
-    model: XTModel,
-    outputs: dict[str, torch.Tensor],
-    masks: torch.Tensor,
-    cfg: TrainConfig,
-    weights: torch.Tensor | None,
-) -> torch.Tensor:
-    if "logits" in outputs:
-        target = masks_to_regions(masks, model.region_size)
-        return segmentation_loss(outputs["logits"].float(), target, cfg.dice_weight, weights)
-    t = _targets(model, masks)
-    return detection_loss(
-        outputs["heatmap"].float(),
-        outputs["log_size"].float(),
-        t["heat"],
-        t["log_size"],
-        t["centres"][:, 0],
-    )
-
-
 def _batch(
     pairs: list[Pair],
     cfg: TrainConfig,
@@ -169,33 +112,19 @@ def evaluate(
     batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     cfg: TrainConfig,
 ) -> dict[str, list[float]]:
-    """Segmentation: per-class IoU and F1 over fixed validation crops; detection: per-class
-    precision, recall and F1 of decoded centres (see :mod:`.detection`)."""
-    k = model.config.head.num_classes
-    r = model.region_size
-    matrix = np.zeros((k, k), np.int64)
-    counts = np.zeros((k, 3), np.int64)
+    """The task's validation metrics over fixed validation crops (:meth:`Task.val_counts`
+    summed, then :meth:`Task.val_scores`): segmentation per-class IoU and F1, detection
+    per-class precision, recall and F1 of decoded centres (:mod:`xt_engine.tasks`)."""
+    task = model.task
+    counts = task.empty_counts(model.config.head)
     model.eval()
     with torch.inference_mode():
         for crops, masks, content in batches:
-            pixels, rc = crops_to_regions(crops, r)
+            pixels, rc = crops_to_regions(crops, model.region_size)
             out = forward_crops(model, pixels, rc, content_to_tokens(content, model))
-            if "logits" in out:
-                matrix += confusion(
-                    segmentation_labels(out["logits"]), masks_to_regions(masks, r), k
-                )
-                continue
-            heat = _targets(model, masks)["heat"]
-            for i in range(len(heat)):
-                peaks = decode_detections(
-                    out["heatmap"][i].float(),
-                    out["log_size"][i].float(),
-                    model.output_stride,
-                    head=model.config.head,
-                )
-                counts += match_counts(peaks, heat[i], k, 1.5, model.output_stride)
+            counts += task.val_counts(model, out, masks)
     model.train()
-    return scores(matrix) if model.config.head.task == "segmentation" else detection_scores(counts)
+    return task.val_scores(counts)
 
 
 def train(
@@ -209,13 +138,12 @@ def train(
     device: str = "cpu",
 ) -> Iterator[TrainEvent]:
     """Train a segmentation or detection model (detection objects: the connected components of
-    the masks, see :mod:`.detection`); checkpoints go to ``out`` (``.safetensors``), the
+    the masks, see :mod:`xt_engine.tasks.detection_training`); the loss is the task's
+    (:meth:`xt_engine.tasks.Task.loss`); checkpoints go to ``out`` (``.safetensors``), the
     optimizer state for ``resume`` beside it (``out`` + ``.trainstate.pt``)."""
-    if model_config.head.task == "classification":
-        raise ConfigError(
-            "training a classification head is not supported yet",
-            "train a segmentation or detection model",
-        )
+    task = task_for(model_config)
+    if not task.trainable:
+        raise task.untrainable()
     cfg.validate(model_config.tiling.region_size)
     ranks = setup(device)
     seed_everything(cfg.seed)
@@ -275,7 +203,7 @@ def train(
         valid = content_to_tokens(content, model)
         with autocast:
             outputs = forward_crops(model, pixels, rc, valid, cfg.truncate_context)
-            loss = _loss(model, outputs, masks, cfg, weights)
+            loss = model.task.loss(model, outputs, masks, cfg, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(model, ranks)
