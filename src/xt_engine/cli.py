@@ -13,16 +13,21 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xt_engine.errors import XTError
 
+if TYPE_CHECKING:  # the engine itself is imported lazily, per command
+    from xt_engine.models import XTModel
+    from xt_engine.runtime import Finished
 
-def _progress(events: Iterable[object], quiet: bool = False) -> object:
+
+def _progress(events: Iterable[object], quiet: bool = False) -> Finished:
     """Drain a run's events, drawing a one-line progress bar on a terminal; return Finished."""
     from xt_engine.runtime import Finished, Progress
 
     tty = sys.stderr.isatty() and not quiet
-    finished = None
+    finished: Finished | None = None
     for event in events:
         if isinstance(event, Progress) and tty:
             width = 30
@@ -36,6 +41,8 @@ def _progress(events: Iterable[object], quiet: bool = False) -> object:
             finished = event
     if tty:
         sys.stderr.write("\n")
+    if finished is None:  # every run ends with one; an engine bug otherwise
+        raise RuntimeError("the run's events ended without a Finished event")
     return finished
 
 
@@ -110,7 +117,7 @@ def _model_provenance(spec: str) -> dict[str, object]:
     return info
 
 
-def _detection_overrides(model: object, args: argparse.Namespace) -> None:
+def _detection_overrides(model: XTModel, args: argparse.Namespace) -> None:
     """``--detection-threshold`` / ``--max-detections`` replace the model's head values for this
     run (validated; the store's recorded model config shows the values used)."""
     import dataclasses
@@ -127,7 +134,7 @@ def _detection_overrides(model: object, args: argparse.Namespace) -> None:
     }
     if not changes:
         return
-    head = model.config.head  # type: ignore[attr-defined]
+    head = model.config.head
     if head.task != "detection":
         raise ConfigError(
             f"--detection-threshold / --max-detections need a detection model, not {head.task}",
@@ -139,7 +146,7 @@ def _detection_overrides(model: object, args: argparse.Namespace) -> None:
     except ConfigError as err:
         problem = f"--detection-threshold / --max-detections: {err.problem}"
         raise ConfigError(problem, err.fix) from err
-    model.config.head = updated  # type: ignore[attr-defined]
+    model.config.head = updated
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -187,15 +194,15 @@ def cmd_infer(args: argparse.Namespace) -> int:
         )
     )
     print(
-        f"wrote {args.out}: {finished.done} regions in {finished.seconds:.1f} s "  # type: ignore[attr-defined]
+        f"wrote {args.out}: {finished.done} regions in {finished.seconds:.1f} s "
         f"({finished.done / max(finished.seconds, 1e-9):.1f} regions/s)"
-    )  # type: ignore[attr-defined]
-    if finished.image_probabilities is not None:  # type: ignore[attr-defined]
-        _print_top_classes(finished.image_probabilities, model.config.head.class_names)  # type: ignore[attr-defined]
+    )
+    if finished.image_probabilities is not None:
+        _print_top_classes(finished.image_probabilities, model.config.head.class_names)
     return 0
 
 
-def _apply_labels(model: object, path: Path) -> None:
+def _apply_labels(model: XTModel, path: Path) -> None:
     """``--labels FILE``: one class name per line (blank lines at the end ignored) become the
     head's class names for this run (printed, and recorded in the store)."""
     import dataclasses
@@ -206,14 +213,14 @@ def _apply_labels(model: object, path: Path) -> None:
         raise InputError(f"--labels {path} does not exist", "pass a text file, one name a line")
     names = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
     names = [name.rstrip("\r") for name in names]
-    head = model.config.head  # type: ignore[attr-defined]
+    head = model.config.head
     if len(names) != head.num_classes:
         raise InputError(
             f"--labels {path.name} has {len(names)} names for the model's {head.num_classes} "
             "classes",
             f"give exactly {head.num_classes} lines, one class name each, in class order",
         )
-    model.config.head = dataclasses.replace(head, class_names=tuple(names))  # type: ignore[attr-defined]
+    model.config.head = dataclasses.replace(head, class_names=tuple(names))
 
 
 def _print_top_classes(

@@ -312,7 +312,7 @@ class XTConfig:
                 f"unknown config section(s): {', '.join(sorted(unknown))}",
                 f"use only {', '.join(sections)}",
             )
-        kwargs = {
+        kwargs: dict[str, Any] = {
             name: _section(section_cls, name, data.get(name) or {})
             for name, section_cls in _SECTION_CLASSES.items()
         }

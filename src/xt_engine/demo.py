@@ -46,6 +46,8 @@ def run_demo(
     )
     assert isinstance(finished, Finished)
     labels = zarr.open_group(str(result), mode="r")[f"{LABELS_PATH}/0"]
+    if not isinstance(labels, zarr.Array):
+        raise RuntimeError(f"{result} has no label array at {LABELS_PATH}/0")
     png = write_overview(source, labels, class_colors(model.config.head), out_dir / "overview.png")
     cfg = model.config
     print(f"image        {size} x {size} px (synthetic SAR scene, seed {seed}, {scene_s:.1f} s)")

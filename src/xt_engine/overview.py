@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ def _to_display(pixels: np.ndarray) -> np.ndarray:
 def write_overview(
     source: ImageSource,
     labels: Any,
-    colors: list[tuple[int, int, int, int]],
+    colors: Sequence[Sequence[int]],
     path: Path,
     *,
     level: int = 0,

@@ -53,7 +53,7 @@ def make_sar_scene(
         dist = np.full(coarse_land.shape, np.inf)
 
     count = num_vessels if num_vessels is not None else max(4, h * w // 200_000)
-    vessels = []
+    vessels: list[tuple[int, int, int, int]] = []
     for _ in range(count * 4):
         if len(vessels) >= count:
             break

@@ -55,7 +55,7 @@ def open_tiff(path: Path) -> ImageSource:
                 "format": _kind(tif),
                 "bigtiff": tif.is_bigtiff,
                 "tiff_axes": series.axes,
-                "compression": tif.pages[0].compression.name,
+                "compression": _compression_name(_first_page(tif)),
             }
     except InputError:
         raise
@@ -137,11 +137,33 @@ def _levels(path: Path, tif: tifffile.TiffFile, pyramid: list, index: tuple) -> 
     squeeze = any(isinstance(i, int) for i in index)
     levels = []
     for owner, number, level in pyramid:
-        array = _memmap(path, tif, level)
+        array: np.memmap | zarr.Array | None = _memmap(path, tif, level)
         if array is None:
-            array = zarr.open(owner.aszarr(level=number), mode="r")
+            array = _zarr_level(path, owner, number)
         levels.append(SqueezedArray(array, index) if squeeze else array)
     return levels
+
+
+def _zarr_level(path: Path, owner: Any, number: int) -> zarr.Array:
+    """Level ``number`` of series ``owner`` through tifffile's zarr store (one array)."""
+    node = zarr.open(owner.aszarr(level=number), mode="r")
+    if not isinstance(node, zarr.Array):
+        raise InputError(f"{path.name}: pyramid level {number} is not one array", CORRUPT_FIX)
+    return node
+
+
+def _first_page(tif: tifffile.TiffFile) -> tifffile.TiffPage:
+    """The file's first page; tifffile always reads it in full (never as a TiffFrame)."""
+    page = tif.pages[0]
+    if not isinstance(page, tifffile.TiffPage):
+        raise tifffile.TiffFileError("the first page is not a full TIFF page")
+    return page
+
+
+def _compression_name(page: tifffile.TiffPage) -> str:
+    """The COMPRESSION name; the bare number for a code tifffile does not know."""
+    compression = page.compression  # a COMPRESSION member, typed as int by tifffile
+    return compression.name if isinstance(compression, tifffile.COMPRESSION) else str(compression)
 
 
 def _memmap(path: Path, tif: tifffile.TiffFile, level: Any) -> np.memmap | None:
@@ -175,7 +197,7 @@ def _check_complete(path: Path, levels: list[Any]) -> None:
 
 def _pixel_size(tif: tifffile.TiffFile, series: Any) -> tuple[float, float] | None:
     """Micrometers per level-0 pixel from OME-XML, SVS MPP or the resolution tags, else None."""
-    page = tif.pages[0]
+    page = _first_page(tif)
     try:
         if tif.is_ome and tif.ome_metadata:
             size = ome_pixel_size(tif.ome_metadata, 0)

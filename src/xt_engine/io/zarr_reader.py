@@ -35,11 +35,17 @@ def open_zarr(path: Path) -> ImageSource:
         ) from err
     if isinstance(node, zarr.Array):
         return _bare(node, path.name)
-    attrs = dict(node.attrs)
+    attrs: dict[str, Any] = dict(node.attrs)  # zarr types the values as JSON
     layout = "bioformats2raw.layout"
     if _multiscales(attrs) is None and (layout in attrs or layout in attrs.get("ome", {})):
         if "0" in node:  # bioformats2raw: the first image is group "0"
-            node = node["0"]
+            image = node["0"]
+            if not isinstance(image, zarr.Group):
+                raise InputError(
+                    f"{path} is a bioformats2raw container whose image 0 is not a group",
+                    "re-export the image, or pass the path of the OME-Zarr image group inside",
+                )
+            node = image
             attrs = dict(node.attrs)
     multiscales = _multiscales(attrs)
     if multiscales is None:
@@ -108,7 +114,7 @@ def _open_multiscale(path: Path, node: Any, ms: dict[str, Any], attrs: dict) -> 
     version = (attrs.get("ome") or {}).get("version") or ms.get("version")
     return ImageSource(
         levels,
-        "".join(roles[i] for i in keep),
+        "".join(r for r in roles if r is not None),  # the roles of `keep`, in order
         pixel_size,
         unit,
         path.name,

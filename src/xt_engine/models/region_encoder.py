@@ -11,9 +11,11 @@ reaches for the network.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import timm
 import torch
+from timm.models import FeatureInfo
 from torch import nn
 
 from xt_engine.config import RegionEncoderConfig
@@ -38,7 +40,8 @@ class RegionEncoder(nn.Module):
                 f"region_encoder.name={config.name!r} is not a timm model with features_only",
                 'run `python -c "import timm; print(timm.list_models())"` for valid names',
             ) from err
-        info = self.backbone.feature_info
+        # features_only models carry a FeatureInfo (nn.Module types attributes as Tensor | Module)
+        info = cast(FeatureInfo, self.backbone.feature_info)
         self.channels: list[int] = list(info.channels())
         self.reductions: list[int] = list(info.reduction())
         self._channels_last = getattr(self.backbone, "output_fmt", "NCHW") == "NHWC"

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from xt_engine.runtime.events import Event, Finished, Progress, RegionDone, Star
 from xt_engine.runtime.passes import TOKEN_CACHE_PREFIX, RegionReader, causal_pass, two_pass
 from xt_engine.runtime.schedule import ContextSchedule, two_pass_model
 from xt_engine.runtime.writer import BackgroundWriter
-from xt_engine.store.result_store import DETECTIONS_FILE, OutputStore
+from xt_engine.store.result_store import DETECTIONS_FILE, OutputStore, xt_attrs
 from xt_engine.store.safety import StoreLock, check_output, clear_store
 from xt_engine.tasks.detection import BorderSuppression
 from xt_engine.tiling import Region, RegionGrid
@@ -103,14 +104,14 @@ def run_inference(
             f"{config.region_encoder.in_chans}",
             "pick a model trained for this channel count or convert the image",
         )
-    classify = config.head.task == "classification"
+    classify = model.task.image_level
     if classify and two_pass_model(model):
         raise ConfigError(
             "streaming a bidirectional context to one image class is not supported",
             "use a causal context encoder for classification, or call the model on the whole "
             "image and XTModel.finish",
         )
-    if probabilities and config.head.task != "segmentation":
+    if probabilities and not model.task.pixel_outputs:
         raise ConfigError(
             "class probabilities are written for segmentation models only",
             "drop --probabilities for this detection model",
@@ -165,7 +166,8 @@ def run_inference(
                 determinants=determinants,
             )
     if store is not None and provenance:
-        store.root.attrs["xt"] = dict(store.root.attrs["xt"]) | provenance
+        merged: dict[str, Any] = {**xt_attrs(store.root), **provenance}
+        store.root.attrs["xt"] = merged
     yield Started(len(grid), grid, level, source.shape_yx(level), config.head.num_classes)
 
     reader = RegionReader(source, level, grid, scale, device, config.tiling.pad_value)
@@ -209,7 +211,7 @@ def run_inference(
         )
     )
     writer = BackgroundWriter(store) if store is not None else None
-    segmentation = config.head.task == "segmentation"
+    segmentation = model.task.pixel_outputs
     blender = SeamBlender(grid) if overlap and blend and segmentation else None
     suppressor = BorderSuppression.for_head(
         grid, config.head, source.downsample(level), model.output_stride
@@ -323,7 +325,8 @@ def input_fingerprint(source: object, level: int, grid: RegionGrid) -> dict[str,
     digest = hashlib.sha256()
     for index in range(min(4, len(grid))):
         r = grid.region(index)
-        digest.update(np.ascontiguousarray(source.read_padded(level, r.read_y0, r.read_x0, r.size)))
+        pixels = np.ascontiguousarray(source.read_padded(level, r.read_y0, r.read_x0, r.size))
+        digest.update(pixels.data)  # the array's bytes (numpy's stubs lack Buffer before 3.12)
     info["pixels_sha256"] = digest.hexdigest()
     return info
 

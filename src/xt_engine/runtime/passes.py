@@ -289,7 +289,7 @@ def two_pass(
             with torch.inference_mode(), autocast():
                 _, tokens, positions = _encode(model, pixels, rc, batch, reader.step_tokens)
                 valid = reader.valid_tokens(regions, model.token_grid)
-                outs = []
+                outs: list[torch.Tensor] = []
                 at = len(regions)
                 for chunk in step[::-1]:
                     s = slice((at - len(chunk)) * per_region, at * per_region)

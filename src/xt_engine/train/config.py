@@ -73,7 +73,8 @@ class TrainConfig:
                 f"unknown field(s) in train: {', '.join(sorted(unknown))}",
                 f"valid fields are {', '.join(sorted(allowed))}",
             )
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        clean: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**clean)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -120,8 +120,8 @@ def convert_xt_state_dict(
         "num_classes": int(state["decoder.cls.1.weight"].shape[0]),
         "pool": "cls",
     }
-    renamed = {}
-    unused = []
+    renamed: dict[str, torch.Tensor] = {}
+    unused: list[str] = []
     for key, value in state.items():
         new = _rename(key)
         (unused.append(key) if new is None else renamed.__setitem__(new, value))

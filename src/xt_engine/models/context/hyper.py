@@ -235,6 +235,8 @@ class _HyperBlock(PreNormAttentionBlock):
     call with :func:`sample_seed`.
     """
 
+    lsh_projection: torch.Tensor  # a buffer, registered in __init__
+
     def __init__(self, config: ContextEncoderConfig, layer: int) -> None:
         super().__init__(config.dim, config.num_heads, config.mlp_ratio)
         self.exact_threshold = config.hyper_exact_threshold

@@ -25,6 +25,8 @@ The scan runs on mamba-ssm's fused CUDA kernel when it is installed and the toke
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -175,7 +177,8 @@ class MambaContext(ContextEncoder):
     def init_state(
         self, batch_size: int, device: torch.device, dtype: torch.dtype
     ) -> list[MambaLayerState]:
-        return [layer.mixer.init_state(batch_size, device, dtype) for layer in self.layers]
+        layers = cast(Iterable[_MambaLayer], self.layers)  # a ModuleList yields plain Modules
+        return [layer.mixer.init_state(batch_size, device, dtype) for layer in layers]
 
     def run_chunk(
         self,

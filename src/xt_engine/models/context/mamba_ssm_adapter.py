@@ -31,8 +31,11 @@ __all__ = ["mamba_ssm_available", "selective_scan_cuda"]
 INSTALL_HINT = "pip install 'napari-xt[gpu]' (mamba-ssm needs an NVIDIA GPU with CUDA)"
 
 
-def _load_selective_scan_fn() -> Callable[..., object]:
-    """mamba-ssm's ``selective_scan_fn``; ConfigError with the install hint if it is missing."""
+def _load_selective_scan_fn() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """mamba-ssm's ``selective_scan_fn``; ConfigError with the install hint if it is missing.
+
+    Typed as called here, with ``return_last_state=True``: it returns ``(y, last_state)``.
+    """
     try:
         from mamba_ssm import selective_scan_fn
     except Exception as err:  # ImportError, or OSError/RuntimeError from a broken CUDA build

@@ -23,6 +23,7 @@ M <= memory_tokens (empty before the first chunk).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -83,7 +84,7 @@ class CausalMemoryAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, length, dim)), weights
 
 
-_ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu}
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"silu": F.silu, "gelu": F.gelu}
 
 
 class GatedMLP(nn.Module):
