@@ -144,7 +144,7 @@ def xt_hiera_tiny_txl() -> XTConfig:
 
 
 # -- tiny variants for the contract tests (64 px regions, one context layer) -------------------
-def _tiny(kind: str, backbone: str = "test_convnext", **kw: object) -> XTConfig:
+def _tiny(kind: str, backbone: str = "test_convnext", **kw: Any) -> XTConfig:
     return _config(backbone, kind, region_size=64, dim=32, depth=1, num_classes=3, **kw)
 
 

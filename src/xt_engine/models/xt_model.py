@@ -83,6 +83,9 @@ class RegionOutputs:
 
 
 class XTModel(nn.Module):
+    pixel_mean: torch.Tensor  # (1, C, 1, 1) buffers
+    pixel_std: torch.Tensor
+
     def __init__(
         self,
         config: XTConfig,
@@ -189,7 +192,9 @@ class XTModel(nn.Module):
             tokens, positions = tokens[:, order], positions[order]
         cls = None
         if self._cls_in_context:
-            cls = self.head.cls_token.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+            token = self.head.cls_token
+            assert isinstance(token, torch.Tensor)
+            cls = token.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
             tokens = torch.cat([tokens, cls], dim=1)
             positions = torch.cat([positions, positions.new_zeros(1, 2)])
         with_cls = cls is not None

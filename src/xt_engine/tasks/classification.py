@@ -90,7 +90,9 @@ class ClassificationTask(Task):
                 raise ValueError("finish() of a whole-sequence model needs its one forward call")
             return model.head(state.cls_output)
         if head.pool == "cls":
-            cls = model.head.cls_token.expand(state.batch_size, -1, -1)
+            token = model.head.cls_token
+            assert isinstance(token, torch.Tensor)
+            cls = token.expand(state.batch_size, -1, -1)
             no_position = torch.zeros(1, 2, dtype=torch.long, device=cls.device)
             out, _ = model.context_encoder(cls, no_position, state.context)
             return model.head(out[:, -1])

@@ -85,6 +85,7 @@ class DetectionHead(nn.Module):
         self.trunk = FusionTrunk(context_dim, feature_channels[0], config.decoder_dim)
         self.heatmap = nn.Conv2d(config.decoder_dim, config.num_classes, 1)
         self.size = nn.Conv2d(config.decoder_dim, 2, 1)
+        assert self.heatmap.bias is not None
         nn.init.constant_(self.heatmap.bias, -math.log((1 - 0.1) / 0.1))  # prior 0.1
 
     def forward(
@@ -338,10 +339,10 @@ class DetectionTask(Task):
             rows[:, :2] -= m
             inside = (rows[:, :2] >= 0).all(dim=1)
             inside &= (rows[:, 0] < region.height) & (rows[:, 1] < region.width)
-            rows = rows[inside].cpu().numpy().astype(np.float32)
-            rows[:, 0] += region.y0
-            rows[:, 1] += region.x0
-            detections = rows if suppressor is None else suppressor.filter(region, rows)
+            found = rows[inside].cpu().numpy().astype(np.float32)  # (M, 6) level pixels
+            found[:, 0] += region.y0
+            found[:, 1] += region.x0
+            detections = found if suppressor is None else suppressor.filter(region, found)
             results.append(RegionResult(detections=detections))
         return results
 

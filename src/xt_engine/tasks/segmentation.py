@@ -98,10 +98,10 @@ def confusion(
         index = true[valid] * num_classes + guess[valid]
         counts = np.bincount(index, minlength=num_classes * num_classes)
         return counts.reshape(num_classes, num_classes).astype(np.int64)
-    valid = target >= 0
-    index = target[valid] * num_classes + pred[valid]
-    counts = torch.bincount(index.flatten(), minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes).cpu().numpy().astype(np.int64)
+    keep = target >= 0
+    flat = target[keep] * num_classes + pred[keep]
+    tally = torch.bincount(flat.flatten(), minlength=num_classes * num_classes)
+    return tally.reshape(num_classes, num_classes).cpu().numpy().astype(np.int64)
 
 
 def scores(matrix: np.ndarray) -> dict[str, list[float]]:

@@ -167,12 +167,12 @@ class _RowWindow:
         self.dtype = array.dtype  # type: ignore[attr-defined]
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        key = list(key)
-        rows = key[self.y_axis]
+        parts = list(key)
+        rows = parts[self.y_axis]
         start = (rows.start or 0) + self.y0
         stop = (self.shape[self.y_axis] if rows.stop is None else rows.stop) + self.y0
-        key[self.y_axis] = slice(start, stop)
-        return self.array[tuple(key)]  # type: ignore[index]
+        parts[self.y_axis] = slice(start, stop)
+        return self.array[tuple(parts)]  # type: ignore[index]
 
 
 def _rows(source: ImageSource, y0: int, y1: int) -> ImageSource:

@@ -152,8 +152,9 @@ def train(
     dev = torch.device(device)
     model = create_model(model_config).to(dev).train()
     broadcast_parameters(model, ranks)
-    if cfg.grad_checkpointing and hasattr(model.region_encoder.backbone, "set_grad_checkpointing"):
-        model.region_encoder.backbone.set_grad_checkpointing(True)
+    enable = getattr(model.region_encoder.backbone, "set_grad_checkpointing", None)
+    if cfg.grad_checkpointing and callable(enable):
+        enable(True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def lr_factor(step: int) -> float:
@@ -215,7 +216,7 @@ def train(
             done,
             cfg.max_steps,
             loss.item(),
-            schedule.get_last_lr()[0],
+            float(schedule.get_last_lr()[0]),
             time.perf_counter() - started,
         )
         if (done % cfg.val_every == 0 or done == cfg.max_steps) and not ranks.main:
