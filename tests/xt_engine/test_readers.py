@@ -382,3 +382,25 @@ def test_non_singleton_t_or_z_axes_are_refused(tmp_path: Path) -> None:
     _write_ome_zarr(store, [np.zeros((4, 1, 1, 32, 32), np.uint8)], "tczyx", ["0"], "0.5")
     with pytest.raises(InputError, match=r"non-singleton axes t=4.*fix: export a single 2-D"):
         open_image(store)
+
+
+def test_a_fifo_is_refused_before_it_is_opened(tmp_path) -> None:
+    """Opening a FIFO blocks until a writer comes: it must be refused, not opened."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "image.tif"
+    os.mkfifo(fifo)
+    for command in (
+        ["info", str(fifo)],
+        ["infer", str(fifo), "--model", "xt_demo_sar", "--out", str(tmp_path / "o.zarr")],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "xt_engine.cli", *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "not a regular file" in result.stderr and "Traceback" not in result.stderr

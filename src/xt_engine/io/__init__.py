@@ -60,6 +60,11 @@ def open_image(image: Any, axes: str | None = None) -> ImageSource:
 def _open_path(path: Path) -> ImageSource:
     if not path.exists():
         raise InputError(f"image {path} does not exist", "check the path")
+    if not (path.is_file() or path.is_dir()):  # a FIFO, device or socket: open() could block
+        raise InputError(
+            f"{path} is not a regular file or folder (a pipe, device or socket)",
+            "pass an image file or an OME-Zarr folder",
+        )
     lower = path.name.lower()
     if path.is_dir() or lower.endswith(".zarr"):
         if path.is_dir() and not any((path / m).exists() for m in ZARR_MARKERS):
