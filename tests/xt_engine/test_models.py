@@ -183,3 +183,31 @@ def test_architecture_plus_two_weight_files_rebuilds_the_model(
     torch.save({k: v for k, v in source.state_dict().items() if k.startswith("head.")}, head_only)
     with pytest.raises(CheckpointError, match="does not fit test_convnext_none"):
         load_model_parts("test_convnext_none", None, str(head_only))
+
+
+def test_a_checkpoint_is_checked_before_a_model_is_built(tmp_path) -> None:
+    """A tiny file whose config names a huge model is refused from its header (no allocation);
+    shape mismatches and non-finite weights are refused with the fix."""
+    import json
+    import resource
+
+    from safetensors.torch import save_file
+
+    from xt_engine import CheckpointError, create_model, load_checkpoint, save_checkpoint
+    from xt_engine.weights.checkpoint import FORMAT
+
+    huge = model_config("test_convnext_txl").to_dict()
+    huge["context_encoder"].update(dim=16384, depth=64, num_heads=128)  # ~200 GB of weights
+    path = tmp_path / "huge.safetensors"
+    meta = {"format": FORMAT, "xt_config": json.dumps(huge), "extra": "{}"}
+    save_file({"input_proj.weight": torch.zeros(2, 2)}, str(path), metadata=meta)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match="has shape|lacks"):
+        load_checkpoint(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB
+    model = create_model("test_convnext_txl")
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    bad = save_checkpoint(model, tmp_path / "nan.safetensors")
+    with pytest.raises(CheckpointError, match="non-finite"):
+        load_checkpoint(bad)

@@ -67,11 +67,17 @@ def read_checkpoint_config(path: str | os.PathLike[str]) -> tuple[XTConfig, dict
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> XTModel:
-    """Rebuild the model stored in ``path`` and load its weights (strict)."""
+    """Rebuild the model stored in ``path`` and load its weights (strict).
+
+    Nothing is allocated on a header's word: the config is first built on PyTorch's ``meta``
+    device (no memory) and its tensor names and shapes are compared with the file's header, so
+    a small file whose config names a huge model is refused before any weight exists; the
+    loaded weights must all be finite."""
     from safetensors.torch import load_file
 
     config, _ = read_checkpoint_config(path)
     config.region_encoder.weights = None  # weights come from the checkpoint itself
+    _check_shapes(path, config)
     model = create_model(config)
     state = load_file(str(path), device=str(device))
     result = model.load_state_dict(state, strict=False)
@@ -81,4 +87,32 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
             f"unexpected {result.unexpected_keys[:3]}",
             "re-export the checkpoint with save_checkpoint()",
         )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise CheckpointError(
+            f"{path} holds non-finite weights (NaN or Inf) in {len(bad)} tensor(s), e.g. {bad[0]}",
+            "use a checkpoint from a training run that did not diverge",
+        )
     return model.to(device).eval()
+
+
+def _check_shapes(path: str | os.PathLike[str], config: XTConfig) -> None:
+    """CheckpointError unless the file's tensors have the names and shapes ``config`` builds
+    (checked on the ``meta`` device: no memory is allocated for the model)."""
+    with torch.device("meta"):
+        skeleton = create_model(config)
+    with safe_open(str(path), framework="pt") as handle:
+        shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+    for name, tensor in skeleton.state_dict().items():
+        if name in shapes and shapes[name] != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path}: tensor {name} has shape {list(shapes[name])} but its config builds "
+                f"{list(tensor.shape)}",
+                "re-export the checkpoint with save_checkpoint() from the model it holds",
+            )
+    missing = [k for k in skeleton.state_dict() if k not in shapes]
+    if missing:
+        raise CheckpointError(
+            f"{path} lacks {len(missing)} tensor(s) its config needs (e.g. {missing[0]})",
+            "re-export the checkpoint with save_checkpoint() from the model it holds",
+        )
