@@ -97,6 +97,9 @@ def _device(name: str) -> str:
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (index and kind == "cpu"):
+        raise InputError(f"--device {name} is not a device here", "use auto, cpu, cuda or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {name}: no CUDA device here", "use --device cpu or auto")
     return name
@@ -237,6 +240,10 @@ def _print_top_classes(
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from xt_engine.demo import run_demo
+    from xt_engine.errors import InputError
+
+    if args.size < 256:
+        raise InputError(f"--size {args.size} is too small for the demo scene", "use 256 or more")
 
     run_demo(
         out_dir=Path(args.out),

@@ -189,3 +189,17 @@ def test_ctrl_c_exits_130_and_resume_completes(tmp_path: Path) -> None:
     result = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert zarr.open_group(str(out), mode="r").attrs["xt"]["complete"] is True
+
+
+def test_bad_device_and_demo_size_exit_2_with_one_line(
+    small_tiff: Path, tmp_path: Path, capsys
+) -> None:
+    out = str(tmp_path / "o.zarr")
+    for args in (
+        ["infer", str(small_tiff), "--model", "xt_demo_sar", "--out", out, "--device", "tpu"],
+        ["infer", str(small_tiff), "--model", "xt_demo_sar", "--out", out, "--device", "cpu:1"],
+        ["demo", "--size", "0", "--out", str(tmp_path / "demo")],
+    ):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "fix:" in err[0], err
