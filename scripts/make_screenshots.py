@@ -2,11 +2,14 @@
 
 Usage: `xvfb-run -a .venv/bin/python scripts/make_screenshots.py`. Opens napari with the
 synthetic SAR sample, docks the xT widget, runs the demo model on the whole scene and on a
-zoomed-in view, and saves a PNG after each step to docs/images/.
+zoomed-in view, and saves a PNG after each step to docs/images/. The run stores and the
+widget's remembered settings go to a temporary folder (not ~/napari-xt, not your settings).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,10 +40,19 @@ def shot(viewer, name: str) -> None:
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="napari-xt-screenshots-"))
+    os.environ["NAPARI_XT_CONFIG_DIR"] = str(scratch / "config")
+    from napari_xt._settings import save_settings
+
+    save_settings({"output_folder": str(scratch / "results")})
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1400, 860)
     viewer.open_sample("napari-xt", "sar_scene")
     _, widget = viewer.window.add_plugin_dock_widget("napari-xt", "xT inference")
+    deadline = time.time() + 120
+    while widget.model_loading and time.time() < deadline:  # the model loads in a worker
+        QApplication.processEvents()
+        time.sleep(0.02)
     shot(viewer, "guide-1-sample-and-widget.png")
     widget.scope_combo.setCurrentText("Whole image")
     wait_for_run(widget)

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QComboBox, QHBoxLayout, QPushButton, QSpinBox, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QWidget,
+)
 
 
 def combo(items: list[str], tip: str = "", current: str | None = None) -> QComboBox:
@@ -13,6 +21,25 @@ def combo(items: list[str], tip: str = "", current: str | None = None) -> QCombo
     if tip:
         box.setToolTip(tip)
     return box
+
+
+def narrow_combo(box: QComboBox, chars: int = 16) -> QComboBox:
+    """A combo box whose width does not follow its longest item (layer names, checkpoint
+    paths and the untrained section's header would widen the dock and squeeze the canvas)."""
+    box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    box.setMinimumContentsLength(chars)
+    return box
+
+
+def wrapping_label(text: str = "") -> QLabel:
+    """A word-wrapped label that takes the width it is given instead of asking for its text's
+    (a long summary or error message arriving later would widen the dock)."""
+    label = QLabel(text)
+    label.setWordWrap(True)
+    policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    policy.setHeightForWidth(True)
+    label.setSizePolicy(policy)
+    return label
 
 
 def spin(
@@ -63,4 +90,4 @@ def model_combo(current: str) -> QComboBox:
                 header.setEnabled(False)
         box.addItems(untrained)
     box.setCurrentText(current)
-    return box
+    return narrow_combo(box)

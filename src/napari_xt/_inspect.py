@@ -1,14 +1,17 @@
 """Click-to-inspect attention: where the clicked region attends across the image.
 
 While the toggle is on, a click on the canvas maps the world position to the last run's grid
-(same image, level, ROI and model), computes that region's attention in a worker thread
-(:func:`xt_engine.runtime.region_attention.region_attention`) and shows it as an Image layer at
-token resolution, aligned with the image.
+(same image, level, ROI, overlap and model), computes that region's attention in a worker thread
+on the run's device (:func:`xt_engine.runtime.region_attention.region_attention`) and shows it
+as an Image layer at token resolution, aligned with the image. The toggle is off and disabled
+while a run goes: the run and the inspection share the model (the inspection could move it to
+another device, and two computations would compete for the cores).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +32,7 @@ INSPECT_LAYER = "xT region attention"
 
 @dataclass
 class RunContext:
-    """What the last run used; a click is answered in the same frame."""
+    """What a run used (a click is answered in the same frame; Resume repeats it)."""
 
     image: Image
     source: ImageSource
@@ -37,6 +40,16 @@ class RunContext:
     roi: tuple[int, int, int, int] | None
     model: XTModel
     batch_size: int
+    overlap: int = 0
+    device: str = "cpu"
+    attention: bool = False
+    precision: str = "auto"
+    store: Path | None = None
+
+    def grid(self) -> RegionGrid:
+        """The run's region grid (its overlap included)."""
+        shape = self.source.shape_yx(self.level)
+        return RegionGrid.for_image(shape, self.model.region_size, self.roi, self.overlap)
 
 
 class AttentionInspector:
@@ -49,10 +62,23 @@ class AttentionInspector:
         self.button.toggled.connect(self._toggle)
         self.context: RunContext | None = None
         self.worker: Any = None
+        self.running = False  # a run is in progress: no inspection
+
+    @property
+    def busy(self) -> bool:
+        """An inspection is being computed."""
+        return self.worker is not None
 
     def set_context(self, context: RunContext) -> None:
         self.context = context
-        self.button.setEnabled(True)
+        self.button.setEnabled(not self.running)
+
+    def set_running(self, running: bool) -> None:
+        """Off and disabled while a run goes; enabled after it when there is a run to inspect."""
+        self.running = running
+        if running:
+            self.button.setChecked(False)
+        self.button.setEnabled(not running and self.context is not None)
 
     def _toggle(self, on: bool) -> None:
         callbacks = self.viewer.mouse_drag_callbacks
@@ -75,9 +101,11 @@ class AttentionInspector:
         y, x = np.asarray(ctx.image.world_to_data(full))[-2:] / np.asarray(
             ctx.source.downsample(ctx.level)
         )
-        grid = RegionGrid.for_image(ctx.source.shape_yx(ctx.level), ctx.model.region_size, ctx.roi)
-        row = int((y - grid.box[0]) // grid.region_size)
-        col = int((x - grid.box[1]) // grid.region_size)
+        grid = ctx.grid()  # regions output tiles ``step`` px apart from the box's corner
+        row = int((y - grid.box[0]) // grid.step)
+        col = int((x - grid.box[1]) // grid.step)
+        if y >= grid.box[2] or x >= grid.box[3]:
+            return None
         if not (0 <= row < grid.rows and 0 <= col < grid.cols):
             return None
         return row * grid.cols + col
@@ -86,7 +114,7 @@ class AttentionInspector:
         """Compute and show the attention of the region under ``world`` (in a worker)."""
         ctx = self.context
         index = self.region_at(world)
-        if ctx is None or index is None or self.worker is not None:
+        if ctx is None or index is None or self.worker is not None or self.running:
             return
         self.status.setText(f"Computing the attention of region {index}...")
 
@@ -98,6 +126,8 @@ class AttentionInspector:
                 level=ctx.level,
                 roi=ctx.roi,
                 batch_size=ctx.batch_size,
+                device=ctx.device,
+                overlap=ctx.overlap,
             )
 
         self.worker = create_worker(compute, _start_thread=False)
@@ -112,7 +142,8 @@ class AttentionInspector:
         down = ctx.source.downsample(ctx.level)
         s = result.token_stride
         scale, translate = labels_placement(ctx.image, (down[0] * s, down[1] * s))
-        origin = np.asarray(result.box[:2], dtype=float) * np.asarray(down)
+        corner = np.asarray(result.box[:2], dtype=float) - result.margin  # the first token's
+        origin = corner * np.asarray(down)
         translate = translate + origin * np.asarray(ctx.image.scale[-2:], dtype=float)
         if INSPECT_LAYER in self.viewer.layers:
             self.viewer.layers.remove(INSPECT_LAYER)

@@ -1,7 +1,9 @@
 """napari reader for TIFF / OME-TIFF / SVS / OME-Zarr: lazy multiscale layers (no Qt).
 
 Levels stay zarr arrays (or lazy views of them), so level 0 of a whole slide is never loaded;
-the pixel size becomes the layer scale; channels become RGB or one layer per channel.
+the pixel size becomes the layer scale; channels become RGB or one layer per channel. A result
+store of this tool (what a run of the widget or ``xt infer`` wrote) opens as its result: the
+label pyramid as a Labels layer with the model's classes, or a detection model's points.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from xt_engine.errors import XTError
 from xt_engine.io import TIFF_SUFFIXES, open_image
+from xt_engine.store.safety import read_store_attrs
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -22,9 +25,57 @@ def napari_get_reader(path: str | list[str]) -> Any:
             return None
         path = path[0]
     name = str(path).lower().rstrip("/")
+    if name.endswith(".zarr") and read_store_attrs(Path(str(path))) is not None:
+        return read_result_store
     if name.endswith(TIFF_SUFFIXES) or name.endswith(".zarr"):
         return read_image
     return None
+
+
+def read_result_store(path: str | list[str]) -> list[LayerData]:
+    """A result store as its segmentation (lazy label pyramid) or detections (points), placed
+    over its image (level-0 pixels, or the pixel size the store records)."""
+    import csv
+
+    import numpy as np
+    import zarr
+
+    from napari_xt._layers import label_layer_kwargs
+    from xt_engine.config import XTConfig
+    from xt_engine.store.result_store import DETECTIONS_FILE, LABELS_PATH
+
+    root = Path(str(path[0] if isinstance(path, list) else path).rstrip("/"))
+    xt = read_store_attrs(root)
+    if xt is None:
+        raise ValueError(f"{root} is not a napari-xt result store")
+    try:
+        head = XTConfig.from_dict(xt["model_config"]).head
+    except XTError as err:
+        raise ValueError(str(err)) from err  # napari shows reader errors to the user
+    labels: Any = zarr.open_group(str(root), mode="r")[LABELS_PATH]  # (zarr types JSON)
+    datasets = labels.attrs["ome"]["multiscales"][0]["datasets"]  # type: ignore[index]
+    scale = [float(v) for v in datasets[0]["coordinateTransformations"][0]["scale"]]
+    down = [float(d) for d in xt["downsample"]]
+    pixel = [s / d for s, d in zip(scale, down, strict=True)]  # level-0 pixel size
+    state = "" if xt.get("complete") else ", incomplete"
+    name = f"xT {root.name}{state}"
+    table = root / DETECTIONS_FILE
+    if head.task == "detection":
+        rows = list(csv.DictReader(table.open(newline=""))) if table.exists() else []
+        points = np.array([[float(r["y"]), float(r["x"])] for r in rows]).reshape(-1, 2)
+        features = {
+            "class": [r["class_name"] for r in rows],
+            "score": [float(r["score"]) for r in rows],
+        }
+        kwargs = {"name": name, "scale": tuple(pixel), "features": features, "size": 12}
+        return [(points, kwargs, "points")]
+    levels = [labels[d["path"]] for d in datasets]
+    translate = tuple((d - 1) / 2 * p for d, p in zip(down, pixel, strict=True))
+    meta: dict[str, Any] = {"name": name, "scale": tuple(scale), "translate": translate}
+    meta |= {"opacity": 0.6, **label_layer_kwargs(head)}
+    if len(levels) > 1:
+        meta["multiscale"] = True
+    return [(levels if len(levels) > 1 else levels[0], meta, "labels")]
 
 
 def read_image(path: str | list[str]) -> list[LayerData]:

@@ -5,11 +5,16 @@ or a power-of-two downsampling of it of at most ``PREVIEW_MAX_SIDE`` px, because
 store on the main thread while the worker writes it stalls the event loop. Large results are
 swapped for the store's lazy label pyramid when the run ends, so a whole-slide result never has
 to fit in memory. The attention map is one pixel per token (``stride`` level pixels), small.
+
+Every run's store is the user's result: nothing here deletes one (a layer of an earlier run may
+still show it). The layers are used as the viewer hands them out (a plugin's viewer wraps them
+in napari's ``PublicOnlyProxy``); partial texture updates happen only where napari allows them
+(:mod:`napari_xt._napari_private`).
 """
 
 from __future__ import annotations
 
-import shutil
+import csv
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,13 +25,15 @@ import zarr
 from napari.layers import Image, Labels, Points
 from qtpy.QtCore import QTimer
 
-from napari_xt._layers import label_layer_kwargs, mark_painted
+from napari_xt._layers import label_layer_kwargs
+from napari_xt._napari_private import mark_painted, redraw
 from napari_xt._view import labels_placement
 from xt_engine import RegionDone
 from xt_engine.colors import class_colors
 from xt_engine.io import ImageSource
 from xt_engine.models import XTModel
-from xt_engine.store.result_store import LABELS_PATH
+from xt_engine.store.ngff import ATTENTION_PATH
+from xt_engine.store.result_store import DETECTIONS_FILE, LABELS_PATH
 
 SEGMENTATION_LAYER = "xT segmentation"
 ATTENTION_LAYER = "xT attention"
@@ -50,7 +57,7 @@ class RunLayers:
         QTimer.singleShot(0, warm_up_layers)
         self.viewer = viewer
         self.labels: Labels | None = None
-        self._own_labels: Labels | None = None  # the segmentation layer made here (unproxied)
+        self._labels_id: object = None  # unique_id of the segmentation layer made here
         self.attention: Image | None = None
         self._heat: np.ndarray | None = None  # (H / stride, W / stride) float32 being painted
         self._pending_attention: dict[str, Any] | None = None  # its layer's placement, to add
@@ -74,11 +81,13 @@ class RunLayers:
         store: Path,
         model: XTModel,
         attention: bool,
+        resume: bool = False,
     ) -> list[Callable[[], object]]:
-        """Fresh preview layers for a run writing to ``store``; the previous store is removed.
-        A new segmentation layer is inserted now (napari: one ~80-100 ms turn on this CPU);
-        returns the steps still to do (adding the attention layer), for the caller to run one
-        per turn of the event loop (:func:`napari_xt._threads.run_in_turns`)."""
+        """Fresh preview layers for a run writing to ``store`` (earlier stores stay as they
+        are); ``resume``: the store's finished regions are read into them first. A new
+        segmentation layer is inserted now (napari: one ~80-100 ms turn on this CPU); returns
+        the steps still to do (adding the attention layer), for the caller to run one per turn
+        of the event loop (:func:`napari_xt._threads.run_in_turns`)."""
         steps: list[Callable[[], object]] = []
         shape = source.shape_yx(level)
         down = source.downsample(level)
@@ -119,10 +128,43 @@ class RunLayers:
             self._heat = heat  # painted from now on; the layer shows this very array
             self._pending_attention = {"scale": scale, "translate": translate}
             steps.append(self._add_attention)
-        previous, self.store = self.store, store
-        if previous is not None and previous != store:
-            shutil.rmtree(previous, ignore_errors=True)
+        self.store = store
+        if resume:
+            self._fill_from_store(store)
         return steps
+
+    def _fill_from_store(self, store: Path) -> None:
+        """A resumed run: what the store already holds (the engine does not send its finished
+        regions again) goes into the previews. Read here, before the worker writes again (it
+        waits for the layers)."""
+        group: Any = zarr.open_group(str(store), mode="r")  # (zarr types its attributes JSON)
+        xt = dict(group.attrs["xt"])
+        if self.labels is not None:
+            preview, f = self.labels.data, self._factor
+            k = f.bit_length() - 1  # level k of the pyramid: level 0 subsampled by 2^k (nearest)
+            if k < int(xt.get("label_levels", 1)):
+                level_k = group[f"{LABELS_PATH}/{k}"]
+                block = np.asarray(level_k[: preview.shape[0], : preview.shape[1]])
+            else:
+                block = np.asarray(group[f"{LABELS_PATH}/0"][::f, ::f])
+            preview[: block.shape[0], : block.shape[1]] = block
+            self._dirty = True
+        if self._heat is not None and ATTENTION_PATH in group:
+            h, w = self._heat.shape
+            block = np.asarray(group[f"{ATTENTION_PATH}/0"][:h, :w], dtype=np.float32)
+            self._heat[: block.shape[0], : block.shape[1]] = block
+        table = store / DETECTIONS_FILE
+        if self.points is not None and table.exists():
+            dy, dx = (float(d) for d in xt["downsample"])  # the table is in level-0 pixels
+            with table.open(newline="") as handle:
+                rows = [
+                    [float(r["y"]) / dy, float(r["x"]) / dx, int(r["class"]), float(r["score"])]
+                    + [float(r["height"]) / dy, float(r["width"]) / dx]
+                    for r in csv.DictReader(handle)
+                ]
+            if rows:
+                self._detections.append(np.asarray(rows, dtype=np.float64))
+                self._dirty = True
 
     def _add_attention(self) -> None:
         """The attention layer of the current run, over the array being painted (once)."""
@@ -178,14 +220,14 @@ class RunLayers:
             block = heat[ay : ay + event.attention.shape[0], ax : ax + event.attention.shape[1]]
             block[...] = event.attention[: block.shape[0], : block.shape[1]]
 
-    def refresh(self, force: bool = False) -> None:
+    def refresh(self, force: bool = False) -> bool:
         """Redraw what was painted since the last redraw: at once after the first paint, then
         at most every ``REFRESH_S`` (only the painted blocks are uploaded, see mark_painted; a
         pass without paint, the first of two passes, redraws nothing). ``force`` (the end of a
-        run) redraws everything and shows a layer still hidden."""
+        run) redraws everything and shows a layer still hidden. Returns whether it redrew."""
         now = time.perf_counter()
         if not force and (not self._dirty or now - self._refreshed < REFRESH_S):
-            return
+            return False
         self._dirty, self._refreshed = False, now
         if self.points is not None and self._detections:
             rows = np.concatenate(self._detections)  # (M, 6): y, x, class, score, h, w
@@ -204,14 +246,15 @@ class RunLayers:
             # first draw ~50 ms more: one turn each) and shown with the first results
             self._reveal.visible = True
             self._reveal = None
-        elif self.labels is not None and self._partial and not force:
-            self.labels._partial_labels_refresh()  # only the blocks painted since last time
+        elif self.labels is not None and not force:
+            redraw(self.labels, partial=self._partial)  # only the painted blocks, if napari lets us
         elif self.labels is not None:
             self.labels.refresh()
         if self.attention is not None:
             top = float(self.attention.data.max())
             self.attention.contrast_limits = (0.0, top if top > 0 else 1.0)
             self.attention.refresh()
+        return True
 
     def finish(self) -> None:
         """After the run: large results switch to the store's lazy label pyramid."""
@@ -220,7 +263,7 @@ class RunLayers:
             self.refresh(force=True)
             return
         image, down, model = self._run
-        group = zarr.open_group(str(self.store), mode="r")
+        group: Any = zarr.open_group(str(self.store), mode="r")
         data = [group[f"{LABELS_PATH}/{k}"] for k in range(group.attrs["xt"]["label_levels"])]
         scale, translate = labels_placement(image, down)
         self._replace_labels(
@@ -244,17 +287,15 @@ class RunLayers:
             if SEGMENTATION_LAYER in self.viewer.layers
             else None
         )
-        # A plugin's viewer hands out layers wrapped in napari's PublicOnlyProxy, and the partial
-        # redraw (mark_painted) needs private hooks: reuse only the layer this object created,
-        # held unwrapped; a layer of the same name made elsewhere is replaced.
-        mine = self._own_labels
+        # reuse only the layer made here (as the viewer hands it out: a plugin's viewer wraps
+        # layers in napari's PublicOnlyProxy); a layer of the same name made elsewhere is replaced
         if (
-            mine is not None
-            and getattr(old, "__wrapped__", old) is mine
-            and not mine.multiscale
+            old is not None
+            and self._labels_id is not None
+            and old.unique_id == self._labels_id
+            and not old.multiscale
             and not layer.multiscale
         ):
-            old = mine
             if old.data.shape == layer.data.shape and old.data.dtype == layer.data.dtype:
                 old.data[...] = layer.data  # a re-run: no new texture, only its contents
                 old.refresh()
@@ -273,10 +314,11 @@ class RunLayers:
         if old is not None:
             index = self.viewer.layers.index(old)
             self.viewer.layers.remove(old)
-        self.labels = self._own_labels = layer
-        if not layer.visible:
-            self._reveal = layer
         self.viewer.layers.insert(index, layer)
+        self.labels = self.viewer.layers[index]  # the viewer's handle on it (maybe a proxy)
+        self._labels_id = self.labels.unique_id
+        if not layer.visible:
+            self._reveal = self.labels
 
 
 def _legend(layer: Labels) -> tuple[str, str]:

@@ -1,18 +1,20 @@
 """The "xT inference" dock widget: pick an image layer and a model, run, watch labels paint in.
 
-The engine's generator runs in a napari thread worker and writes an OME-Zarr result store; the
-segmentation layer reads that store lazily as a multiscale Labels layer and is refreshed on the
-main thread in the worker's ``yielded`` callback, so memory stays bounded for whole slides.
+The engine's generator runs in a napari thread worker and writes an OME-Zarr result store, a new
+one per run in the output folder (beside the image file, or a folder the user picked; see
+:mod:`napari_xt._settings`), kept after the session; an interrupted run's store can be resumed.
+The segmentation layer reads that store lazily as a multiscale Labels layer and is refreshed on
+the main thread in the worker's ``yielded`` callback, so memory stays bounded for whole slides.
+Models load in a napari worker too (:func:`napari_xt._models.load_choice`): the viewer stays
+responsive while a large one loads, and a Run clicked meanwhile starts when it is ready.
 """
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -34,10 +36,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_xt._controls import button, combo, hbox, model_combo, spin
+from napari_xt._controls import button, combo, hbox, model_combo, narrow_combo, spin, wrapping_label
 from napari_xt._inspect import AttentionInspector, RunContext
-from napari_xt._models import ModelChoice
+from napari_xt._models import ModelChoice, ModelKey, load_choice
 from napari_xt._results import RunLayers
+from napari_xt._settings import new_store_path, output_folder, remember_output_folder
 from napari_xt._threads import engine_events, run_in_turns
 from napari_xt._view import SCOPES, SHAPES_PREFIX, auto_level, scope_roi
 from xt_engine import (
@@ -50,6 +53,8 @@ from xt_engine import (
     run_inference,
 )
 from xt_engine.io import ImageSource, source_from_arrays
+from xt_engine.models import XTModel
+from xt_engine.store.safety import read_store_attrs
 
 DEFAULT_MODEL = "xt_demo_sar"
 PROGRESS_S = 0.5  # progress bar + status line at most 2 Hz: each repaint ~30-50 ms under Xvfb
@@ -67,15 +72,20 @@ class XTInferenceWidget(QWidget):
         self._layers_ready = threading.Event()  # set when a run's layers exist (see run())
         self._cancel: CancelToken | None = None
         self._pending: RunContext | None = None  # the run started, until its Started event
-        self._pending_store = Path()
+        self._resuming = False  # the pending run resumes its store
+        self._current: RunContext | None = None  # the run in progress (from its Started event)
+        self._last_run: RunContext | None = None  # the last run that started (for Resume)
         self._progress_shown = 0.0
         self.models = ModelChoice()
+        self._loader: Any = None  # the worker loading a model
+        self._wanted: ModelKey | None = None  # the choice whose model is to be loaded
+        self._loaded_last: ModelKey | None = None  # the choice the last finished load was for
+        self._run_waiting = False  # Run was clicked; it starts when the model has loaded
         self._last_cancelled = False
-        self._store_dir = Path(tempfile.mkdtemp(prefix="napari-xt-"))
-        self._run_count = 0
+        self._output_key: tuple[str, str | None] | None = None
         self.results = RunLayers(napari_viewer)
 
-        self.image_combo = QComboBox()
+        self.image_combo = narrow_combo(QComboBox())
         self.model_combo = model_combo(DEFAULT_MODEL)
         self.browse_button = button("Checkpoint...")
         self.region_weights_button = button(
@@ -86,8 +96,9 @@ class XTInferenceWidget(QWidget):
             "Context + head weights...",
             "The context encoder and head weights of the chosen architecture",
         )
-        self.model_summary = QLabel()
-        self.model_summary.setWordWrap(True)
+        self.model_summary = wrapping_label()
+        # two lines kept for it: the summary arriving after "loading..." does not move the rows
+        self.model_summary.setMinimumHeight(2 * self.model_summary.fontMetrics().lineSpacing())
         self.scope_combo = combo(list(SCOPES))
         self.level_combo = QComboBox()
         self.device_combo = combo(
@@ -113,12 +124,21 @@ class XTInferenceWidget(QWidget):
             "side (no seams at region borders; more regions). A multiple of half the model's "
             "token stride (of the stride with the attention overlay).",
         )
+        self.output_edit = QLineEdit()
+        self.output_edit.setToolTip(
+            "Folder for the result stores: each run writes a new run-*.zarr there, kept after "
+            "napari closes (default: <image name>-xt beside an image file)"
+        )
+        self.output_button = button("...", "Choose the output folder")
         self.run_button = QPushButton("Run")
+        self.resume_button = button(
+            "Resume", "Continue the last run's interrupted store (same image, model and settings)"
+        )
+        self.resume_button.setEnabled(False)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.progress = QProgressBar()
-        self.status = QLabel("Ready")
-        self.status.setWordWrap(True)
+        self.status = wrapping_label("Ready")
 
         self.inspector = AttentionInspector(self.viewer, self.status)
         form = QFormLayout()
@@ -133,36 +153,39 @@ class XTInferenceWidget(QWidget):
             ("Precision", self.precision_combo),
             ("Batch size", self.batch_spin),
             ("Overlap", self.overlap_spin),
+            ("Output", hbox(self.output_edit, self.output_button, stretch_first=True)),
             ("", self.attention_check),
             ("", self.inspector.button),
         ):
             form.addRow(label, row)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addLayout(hbox(self.run_button, self.cancel_button))
+        layout.addLayout(hbox(self.run_button, self.resume_button, self.cancel_button))
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addStretch(1)
 
         self.run_button.clicked.connect(self.run)
+        self.resume_button.clicked.connect(self.resume)
         self.cancel_button.clicked.connect(self.cancel)
+        self.output_button.clicked.connect(self._browse_output)
+        self.output_edit.editingFinished.connect(
+            lambda: self.set_output_folder(self.output_edit.text())
+        )
         self.browse_button.clicked.connect(self._browse_checkpoint)
         self.region_weights_button.clicked.connect(lambda: self._browse_weights("region"))
         self.context_weights_button.clicked.connect(lambda: self._browse_weights("context"))
-        self.model_combo.currentTextChanged.connect(self._show_model_summary)
+        self.model_combo.currentTextChanged.connect(self._request_model)
         self.image_combo.currentTextChanged.connect(self._refresh_levels)
+        self.image_combo.currentTextChanged.connect(self._refresh_output)
         for event in (
             self.viewer.layers.events.inserted,
             self.viewer.layers.events.removed,
             self.viewer.layers.events.reordered,
         ):
             event.connect(self._refresh_layers)
-        # the run stores go with the widget, or at the latest with the process (a viewer closed
-        # by a script may never destroy its dock widgets)
-        self.destroyed.connect(lambda: shutil.rmtree(self._store_dir, ignore_errors=True))
-        atexit.register(shutil.rmtree, self._store_dir, ignore_errors=True)
         self._refresh_layers()
-        self._show_model_summary(self.model_combo.currentText())
+        self._request_model()
 
     # -- choices -------------------------------------------------------------------------------
     def _refresh_scopes(self) -> None:
@@ -189,6 +212,7 @@ class XTInferenceWidget(QWidget):
             self.image_combo.setCurrentText(current)
         self.image_combo.blockSignals(False)
         self._refresh_levels()
+        self._refresh_output()
 
     def _refresh_levels(self, name: str | None = None) -> None:
         """List the chosen layer's pyramid levels, keeping the user's pick for the same layer."""
@@ -229,11 +253,84 @@ class XTInferenceWidget(QWidget):
             self.model_combo.addItem(path)
             self.model_combo.setCurrentText(path)
 
-    def _show_model_summary(self, spec: str) -> None:
-        try:
-            self.model_summary.setText(self.models.summary(spec))
-        except XTError as err:
-            self.model_summary.setText(f"cannot load: {err}")
+    def _image_path(self) -> str | None:
+        """The file the chosen image layer was read from (``layer.source.path``), if any."""
+        layer = self._image_layer()
+        path = getattr(getattr(layer, "source", None), "path", None)
+        return str(path) if path else None
+
+    def _refresh_output(self, name: str | None = None) -> None:
+        """Show the chosen image's output folder (:func:`napari_xt._settings.output_folder`)."""
+        key = (self.image_combo.currentText(), self._image_path())
+        if key == self._output_key:
+            return
+        self._output_key = key
+        self.output_edit.setText(str(output_folder(key[1])))
+
+    def _browse_output(self) -> None:
+        folder = QFileDialog.getExistingDirectory(
+            self, "Folder for xT results", self.output_edit.text()
+        )
+        if folder:
+            self.set_output_folder(folder)
+
+    def set_output_folder(self, folder: str | Path) -> None:
+        """Write the next runs' stores into ``folder``, remembered for this image (or, for an
+        image without a file, for all such images)."""
+        text = str(folder).strip()
+        if text:
+            self.output_edit.setText(text)
+            remember_output_folder(text, self._image_path())
+
+    # -- the model -----------------------------------------------------------------------------
+    def _request_model(self, *_: object) -> None:
+        """Load the chosen model in a worker; the summary says "loading..." meanwhile. One load
+        runs at a time: one still running for an earlier choice finishes, is dropped, and the
+        current choice loads next."""
+        key = self.models.key_for(self.model_combo.currentText())
+        self._wanted = key
+        if self.models.loaded(key) is not None:
+            self.model_summary.setText(self.models.summary)
+            return
+        self.model_summary.setText(f"loading {Path(key[0]).name}...")
+        if self._loader is None:
+            self._start_load(key)
+
+    def _start_load(self, key: ModelKey) -> None:
+        worker = create_worker(_load_outcome, key, _start_thread=False)
+        worker.returned.connect(partial(self._on_model_loaded, key))
+        worker.finished.connect(self._on_loader_finished)
+        self._loader = worker
+        worker.start()
+
+    def _on_model_loaded(self, key: ModelKey, outcome: tuple[XTModel, str] | str) -> None:
+        self._loaded_last = key
+        if key != self._wanted:
+            return  # the choice changed meanwhile: dropped
+        if isinstance(outcome, str):
+            self.model_summary.setText(f"cannot load: {outcome}")
+            if self._run_waiting:
+                self._run_waiting = False
+                self._end_without_run(f"Cannot load the model: {outcome}")
+            return
+        model, summary = outcome
+        self.models.accept(key, model, summary)
+        self.model_summary.setText(summary)
+        if self._run_waiting:
+            self._run_waiting = False
+            self._start_run(model)
+
+    def _on_loader_finished(self) -> None:
+        self._loader = None
+        wanted = self._wanted  # a choice made while the last load ran, not tried yet
+        if wanted is not None and wanted != self._loaded_last:
+            if self.models.loaded(wanted) is None:
+                self._start_load(wanted)
+
+    @property
+    def model_loading(self) -> bool:
+        """A model is being loaded."""
+        return self._loader is not None
 
     def _browse_weights(self, part: str) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -249,7 +346,7 @@ class XTInferenceWidget(QWidget):
             self.models.region_weights = path
         else:
             self.models.context_weights = path
-        self._show_model_summary(self.model_combo.currentText())
+        self._request_model()
 
     @property
     def region_weights(self) -> str | None:
@@ -261,45 +358,95 @@ class XTInferenceWidget(QWidget):
 
     # -- running -------------------------------------------------------------------------------
     def run(self) -> None:
-        """Start a run on the chosen image layer (returns at once; results arrive as events)."""
-        if self._worker is not None:
+        """Start a run on the chosen image layer (returns at once; results arrive as events).
+        If the chosen model is still loading (or not loaded), the run starts when it is."""
+        if self._worker is not None or self._run_waiting:
             return
-        layer = self._image_layer()
-        if layer is None:
+        if self.inspector.busy:
+            self.status.setText("Wait for the attention inspection to finish, then run.")
+            return
+        if self._image_layer() is None:
             show_error("xT: add an image layer first (File > Open, or File > Open Sample).")
             return
+        model = self.models.loaded(self.models.key_for(self.model_combo.currentText()))
+        self._set_running(True)
+        if model is None:
+            self._run_waiting = True
+            self.status.setText("Loading the model; the run starts when it has loaded...")
+            self._request_model()
+            return
+        self._start_run(model)
+
+    def _start_run(self, model: XTModel) -> None:
+        """A new run of ``model`` with the widget's choices, into a new store."""
+        layer = self._image_layer()
+        if layer is None:
+            self._end_without_run("the image layer is gone")
+            return
+        folder = self.output_edit.text().strip()
         try:
-            model = self.models.load(self.model_combo.currentText())
+            if not folder:
+                raise XTError("no output folder", "choose one with the ... button")
             source = source_from_arrays(self._levels(layer), rgb=layer.rgb, name=layer.name)
             level = self._chosen_level(layer, source)
-            scope = self.scope_combo.currentText()
-            roi = scope_roi(self.viewer, scope, layer, source, level)
-            self._run_count += 1
-            store = self._store_dir / f"run{self._run_count}.zarr"
-            self._cancel = CancelToken()
-            events = run_inference(
-                source,
-                model,
-                output=store,
-                level=level,
-                roi=roi,
-                cancel=self._cancel,
-                batch_size=self.batch_spin.value(),
-                overlap=self.overlap_spin.value(),
-                attention=self.attention_check.isChecked(),
-                precision=self.precision_combo.currentText(),
-                device=self._device(),
-            )
+            roi = scope_roi(self.viewer, self.scope_combo.currentText(), layer, source, level)
         except XTError as err:
-            show_error(f"xT: {err}")
-            self.status.setText(str(err))
+            self._end_without_run(str(err))
             return
+        run = RunContext(
+            layer,
+            source,
+            level,
+            roi,
+            model,
+            self.batch_spin.value(),
+            overlap=self.overlap_spin.value(),
+            device=self._device(),
+            attention=self.attention_check.isChecked(),
+            precision=self.precision_combo.currentText(),
+            store=new_store_path(folder),
+        )
+        self._launch(run, resume=False)
+
+    def resume(self) -> None:
+        """Continue the last run's interrupted store (its image, model and settings)."""
+        run = self._last_run
+        if self._worker is not None or self._run_waiting or run is None or not self._resumable():
+            return
+        if self.inspector.busy:
+            self.status.setText("Wait for the attention inspection to finish, then resume.")
+            return
+        self._set_running(True)
+        self._launch(run, resume=True)
+
+    def _resumable(self) -> bool:
+        """The last run's store exists and is not complete (cancelled, failed or killed)."""
+        store = self._last_run.store if self._last_run is not None else None
+        xt = read_store_attrs(store) if store is not None else None
+        return xt is not None and not xt.get("complete", False)
+
+    def _launch(self, run: RunContext, resume: bool) -> None:
+        """Hand the engine's generator for ``run`` to a worker (controls already disabled)."""
+        self._cancel = CancelToken()
+        events = run_inference(
+            run.source,
+            run.model,
+            output=run.store,
+            resume=resume,
+            level=run.level,
+            roi=run.roi,
+            cancel=self._cancel,
+            batch_size=run.batch_size,
+            overlap=run.overlap,
+            attention=run.attention,
+            precision=run.precision,
+            device=run.device,
+        )
         # the engine validates its inputs and creates the store in the worker; the layers are
         # made when its Started event arrives, in a later turn of the event loop
-        self._pending = RunContext(layer, source, level, roi, model, self.batch_spin.value())
-        self._pending_store = store
-        self.status.setText("Starting...")
-        self._set_running(True)
+        self._pending, self._resuming = run, resume
+        self._last_cancelled = False
+        self.status.setText("Resuming..." if resume else "Starting...")
         self._layers_ready = threading.Event()
         self._worker = create_worker(engine_events, events, self._layers_ready, _start_thread=False)
         self._worker.yielded.connect(self._on_event)
@@ -307,21 +454,37 @@ class XTInferenceWidget(QWidget):
         self._worker.finished.connect(self._on_worker_finished)
         self._worker.start()
 
+    def _end_without_run(self, message: str, error: bool = True) -> None:
+        """A run that never reached the engine: say why, give the controls back."""
+        if error:
+            show_error(f"xT: {message}")
+        self.status.setText(message)
+        self._set_running(False)
+        self.run_finished.emit(True)
+
     def _on_started(self, first: Started) -> None:
         run, self._pending = self._pending, None
         assert run is not None
+        self._current = self._last_run = run
         self.inspector.set_context(run)
-        attention = self.attention_check.isChecked()
         steps: list[Callable[[], object]] = []
         try:
+            assert run.store is not None
             steps = self.results.start(
-                run.image, run.source, run.level, self._pending_store, run.model, attention
+                run.image,
+                run.source,
+                run.level,
+                run.store,
+                run.model,
+                run.attention,
+                resume=self._resuming,
             )
         finally:
             # one turn each, after the segmentation layer's insertion: the attention layer's,
             # then the worker resumes (it waits for the layers: see engine_events),
             # then the progress bar (a repaint, ~30-50 ms under Xvfb)
-            text = f"Running {first.total} regions at level {run.level}..."
+            verb = "Resuming" if self._resuming else "Running"
+            text = f"{verb} {first.total} regions at level {run.level}..."
             steps += [self._layers_ready.set, lambda: self._show_start(first.total, text)]
             run_in_turns(steps)
 
@@ -333,7 +496,10 @@ class XTInferenceWidget(QWidget):
         self.status.setText(text)
 
     def cancel(self) -> None:
-        if self._cancel is not None:
+        if self._run_waiting:  # the model was still loading: nothing started
+            self._run_waiting = False
+            self._end_without_run("Cancelled before the start", error=False)
+        elif self._cancel is not None and self._worker is not None:
             self._cancel.cancel()
             self.status.setText("Cancelling after the current batch...")
 
@@ -355,25 +521,33 @@ class XTInferenceWidget(QWidget):
         elif isinstance(event, RegionDone):
             self.results.paint(event)
         elif isinstance(event, Progress):
-            self.results.refresh()
+            redrew = self.results.refresh()
             now = time.perf_counter()  # QProgressBar.setValue repaints at once: PROGRESS_S
             if now - self._progress_shown < PROGRESS_S and event.done < event.total:
                 return
             self._progress_shown = now
-            self.progress.setValue(event.done)
-            self.status.setText(
-                f"{event.done}/{event.total} regions, {event.regions_per_s:.1f} regions/s, "
-                f"ETA {event.eta_s:.0f} s"
-            )
+            if redrew and event.done < event.total:  # the two repaints in two turns
+                run_in_turns([partial(self._show_progress, event)])
+            else:
+                self._show_progress(event)
         elif isinstance(event, Finished):
             verb = "Cancelled" if event.cancelled else "Done"
             text = f"{verb}: {event.done}/{event.total} regions in {event.seconds:.1f} s"
             if event.image_class is not None and event.image_probabilities is not None:
-                model = self.models.model
+                model = self._current.model if self._current is not None else None
                 name = model.config.head.names()[event.image_class] if model else ""
                 text += f"; image class {name} (p = {max(event.image_probabilities):.2f})"
             self.status.setText(text)
             self._last_cancelled = event.cancelled
+
+    def _show_progress(self, event: Progress) -> None:
+        if self._worker is None:  # the run ended meanwhile (its last Progress is shown at once)
+            return
+        self.progress.setValue(event.done)
+        self.status.setText(
+            f"{event.done}/{event.total} regions, {event.regions_per_s:.1f} regions/s, "
+            f"ETA {event.eta_s:.0f} s"
+        )
 
     def _on_error(self, err: Exception) -> None:
         show_error(f"xT: {err}")
@@ -385,13 +559,29 @@ class XTInferenceWidget(QWidget):
         self._set_running(False)
         if self._pending is None:  # the run got as far as its layers
             self.results.finish()
-        self._pending = None
+        self._pending, self._current = None, None
+        self.resume_button.setEnabled(self._resumable())
         self.run_finished.emit(self._last_cancelled)
 
     def _set_running(self, running: bool) -> None:
-        """While a run goes, only Cancel (and the attention inspector) stay enabled."""
+        """While a run goes (or waits for its model), only Cancel stays enabled; the attention
+        inspector is off (it shares the run's model)."""
         for kind in (QComboBox, QSpinBox, QCheckBox, QPushButton):
             for control in self.findChildren(kind):
-                if control not in (self.cancel_button, self.inspector.button):
+                if control is not self.cancel_button:
                     control.setEnabled(not running)
+        self.output_edit.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+        self.inspector.set_running(running)
+        self.resume_button.setEnabled(not running and self._resumable())
+
+
+def _load_outcome(key: ModelKey) -> tuple[XTModel, str] | str:
+    """In the loading worker: the model and its summary, or why it cannot load (the engine's
+    message; any other failure of a user's file by its type and text)."""
+    try:
+        return load_choice(key)
+    except XTError as err:
+        return str(err)
+    except Exception as err:  # a broken weight file raises whatever its reader raises
+        return f"{type(err).__name__}: {err}"

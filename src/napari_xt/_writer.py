@@ -23,7 +23,7 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     levels = list(data) if meta.get("multiscale") else [data]
     if len(levels[0].shape) != 2:
         raise ValueError("napari-xt writes 2-D labels only; slice the layer to 2-D first")
-    root = zarr.open_group(path, mode="w", zarr_format=3)
+    root: Any = zarr.open_group(path, mode="w", zarr_format=3)  # (zarr types attributes JSON)
     scale = [float(s) for s in (meta.get("scale") or (1.0, 1.0))[-2:]]
     datasets = []
     for k, level in enumerate(levels):
@@ -72,7 +72,7 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 def write_points(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write a Points layer as CSV: one row per point, ``y, x`` then every feature column."""
     coords = np.asarray(data)
-    features = meta.get("features")
+    features: Any = meta.get("features")
     columns = list(getattr(features, "columns", []))
     with Path(path).open("w", newline="") as handle:
         writer = csv.writer(handle)

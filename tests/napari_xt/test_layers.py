@@ -8,7 +8,7 @@ import numpy as np
 from napari.layers import Labels
 from napari.utils._proxies import PublicOnlyProxy
 
-from napari_xt._layers import mark_painted
+from napari_xt._napari_private import mark_painted
 
 
 def test_mark_painted_updates_only_the_block_of_the_texture() -> None:

@@ -166,3 +166,35 @@ def test_sample_with_results_matches_the_truth_on_land() -> None:
     land = truth == 1
     assert land.any() and (seg[land] == 1).mean() > 0.9  # the trained demo model finds land
     assert meta["features"]["class"][2] == "vessel_near_shore"
+
+
+def test_a_result_store_opens_as_its_result(tmp_path: Path) -> None:
+    """What a run wrote comes back in napari: the label pyramid with the model's classes."""
+    from napari.layers import Labels
+
+    from napari_xt._reader import napari_get_reader, read_result_store
+    from xt_engine import CancelToken, RegionDone, run_inference
+    from xt_engine.weights.loading import load_model
+
+    image = np.random.default_rng(5).integers(0, 255, (300, 520), dtype=np.uint8)
+    store = tmp_path / "run.zarr"
+    model = load_model("xt_demo_sar")
+    expected = np.zeros(image.shape, np.uint8)
+    for event in run_inference(image, model, output=store, batch_size=8):
+        if isinstance(event, RegionDone):
+            r = event.region
+            expected[r.y0 : r.y1, r.x0 : r.x1] = event.labels
+    assert napari_get_reader(str(store)) is read_result_store
+    [(data, kwargs, kind)] = read_result_store(str(store))
+    assert kind == "labels" and kwargs["name"] == "xT run.zarr"
+    layer = Labels(data, **kwargs)
+    level0 = layer.data[0] if layer.multiscale else layer.data
+    np.testing.assert_array_equal(np.asarray(level0[:]), expected)
+    assert list(layer.features["class"])[:2] == ["background", "land"]
+
+    cancel = CancelToken()
+    cancel.cancel()
+    partial = tmp_path / "partial.zarr"
+    for _ in run_inference(image, model, output=partial, cancel=cancel):
+        pass
+    assert read_result_store(str(partial))[0][1]["name"] == "xT partial.zarr, incomplete"

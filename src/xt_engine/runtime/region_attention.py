@@ -7,6 +7,10 @@ the window before the region (and the region's own batch); bidirectional models 
 backward encoder over the window after it. Mamba's weights are its implicit attention within the
 region's batch. The replay starts from a fresh state one memory length back, so memory hidden
 states are recomputed from that point (exact when the image starts inside the window).
+
+With ``overlap`` the grid is the run's overlap-tile grid (regions ``R - 2 overlap`` px apart, each
+reading ``overlap`` px beyond its tile) and tokens take the run's physical positions, so the
+neighbours' tokens over the same pixels share a cell of the map (their weights add up).
 """
 
 from __future__ import annotations
@@ -29,13 +33,17 @@ from xt_engine.tiling import RegionGrid
 
 @dataclass(frozen=True)
 class RegionAttention:
-    """``weights`` (rows * gh, cols * gw) over the grid's tokens, summing to 1;
-    ``token_stride`` level pixels per token; ``box`` the grid's (y0, x0, y1, x1) at the level."""
+    """``weights`` over the grid's token positions, summing to 1: (rows * gh, cols * gw), or
+    ((rows - 1) * step + gh, ...) with ``step`` tokens between overlapping regions;
+    ``token_stride`` level pixels per token; ``box`` the grid's (y0, x0, y1, x1) at the level.
+    Cell ``(i, j)`` of ``weights`` starts at level pixel ``box[:2] - margin + (i, j) * stride``
+    (``margin``: the grid's overlap)."""
 
     weights: np.ndarray
     token_stride: int
     box: tuple[int, int, int, int]
     region_index: int
+    margin: int = 0
 
 
 def region_attention(
@@ -47,9 +55,10 @@ def region_attention(
     roi: tuple[int, int, int, int] | None = None,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
+    overlap: int = 0,
 ) -> RegionAttention:
     source = open_image(image)
-    grid = RegionGrid.for_image(source.shape_yx(level), model.region_size, roi)
+    grid = RegionGrid.for_image(source.shape_yx(level), model.region_size, roi, overlap)
     if not 0 <= region_index < len(grid):
         raise InputError(
             f"region {region_index} is outside the grid of {len(grid)} regions",
@@ -59,6 +68,8 @@ def region_attention(
     model = model.to(device).eval()
     gh, gw = model.token_grid
     per_region = gh * gw
+    stride = model.region_size // gh
+    step = grid.step // stride if overlap else None  # tokens between region origins (the run's)
     memory = model.config.context_encoder.memory_tokens
     reach = math.ceil(memory / per_region) if memory else 0
     chunk_size = ContextSchedule.for_model(model, len(grid)).chunk_regions  # the run's chunks
@@ -78,11 +89,12 @@ def region_attention(
         for regions, pixels, rc in reader.batches(
             [list(range(i, min(i + batch_size, hi))) for i in range(lo, hi, batch_size)], None
         ):
-            _, seq, pos = model.encode(pixels, rc)
+            _, seq, pos = model.encode(pixels, rc, step)
             for n, region in enumerate(regions):
                 tokens[region.index] = seq[:, n * per_region : (n + 1) * per_region]
                 positions[region.index] = pos[n * per_region : (n + 1) * per_region]
-        heat = np.zeros((grid.rows * gh, grid.cols * gw), dtype=np.float64)
+        rows, cols = (grid.rows - 1) * (step or gh) + gh, (grid.cols - 1) * (step or gw) + gw
+        heat = np.zeros((rows, cols), dtype=np.float64)
         for encoder, backward in directions:
             before = list(range(hi - 1, stop - 1, -1)) if backward else list(range(lo, start))
             chunk = list(range(stop - 1, start - 1, -1)) if backward else list(range(start, stop))
@@ -98,9 +110,9 @@ def region_attention(
                 backward,
             )
             row = weights[query].mean(dim=0).double().cpu().numpy()
-            heat[key_pos[:, 0], key_pos[:, 1]] += row / max(row.sum(), 1e-12)
+            np.add.at(heat, (key_pos[:, 0], key_pos[:, 1]), row / max(row.sum(), 1e-12))
     heat /= len(directions)
-    return RegionAttention(heat.astype(np.float32), model.region_size // gh, grid.box, region_index)
+    return RegionAttention(heat.astype(np.float32), stride, grid.box, region_index, grid.overlap)
 
 
 def _replay(
