@@ -44,8 +44,7 @@ bench-context: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 
-# not clean yet (95 errors on 2026-11-27, mostly zarr attribute JSON types and torch Module
-# attributes); kept separate so `make lint` stays a gate
+# also a gate inside `make test` (tests/xt_engine/test_quality_gates.py)
 typecheck: setup
 	$(VENV)/bin/mypy src
 

@@ -1,4 +1,5 @@
-"""Repository-level gates: ruff clean, strict registered markers, a valid npe2 manifest."""
+"""Repository-level gates: ruff and mypy clean, strict registered markers, a valid npe2
+manifest."""
 
 from __future__ import annotations
 
@@ -28,6 +29,14 @@ def test_ruff_clean() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_clean() -> None:
+    """mypy over src/ (the [tool.mypy] settings in pyproject.toml) reports no error."""
+    result = subprocess.run(
+        [_tool("mypy"), "src"], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
 
 
 def test_markers_registered_and_strict(pytestconfig: pytest.Config) -> None:
