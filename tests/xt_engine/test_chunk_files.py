@@ -97,3 +97,15 @@ def test_store_fast_path_equals_zarr_slicing(tmp_path, roi) -> None:
     assert fast.labels[0][:].any()
     np.testing.assert_array_equal(fast.done[:], reference.done[:])
     assert fast.done_regions() == {r.index for r in regions}
+
+
+def test_the_zarr_release_is_one_the_chunk_files_were_checked_against() -> None:
+    """ChunkFiles reads zarr.core metadata classes (not public API): a zarr outside the pinned
+    range must fail here first, not silently write wrong chunks."""
+    from packaging.version import Version
+
+    from xt_engine.store import chunk_files
+
+    assert Version("3.0") <= Version(zarr.__version__) < Version("3.2"), zarr.__version__
+    assert chunk_files.RegularChunkGrid.__module__.startswith("zarr.core")
+    assert chunk_files.DefaultChunkKeyEncoding.__module__.startswith("zarr.core")

@@ -10,6 +10,11 @@ chunks padded with the fill value), through a temporary file renamed into place,
 equal to the fill value is removed rather than written (zarr's ``write_empty_chunks=False``).
 Anything else returns ``None`` from :meth:`ChunkFiles.of` and callers keep using zarr slicing,
 which is also the reference the tests compare against.
+
+The layout check reads zarr's array metadata classes from ``zarr.core`` (not public API):
+pyproject.toml pins the zarr releases this was checked against (3.0-3.1), and
+``tests/xt_engine/test_chunk_files.py`` fails when the installed zarr leaves that range or
+when the files stop matching what zarr writes.
 """
 
 from __future__ import annotations
