@@ -1,6 +1,7 @@
 """Parity with the official xT code: an imported checkpoint computes what xT computes.
 
-The reference vectors (/work/shared/vectors/xt-reference, see its README.md) hold, per decoder
+The reference vectors (tests/data/xt-reference, a copy of the team's shared
+vectors/xt-reference; see its README.md) hold, per decoder
 kind, the names and shapes of a released state dict, a seed from which ``xtvec.py`` makes every
 tensor, four 512 x 512 RGB PNGs (2 x 2 regions of 256 px) and the 284 class logits the official
 xT code (bair-climate-initiative/xT @ 4e79e41, CPU, fp32) returned for each. The test goes the
@@ -22,7 +23,7 @@ import zarr
 
 from xt_engine.cli import main
 
-VECTORS = Path(__file__).parents[3] / "shared/vectors/xt-reference"
+VECTORS = Path(__file__).parents[1] / "data" / "xt-reference"
 CASES = ("hyper_512_256-seed11", "mamba_512_256-seed11")
 TOLERANCE = 1e-3  # on log-probabilities; a faithful fp32 implementation agrees to ~1e-5
 
