@@ -11,39 +11,15 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xt_engine.cli_infer import _progress, cmd_infer
 from xt_engine.errors import XTError
 
 if TYPE_CHECKING:  # the engine itself is imported lazily, per command
-    from xt_engine.models import XTModel
-    from xt_engine.runtime import Finished
-
-
-def _progress(events: Iterable[object], quiet: bool = False) -> Finished:
-    """Drain a run's events, drawing a one-line progress bar on a terminal; return Finished."""
-    from xt_engine.runtime import Finished, Progress
-
-    tty = sys.stderr.isatty() and not quiet
-    finished: Finished | None = None
-    for event in events:
-        if isinstance(event, Progress) and tty:
-            width = 30
-            filled = int(width * event.done / max(event.total, 1))
-            sys.stderr.write(
-                f"\r[{'#' * filled}{'.' * (width - filled)}] {event.done}/{event.total} "
-                f"{event.regions_per_s:.1f} regions/s ETA {event.eta_s:.0f}s "
-            )
-            sys.stderr.flush()
-        if isinstance(event, Finished):
-            finished = event
-    if tty:
-        sys.stderr.write("\n")
-    if finished is None:  # every run ends with one; an engine bug otherwise
-        raise RuntimeError("the run's events ended without a Finished event")
-    return finished
+    pass
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -86,156 +62,6 @@ def cmd_info(args: argparse.Namespace) -> int:
         for key, value in info.items():
             print(f"{key:11s} {value}")
     return 0
-
-
-def _device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; a CUDA device that is missing is an
-    input error naming the fix."""
-    import torch
-
-    from xt_engine.errors import InputError
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    kind, _, index = name.partition(":")
-    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (index and kind == "cpu"):
-        raise InputError(f"--device {name} is not a device here", "use auto, cpu, cuda or cuda:N")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: no CUDA device here", "use --device cpu or auto")
-    return name
-
-
-def _model_provenance(spec: str) -> dict[str, object]:
-    """The model as named, whether its weights are trained, and the SHA-256 of the weights
-    file behind it, if any (the weights themselves are hashed in ``xt.determinants``)."""
-    import hashlib
-
-    from xt_engine.weights.loading import bundled_checkpoint, is_trained
-
-    path = Path(spec) if Path(spec).is_file() else bundled_checkpoint(spec)
-    info: dict[str, object] = {"model": spec, "trained_weights": is_trained(spec)}
-    if path is not None:
-        info["checkpoint"] = str(path)
-        info["checkpoint_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return info
-
-
-def _detection_overrides(model: XTModel, args: argparse.Namespace) -> None:
-    """``--detection-threshold`` / ``--max-detections`` replace the model's head values for this
-    run (validated; the store's recorded model config shows the values used)."""
-    import dataclasses
-
-    from xt_engine.errors import ConfigError
-
-    changes = {
-        key: value
-        for key, value in (
-            ("detection_threshold", args.detection_threshold),
-            ("max_detections", args.max_detections),
-        )
-        if value is not None
-    }
-    if not changes:
-        return
-    head = model.config.head
-    if head.task != "detection":
-        raise ConfigError(
-            f"--detection-threshold / --max-detections need a detection model, not {head.task}",
-            "drop those options for this model",
-        )
-    updated = dataclasses.replace(head, **changes)
-    try:
-        updated.validate()
-    except ConfigError as err:
-        problem = f"--detection-threshold / --max-detections: {err.problem}"
-        raise ConfigError(problem, err.fix) from err
-    model.config.head = updated
-
-
-def cmd_infer(args: argparse.Namespace) -> int:
-    from xt_engine.errors import InputError
-    from xt_engine.io import open_image
-    from xt_engine.runtime import run_inference
-    from xt_engine.tiling import box_at_level
-    from xt_engine.weights.loading import load_model
-
-    source = open_image(args.image)
-    model = load_model(args.model, allow_untrained=args.allow_untrained)
-    _detection_overrides(model, args)
-    roi = None
-    if args.roi:
-        h, w = source.shape_yx(0)
-        y0, x0, y1, x1 = args.roi
-        if not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
-            raise InputError(
-                f"--roi {y0} {x0} {y1} {x1} is empty or outside the image of {h} x {w} px",
-                f"give level-0 pixels with 0 <= Y0 < Y1 <= {h} and 0 <= X0 < X1 <= {w}",
-            )
-        roi = box_at_level(
-            (y0, x0, y1, x1), source.downsample(args.level), source.shape_yx(args.level)
-        )
-    if args.labels:
-        _apply_labels(model, Path(args.labels))
-    finished = _progress(
-        run_inference(
-            source,
-            model,
-            output=args.out,
-            level=args.level,
-            roi=roi,
-            batch_size=args.batch_size,
-            device=_device(args.device),
-            attention=args.attention,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            cache_dir=args.cache_dir,
-            provenance=_model_provenance(args.model),
-            precision=args.precision,
-            overlap=args.overlap,
-            probabilities=args.probabilities,
-            blend=args.blend,
-        )
-    )
-    print(
-        f"wrote {args.out}: {finished.done} regions in {finished.seconds:.1f} s "
-        f"({finished.done / max(finished.seconds, 1e-9):.1f} regions/s)"
-    )
-    if finished.image_probabilities is not None:
-        _print_top_classes(finished.image_probabilities, model.config.head.class_names)
-    return 0
-
-
-def _apply_labels(model: XTModel, path: Path) -> None:
-    """``--labels FILE``: one class name per line (blank lines at the end ignored) become the
-    head's class names for this run (printed, and recorded in the store)."""
-    import dataclasses
-
-    from xt_engine.errors import InputError
-
-    if not path.is_file():
-        raise InputError(f"--labels {path} does not exist", "pass a text file, one name a line")
-    names = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
-    names = [name.rstrip("\r") for name in names]
-    head = model.config.head
-    if len(names) != head.num_classes:
-        raise InputError(
-            f"--labels {path.name} has {len(names)} names for the model's {head.num_classes} "
-            "classes",
-            f"give exactly {head.num_classes} lines, one class name each, in class order",
-        )
-    model.config.head = dataclasses.replace(head, class_names=tuple(names))
-
-
-def _print_top_classes(
-    probabilities: Sequence[float], names: Sequence[str] | None, count: int = 5
-) -> None:
-    """The ``count`` most probable image classes, best first: rank, probability, name (and
-    the class index after a name; ``class_K`` without names)."""
-    ranked = sorted(range(len(probabilities)), key=lambda k: -probabilities[k])[:count]
-    print(f"top {len(ranked)} classes:")
-    for rank, k in enumerate(ranked, 1):
-        name = f"{names[k]} ({k})" if names is not None and k < len(names) else f"class_{k}"
-        print(f"  {rank}. p = {probabilities[k]:.4f}  {name}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -7,7 +7,6 @@ the image: pixels are read per region from the source, outputs go straight to th
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import resource
 import shutil
@@ -27,6 +26,7 @@ from xt_engine.runtime.blending import SeamBlender
 from xt_engine.runtime.cancel import CancelToken
 from xt_engine.runtime.events import Event, Finished, Progress, RegionDone, Started
 from xt_engine.runtime.passes import TOKEN_CACHE_PREFIX, RegionReader, causal_pass, two_pass
+from xt_engine.runtime.provenance import input_fingerprint, run_determinants
 from xt_engine.runtime.schedule import ContextSchedule, two_pass_model
 from xt_engine.runtime.writer import BackgroundWriter
 from xt_engine.store.result_store import DETECTIONS_FILE, OutputStore, xt_attrs
@@ -293,52 +293,6 @@ def _write_error(err: OSError, output: object) -> Exception:
         "free space or choose another --out (TMPDIR for the token cache), then run again "
         "with --resume",
     )
-
-
-def run_determinants(model: XTModel, scale: float) -> dict[str, object]:
-    """What decides a run's result besides the image, level, ROI and model config, recorded in
-    the store's provenance (``xt.determinants``) and checked on ``--resume``: the context
-    chunking (``chunk_regions``, or ``whole`` for whole-sequence models), the input scale
-    factor, the pad value, and the SHA-256 of the weights (batch size and device are not
-    among them: they do not change the result)."""
-    cfg = model.config
-    whole = getattr(model, "whole_sequence", False)
-    return {
-        "context_chunk_regions": "whole" if whole else cfg.context_encoder.chunk_regions,
-        "input_scale": scale,
-        "pad_value": cfg.tiling.pad_value,
-        "weights_sha256": weights_sha256(model),
-    }
-
-
-def input_fingerprint(source: object, level: int, grid: RegionGrid) -> dict[str, object]:
-    """Size and modification time of the input file (when it is one) and a SHA-256 of the
-    raw pixels of the run's first regions (at most 4), so a resume notices a changed input."""
-    from xt_engine.io import ImageSource
-
-    assert isinstance(source, ImageSource)
-    info: dict[str, object] = {}
-    path = source.metadata.get("path")
-    if path and Path(str(path)).is_file():
-        stat = Path(str(path)).stat()
-        info |= {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    digest = hashlib.sha256()
-    for index in range(min(4, len(grid))):
-        r = grid.region(index)
-        pixels = np.ascontiguousarray(source.read_padded(level, r.read_y0, r.read_x0, r.size))
-        digest.update(pixels.data)  # the array's bytes (numpy's stubs lack Buffer before 3.12)
-    info["pixels_sha256"] = digest.hexdigest()
-    return info
-
-
-def weights_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 over every parameter and buffer (name, dtype, shape, bytes) in name order."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        value = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
-    return digest.hexdigest()
 
 
 def _check_overlap(overlap: int, token_stride: int, attention: bool) -> None:

@@ -40,6 +40,7 @@ from xt_engine.store.ngff import (
     create_attention,
     create_probabilities,
 )
+from xt_engine.store.provenance import check_determinants, provenance, xt_attrs
 from xt_engine.store.pyramid import LabelPyramid
 from xt_engine.tiling import Region, RegionGrid
 
@@ -151,7 +152,7 @@ class OutputStore:
         if probabilities:
             create_probabilities(root, shape, len(names), r, pixel, down, axes)
         root.attrs["ome"] = {"version": NGFF_VERSION, "labels": ["segmentation"]}
-        root.attrs["xt"] = _provenance(source, level, grid, config, depth) | {
+        root.attrs["xt"] = provenance(source, level, grid, config, depth) | {
             "attention_stride": token_stride,
             "determinants": dict(determinants or {}),
         }
@@ -179,7 +180,7 @@ class OutputStore:
                 f"{path} is not a napari-xt result store to resume",
                 "run without --resume to start a new one",
             ) from err
-        fresh = _provenance(source, level, grid, config, xt.get("label_levels", 0))
+        fresh = provenance(source, level, grid, config, xt.get("label_levels", 0))
         for key in (
             "source",
             "level",
@@ -191,7 +192,7 @@ class OutputStore:
             "model_config",
         ):
             if key == "determinants":
-                _check_determinants(path, xt.get("determinants") or {}, determinants or {})
+                check_determinants(path, xt.get("determinants") or {}, determinants or {})
                 continue
             recorded = xt.get(key, 0 if key == "overlap" else None)  # stores before overlap
             if recorded != json.loads(json.dumps(fresh[key])):  # attrs hold JSON
@@ -373,59 +374,8 @@ class OutputStore:
         return bool(xt_attrs(self.root).get("complete", False))
 
 
-def _check_determinants(path: Path, recorded: dict[str, Any], fresh: dict[str, Any]) -> None:
-    """An InputError naming the first field of ``fresh`` whose recorded value differs."""
-
-    def short(v: object) -> str:
-        return f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v)
-
-    for key, value in fresh.items():
-        if recorded.get(key) != json.loads(json.dumps(value)):  # attrs hold JSON
-            raise InputError(
-                f"{path} was written by another run ({key} differs: recorded "
-                f"{short(recorded.get(key))}, this run {short(value)})",
-                "resume with the same model weights, settings and input, or write a new --out",
-            )
-
-
-def xt_attrs(root: zarr.Group) -> dict[str, Any]:
-    """A copy of the root's ``xt`` attributes (the provenance) as a plain dict; KeyError when
-    the group has none."""
-    value = root.attrs["xt"]
-    if not isinstance(value, dict):
-        raise KeyError("xt attributes are not a mapping")
-    return dict(value)
-
-
 def _array(root: zarr.Group, path: str) -> zarr.Array:
     node = root[path]
     if not isinstance(node, zarr.Array):
         raise KeyError(f"{path} is not an array")  # resume turns it into "is damaged"
     return node
-
-
-def _provenance(
-    source: ImageSource, level: int, grid: RegionGrid, config: XTConfig, depth: int
-) -> dict[str, Any]:
-    from xt_engine import __version__
-
-    return {
-        "complete": False,
-        "started": datetime.now(UTC).isoformat(),
-        "software": f"napari-xt {__version__}",
-        "source_path": str(source.metadata.get("path", source.name)),
-        "source": {
-            "name": source.name,
-            "shape_yx": list(source.shape_yx(0)),
-            "dtype": str(source.dtype),
-            "channels": source.num_channels,
-        },
-        "level": level,
-        "downsample": list(source.downsample(level)),
-        "roi": list(grid.box),
-        "region_size": grid.region_size,
-        "overlap": grid.overlap,
-        "num_regions": len(grid),
-        "label_levels": depth,
-        "model_config": config.to_dict(),
-    }

@@ -1,0 +1,67 @@
+"""The result store's provenance: the ``xt`` root attributes (what ran, on what, with which
+determinants) and their check on resume."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import zarr
+
+from xt_engine.config import XTConfig
+from xt_engine.errors import InputError
+from xt_engine.io.source import ImageSource
+from xt_engine.tiling import RegionGrid
+
+
+def check_determinants(path: Path, recorded: dict[str, Any], fresh: dict[str, Any]) -> None:
+    """An InputError naming the first field of ``fresh`` whose recorded value differs."""
+
+    def short(v: object) -> str:
+        return f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v)
+
+    for key, value in fresh.items():
+        if recorded.get(key) != json.loads(json.dumps(value)):  # attrs hold JSON
+            raise InputError(
+                f"{path} was written by another run ({key} differs: recorded "
+                f"{short(recorded.get(key))}, this run {short(value)})",
+                "resume with the same model weights, settings and input, or write a new --out",
+            )
+
+
+def xt_attrs(root: zarr.Group) -> dict[str, Any]:
+    """A copy of the root's ``xt`` attributes (the provenance) as a plain dict; KeyError when
+    the group has none."""
+    value = root.attrs["xt"]
+    if not isinstance(value, dict):
+        raise KeyError("xt attributes are not a mapping")
+    return dict(value)
+
+
+def provenance(
+    source: ImageSource, level: int, grid: RegionGrid, config: XTConfig, depth: int
+) -> dict[str, Any]:
+    from xt_engine import __version__
+
+    return {
+        "complete": False,
+        "started": datetime.now(UTC).isoformat(),
+        "software": f"napari-xt {__version__}",
+        "source_path": str(source.metadata.get("path", source.name)),
+        "source": {
+            "name": source.name,
+            "shape_yx": list(source.shape_yx(0)),
+            "dtype": str(source.dtype),
+            "channels": source.num_channels,
+        },
+        "level": level,
+        "downsample": list(source.downsample(level)),
+        "roi": list(grid.box),
+        "region_size": grid.region_size,
+        "overlap": grid.overlap,
+        "num_regions": len(grid),
+        "label_levels": depth,
+        "model_config": config.to_dict(),
+    }
