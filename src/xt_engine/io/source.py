@@ -13,6 +13,7 @@ underlying data (corrupt or truncated files) come out as :class:`InputError`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,33 @@ from xt_engine.errors import InputError, XTError
 CORRUPT_FIX = (
     "check that the file is complete and not corrupted (copy, download or export it again)"
 )
+
+
+@dataclass(frozen=True)
+class Georeference:
+    """Where a scene's level-0 pixels lie on the Earth.
+
+    Attributes:
+        transform: the affine map from level-0 pixel (column, row) corners to CRS coordinates,
+            in GDAL / rasterio order ``(a, b, c, d, e, f)``: ``x = a * col + b * row + c`` and
+            ``y = d * col + e * row + f`` (pixel (0, 0)'s outer corner is ``(c, f)``).
+        crs_wkt: the coordinate reference system as WKT (None when the file names only a code).
+        crs_epsg: its EPSG code, when it has one.
+        units: the CRS's linear unit ("metre", "degree", ...), None when unknown.
+    """
+
+    transform: tuple[float, float, float, float, float, float]
+    crs_wkt: str | None = None
+    crs_epsg: int | None = None
+    units: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "transform": [float(v) for v in self.transform],
+            "crs_wkt": self.crs_wkt,
+            "crs_epsg": self.crs_epsg,
+            "units": self.units,
+        }
 
 
 @dataclass
@@ -37,7 +65,15 @@ class ImageSource:
         unit: unit of ``pixel_size`` ("micrometer", "meter", ...); None without a pixel size or
             when the file states no unit.
         name: a short label (file name) for messages and provenance.
-        metadata: reader details (format, ...), free-form.
+        metadata: reader details, free-form; readers set ``format`` (e.g. "tiff", "openslide",
+            "dicom", "geotiff") and, where known, ``vendor``.
+        nodata: the value marking pixels without data (a scene's nodata, a slide's padding), or
+            None; NaN pixels of float images are always treated as without data.
+        georeference: the scene's CRS and affine transform, None for an image that has none
+            (then coordinates stay in pixels; units are never invented).
+        channel_names: one name per channel (band descriptions), or None.
+        associated: the slide's associated images (``label``, ``macro``, ``thumbnail``), each a
+            function returning an RGB(A) ``(h, w, C)`` uint8 array, read only when called.
     """
 
     levels: list[Any]
@@ -46,6 +82,10 @@ class ImageSource:
     unit: str | None = None
     name: str = "array"
     metadata: dict[str, Any] = field(default_factory=dict)
+    nodata: float | None = None
+    georeference: Georeference | None = None
+    channel_names: list[str] | None = None
+    associated: dict[str, Callable[[], np.ndarray]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.axes = self.axes.lower()

@@ -40,6 +40,15 @@ def xt_attrs(root: zarr.Group) -> dict[str, Any]:
     return dict(value)
 
 
+def source_nodata(source: ImageSource) -> float | str | None:
+    """The nodata value as JSON can hold it (NaN and infinities as strings)."""
+    value = source.nodata
+    if value is None:
+        return None
+    value = float(value)
+    return value if value == value and abs(value) != float("inf") else str(value)
+
+
 def provenance(
     source: ImageSource, level: int, grid: RegionGrid, config: XTConfig, depth: int
 ) -> dict[str, Any]:
@@ -55,7 +64,14 @@ def provenance(
             "shape_yx": list(source.shape_yx(0)),
             "dtype": str(source.dtype),
             "channels": source.num_channels,
+            "format": source.metadata.get("format"),
+            "vendor": source.metadata.get("vendor"),
+            "pixel_size": list(source.pixel_size) if source.pixel_size else None,
+            "unit": source.unit,
+            "nodata": source_nodata(source),
+            "channel_names": source.channel_names,
         },
+        "georeference": source.georeference.to_dict() if source.georeference else None,
         "level": level,
         "downsample": list(source.downsample(level)),
         "roi": list(grid.box),
