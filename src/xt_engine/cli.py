@@ -277,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for a bidirectional model's temporary token cache (default: inside --out)",
     )
     p.add_argument(
+        "--foreground",
+        default="auto",
+        metavar="auto|none|otsu|nodata|MASK",
+        help="which regions run: auto (tissue by Otsu for brightfield slides, pixels with data "
+        "for scenes and float images, all for other images), none (all), otsu, nodata, or a "
+        "mask image (nonzero = foreground, any resolution); skipped regions are background",
+    )
+    p.add_argument(
         "--allow-untrained",
         action="store_true",
         help="run a registered architecture that has no trained weights (random: its output "

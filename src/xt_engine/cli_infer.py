@@ -138,6 +138,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             resume=args.resume,
             overwrite=args.overwrite,
             cache_dir=args.cache_dir,
+            foreground=args.foreground,
             provenance=_model_provenance(args.model),
             precision=args.precision,
             overlap=args.overlap,

@@ -25,7 +25,14 @@ from xt_engine.models import RegionOutputs, XTModel, XTState
 from xt_engine.runtime.blending import SeamBlender
 from xt_engine.runtime.cancel import CancelToken
 from xt_engine.runtime.events import Event, Finished, Progress, RegionDone, Started
-from xt_engine.runtime.passes import TOKEN_CACHE_PREFIX, RegionReader, causal_pass, two_pass
+from xt_engine.runtime.foreground import plan_foreground
+from xt_engine.runtime.passes import (
+    TOKEN_CACHE_PREFIX,
+    RegionReader,
+    causal_pass,
+    mask_missing,
+    two_pass,
+)
 from xt_engine.runtime.provenance import input_fingerprint, run_determinants
 from xt_engine.runtime.schedule import ContextSchedule, two_pass_model
 from xt_engine.runtime.writer import BackgroundWriter
@@ -54,6 +61,7 @@ def run_inference(
     blend: bool = True,
     overwrite: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    foreground: object = "auto",
 ) -> Iterator[Event]:
     """Yield events while running ``model`` over ``image`` (a path, array or ImageSource).
 
@@ -95,6 +103,9 @@ def run_inference(
             (:mod:`xt_engine.runtime.blending`); ``False``: each tile is its region's centre crop.
         probabilities: also return (``RegionDone.probabilities``) and store the softmax class
             probabilities as float16 (segmentation models).
+        foreground: which regions run (:mod:`xt_engine.runtime.foreground`): ``auto``,
+            ``none``, ``otsu``, ``nodata``, or a mask (path or array). Skipped regions are
+            background, recorded as done, and never seen by the context.
     """
     source = open_image(image)
     config = model.config
@@ -121,7 +132,9 @@ def run_inference(
     token_stride = model.region_size // model.token_grid[0]
     _check_overlap(overlap, token_stride, attention)
     grid = RegionGrid.for_image(source.shape_yx(level), config.tiling.region_size, roi, overlap)
-    steps = ContextSchedule.for_model(model, len(grid)).steps(batch_size)
+    plan = plan_foreground(model, source, level, grid, foreground)
+    order = None if plan.run.all() else plan.order
+    steps = ContextSchedule.for_model(model, len(grid), order).steps(batch_size)
     device = torch.device(device)
     amp_dtype = resolve_precision(precision, device)
     model = model.to(device).eval()
@@ -130,7 +143,8 @@ def run_inference(
     skip: set[int] = set()
     scale = pixel_scale(source.dtype, config.region_encoder.input_scaling)
     determinants = run_determinants(model, scale) | {
-        "input_fingerprint": input_fingerprint(source, level, grid)
+        "input_fingerprint": input_fingerprint(source, level, grid),
+        "foreground": plan.digest,
     }
     if output is not None:
         path = Path(output)
@@ -165,12 +179,18 @@ def run_inference(
                 probabilities=probabilities,
                 determinants=determinants,
             )
-    if store is not None and provenance:
-        merged: dict[str, Any] = {**xt_attrs(store.root), **provenance}
+            store.mark_skipped(plan.skipped)
+    if store is not None:
+        merged: dict[str, Any] = {
+            **xt_attrs(store.root), "foreground": plan.to_dict(), **(provenance or {})
+        }
         store.root.attrs["xt"] = merged
+    skip |= set(plan.skipped)
     yield Started(len(grid), grid, level, source.shape_yx(level), config.head.num_classes)
 
-    reader = RegionReader(source, level, grid, scale, device, config.tiling.pad_value)
+    reader = RegionReader(
+        source, level, grid, scale, device, config.tiling.pad_value, source.nodata
+    )
     if overlap:
         reader.step_tokens = grid.step // token_stride
 
@@ -226,6 +246,7 @@ def run_inference(
                 events = _region_events(
                     model, regions, outputs, attention, probabilities, blender, suppressor
                 )
+                mask_missing(events, reader)
                 if writer is not None:
                     writer.submit(events)
                 yield from events

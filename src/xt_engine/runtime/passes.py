@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 
@@ -31,6 +31,7 @@ from xt_engine.errors import Cancelled, InputError
 from xt_engine.io import ImageSource
 from xt_engine.models import RegionOutputs, XTModel, XTState
 from xt_engine.runtime.cancel import CancelToken
+from xt_engine.runtime.events import RegionDone
 from xt_engine.runtime.schedule import (
     backward_chunk,
     causal_chunk,
@@ -41,7 +42,7 @@ from xt_engine.tiling import Region, RegionGrid
 
 # regions, pixels (1, N, C, R, R), rc (N, 2), valid tokens (N * gh * gw,) bool
 Batch = tuple[list[Region], torch.Tensor, torch.Tensor]
-Step = list[range]  # whole context chunks (region indices)
+Step = list[Sequence[int]]  # whole context chunks (grid indices of their regions)
 TOKEN_CACHE_PREFIX = "xt-token-cache-"
 
 
@@ -63,7 +64,15 @@ class RegionReader:
     copied without blocking; on the CPU inline, between forward passes.
 
     Pixels are scaled by ``scale`` to [0, 1]; those outside ``content_box`` (y0, x0, y1, x1: the
-    ROI, widened by the overlap margin and clipped to the image) take ``pad_value``."""
+    ROI, widened by the overlap margin and clipped to the image) take ``pad_value``.
+
+    Pixels without data take ``pad_value`` too: NaN or infinite in any channel, beyond
+    ``VALUE_LIMIT`` in scaled units (overflowing garbage such as 1e38), or ``nodata`` in every
+    channel. Tokens whose patch holds no pixel with data are left out of the context like
+    padding (:meth:`valid_tokens`), so one bad pixel never spreads through the image, and the
+    labels there are background (:meth:`missing_in_tile`)."""
+
+    VALUE_LIMIT = 1e6
 
     def __init__(
         self,
@@ -73,9 +82,14 @@ class RegionReader:
         scale: float,
         device: torch.device,
         pad_value: float = 0.0,
+        nodata: float | None = None,
     ) -> None:
         self.source, self.level, self.grid = source, level, grid
         self.scale, self.device, self.pad_value = scale, device, pad_value
+        self.nodata = nodata
+        # integer pixels are finite and bounded: only floats and a nodata value need the check
+        self.check_values = nodata is not None or not np.issubdtype(source.dtype, np.integer)
+        self.missing: dict[int, torch.Tensor] = {}  # region index -> (R, R) bool, last batch
         self.pin = device.type == "cuda"
         self.step_tokens: int | None = None  # set for overlapping regions (see XTModel.encode)
         h, w = source.shape_yx(level)
@@ -118,7 +132,16 @@ class RegionReader:
             yield self._to_device(*self._read(indices))
 
     def _to_device(self, regions: list[Region], pixels: torch.Tensor) -> Batch:
-        tensor = pixels.to(self.device, non_blocking=self.pin).float().mul_(self.scale)
+        raw = pixels.to(self.device, non_blocking=self.pin).float()
+        tensor = raw * self.scale if self.check_values else raw.mul_(self.scale)
+        self.missing = {}
+        if self.check_values:
+            missing = (~torch.isfinite(tensor) | (tensor.abs() > self.VALUE_LIMIT)).any(dim=1)
+            if self.nodata is not None:
+                missing |= (raw == self.nodata).all(dim=1)
+            for n in missing.any(dim=(1, 2)).nonzero().flatten().tolist():
+                tensor[n][:, missing[n]] = self.pad_value
+                self.missing[regions[n].index] = missing[n]
         y0, x0, y1, x1 = self.content_box
         for n, r in enumerate(regions):  # pixels outside the content box -> pad_value
             top, left = max(0, y0 - r.read_y0), max(0, x0 - r.read_x0)
@@ -130,9 +153,44 @@ class RegionReader:
         rc = torch.tensor([[r.row, r.col] for r in regions], device=self.device)
         return regions, tensor[None], rc
 
-    def valid_tokens(self, regions: list[Region], token_grid: tuple[int, int]) -> torch.Tensor:
-        """(N * gh * gw,) bool on the device: tokens with real content (see content_tokens)."""
-        return content_tokens(regions, self.content_box, token_grid).to(self.device)
+    def valid_tokens(
+        self,
+        regions: list[Region],
+        token_grid: tuple[int, int],
+        tokens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(N * gh * gw,) bool on the device: tokens with real content (see content_tokens)
+        and some pixel with data; with ``tokens`` (1, N * gh * gw, D) also finite ones."""
+        valid = content_tokens(regions, self.content_box, token_grid).to(self.device)
+        gh, gw = token_grid
+        per_region = gh * gw
+        for n, region in enumerate(regions):
+            missing = self.missing.get(region.index)
+            if missing is not None:
+                s = region.size // gh
+                empty = missing.reshape(gh, s, gw, s).all(dim=3).all(dim=1).reshape(-1)
+                valid[n * per_region : (n + 1) * per_region] &= ~empty
+        if tokens is not None and self.check_values:
+            valid &= torch.isfinite(tokens[0]).all(dim=-1)
+        return valid
+
+    def missing_in_tile(self, region: Region) -> np.ndarray | None:
+        """(h, w) bool over the region's output tile: its pixels without data (None: all
+        have data). Valid for the regions of the last batch read."""
+        missing = self.missing.get(region.index)
+        if missing is None:
+            return None
+        m = region.margin
+        return missing[m : m + region.height, m : m + region.width].cpu().numpy()
+
+
+def mask_missing(events: list[RegionDone], reader: RegionReader) -> None:
+    """Labels of pixels without data (NaN, nodata: see :class:`RegionReader`) -> background,
+    in place, for the events of the regions the reader read last."""
+    for event in events:
+        missing = reader.missing_in_tile(event.region) if event.labels is not None else None
+        if missing is not None and event.labels is not None:
+            event.labels[missing[: event.labels.shape[0], : event.labels.shape[1]]] = 0
 
 
 def _encode(
@@ -185,6 +243,15 @@ def _decode(
         yield part, outputs  # outside the modes: the consumer runs in its own
 
 
+def reversed_enumerate(
+    steps: list[Step], batches: Iterator[Batch]
+) -> Iterator[tuple[int, tuple[Step, Batch]]]:
+    """``(number, (step, batch))`` from the last step to the first; ``batches`` are in that
+    (reverse) order already."""
+    numbers = range(len(steps) - 1, -1, -1)
+    yield from zip(numbers, zip(steps[::-1], batches, strict=True), strict=True)
+
+
 def _indices(step: Step) -> list[int]:
     return [i for chunk in step for i in chunk]
 
@@ -223,7 +290,7 @@ def causal_pass(
             continue
         with torch.inference_mode(), autocast():
             features, tokens, positions = _encode(model, pixels, rc, batch, reader.step_tokens)
-            valid = reader.valid_tokens(regions, model.token_grid)
+            valid = reader.valid_tokens(regions, model.token_grid, tokens)
             done_already = {r.index for r in regions} <= skip
             outs, received = [], []
             at = 0
@@ -272,23 +339,26 @@ def two_pass(
     per_region = model.token_grid[0] * model.token_grid[1]
     dim = model.config.context_encoder.dim
     order = [_indices(s) for s in steps]
-    check_cache_space(cache_dir, len(reader.grid) * per_region * dim * 4)
+    # cache rows are positions in the run's sequence (a foreground run leaves regions out)
+    starts = np.cumsum([0] + [len(o) for o in order]).tolist()
+    length = starts[-1]
+    check_cache_space(cache_dir, length * per_region * dim * 4)
     with tempfile.TemporaryDirectory(prefix=TOKEN_CACHE_PREFIX, dir=cache_dir) as tmp:
-        per_step = max(len(order[0]), 1) if order else 1  # steps are aligned runs of indices
+        per_step = max(len(order[0]), 1) if order else 1  # steps: aligned runs of positions
         cache = zarr.create_array(  # one uncompressed chunk per step: one zarr call each way
             store=tmp,
-            shape=(len(reader.grid), per_region, dim),
+            shape=(max(length, 1), per_region, dim),
             chunks=(per_step, per_region, dim),
             dtype="float32",
             compressors=None,
         )
         fwd_state, bwd_state = context.init_state(1, reader.device, torch.float32)
-        for step, (regions, pixels, rc) in zip(
-            steps[::-1], reader.batches(order[::-1], cancel), strict=True
+        for number, (step, (regions, pixels, rc)) in reversed_enumerate(
+            steps, reader.batches(order[::-1], cancel)
         ):
             with torch.inference_mode(), autocast():
                 _, tokens, positions = _encode(model, pixels, rc, batch, reader.step_tokens)
-                valid = reader.valid_tokens(regions, model.token_grid)
+                valid = reader.valid_tokens(regions, model.token_grid, tokens)
                 outs: list[torch.Tensor] = []
                 at = len(regions)
                 for chunk in step[::-1]:
@@ -299,16 +369,18 @@ def two_pass(
                     outs.insert(0, out)
                     at -= len(chunk)
                 backward = torch.cat(outs, dim=1)
-            first, last = regions[0].index, regions[-1].index + 1
+            first, last = starts[number], starts[number + 1]
             cache[first:last] = (
                 backward.float().reshape(len(regions), per_region, dim).cpu().numpy()
             )
             yield regions, None
-        for step, (regions, pixels, rc) in zip(steps, reader.batches(order, cancel), strict=True):
-            first, last = regions[0].index, regions[-1].index + 1
+        for number, (step, (regions, pixels, rc)) in enumerate(
+            zip(steps, reader.batches(order, cancel), strict=True)
+        ):
+            first, last = starts[number], starts[number + 1]
             with torch.inference_mode(), autocast():
                 features, tokens, positions = _encode(model, pixels, rc, batch, reader.step_tokens)
-                valid = reader.valid_tokens(regions, model.token_grid)
+                valid = reader.valid_tokens(regions, model.token_grid, tokens)
                 backward = torch.from_numpy(cache[first:last]).to(tokens.device)
                 backward = backward.reshape(1, -1, dim)
                 merged_parts = []

@@ -14,6 +14,9 @@ the batch size, the device or where a run was resumed.
   regions are encoded in batches of ``batch_size``, its chunks go through the context one by
   one, and its regions are decoded in batches of ``batch_size``. Cancelling and resuming happen
   between steps, so a resumed run replays the same chunks.
+- **Foreground.** A run may leave out regions without foreground (tissue, data: see
+  :mod:`.foreground`): the sequence is then the foreground regions in raster order (``order``),
+  chunked as above, each keeping its true grid position (distances stay physical).
 - **Padding.** A border region reads past the image (or ROI) edge; those pixels take
   ``tiling.pad_value`` and the tokens whose patch lies wholly there are left out of the context:
   they are neither keys nor part of the carried state (:func:`content_tokens`), and they keep
@@ -29,7 +32,7 @@ inside each region); positions (L, 2); ``valid`` (L,) bool.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,34 +45,51 @@ from xt_engine.tiling import Region
 
 @dataclass(frozen=True)
 class ContextSchedule:
-    """Context chunks over ``num_regions`` regions in raster order (see module docstring)."""
+    """Context chunks over the regions ``order`` (grid indices in raster order; None: all
+    ``num_regions``) in runs of ``chunk_regions`` (see module docstring)."""
 
     num_regions: int
     chunk_regions: int
+    order: tuple[int, ...] | None = None
 
     @classmethod
-    def for_model(cls, model: XTModel, num_regions: int) -> ContextSchedule:
-        """The model's schedule; whole-sequence models get one chunk, or an InputError when
-        the image's tokens exceed ``max_sequence_tokens``."""
+    def for_model(
+        cls, model: XTModel, num_regions: int, order: Sequence[int] | None = None
+    ) -> ContextSchedule:
+        """The model's schedule over ``order`` (None: every region); whole-sequence models get
+        one chunk, or an InputError when the image's tokens exceed ``max_sequence_tokens``."""
         cfg = model.config.context_encoder
+        run = tuple(order) if order is not None else None
+        count = num_regions if run is None else len(run)
         if not getattr(model, "whole_sequence", False):
-            return cls(num_regions, cfg.chunk_regions)
-        tokens = num_regions * model.token_grid[0] * model.token_grid[1]
+            return cls(num_regions, cfg.chunk_regions, run)
+        tokens = count * model.token_grid[0] * model.token_grid[1]
         if tokens > cfg.max_sequence_tokens:
             raise InputError(
                 f"this model's context runs over the whole image in one call (xT's layout), "
-                f"and {num_regions} regions make {tokens} tokens, more than its "
+                f"and {count} regions make {tokens} tokens, more than its "
                 f"max_sequence_tokens={cfg.max_sequence_tokens}",
                 "run it on a smaller image, ROI or coarser --level, or use a streamable model",
             )
-        return cls(num_regions, max(1, num_regions))
+        return cls(num_regions, max(1, count), run)
 
-    def chunks(self) -> list[range]:
-        """Region indices of each context chunk."""
-        k = self.chunk_regions
-        return [range(i, min(i + k, self.num_regions)) for i in range(0, self.num_regions, k)]
+    @property
+    def length(self) -> int:
+        """Regions in the sequence."""
+        return self.num_regions if self.order is None else len(self.order)
 
-    def steps(self, batch_size: int) -> list[list[range]]:
+    def spans(self) -> list[range]:
+        """Positions in the sequence of each context chunk."""
+        k, n = self.chunk_regions, self.length
+        return [range(i, min(i + k, n)) for i in range(0, n, k)]
+
+    def chunks(self) -> list[Sequence[int]]:
+        """Grid indices of the regions of each context chunk."""
+        if self.order is None:
+            return list(self.spans())
+        return [self.order[span.start : span.stop] for span in self.spans()]
+
+    def steps(self, batch_size: int) -> list[list[Sequence[int]]]:
         """Whole chunks grouped into steps of ``max(1, batch_size // chunk_regions)`` chunks."""
         if batch_size < 1:
             raise InputError(f"batch_size={batch_size} < 1", "use a batch size of 1 or more")
@@ -238,7 +258,7 @@ def forward_regions(
         valid = valid[0]
     features, tokens, positions = model.encode(pixels, region_rc)
     per_region = tokens.shape[1] // n
-    chunks = ContextSchedule.for_model(model, n).chunks()
+    chunks = ContextSchedule.for_model(model, n).spans()
 
     def span(chunk: range) -> slice:
         return slice(chunk.start * per_region, chunk.stop * per_region)

@@ -8,6 +8,7 @@ Layout::
   detections.csv               detection models: region, y, x, class, class_name, score,
                                height, width (centres and sizes in level-0 pixels)
       xt_done                      bool per region: written regions (resume record)
+      xt_foreground                bool per region, False where a foreground run skipped it
 
 The root attribute ``xt.complete`` turns true only after every region is written, so an
 interrupted run never looks finished. Every pyramid level is chunked ``T x T`` for output tiles
@@ -46,6 +47,7 @@ from xt_engine.tiling import Region, RegionGrid
 
 LABELS_PATH = "labels/segmentation"
 DETECTIONS_FILE = "detections.csv"
+FOREGROUND_PATH = "xt_foreground"
 DETECTION_COLUMNS = ("region", "y", "x", "class", "class_name", "score", "height", "width")
 
 
@@ -65,6 +67,7 @@ class OutputStore:
     def __init__(self, path: Path, root: zarr.Group, grid: RegionGrid) -> None:
         self.path = path
         self.root = root
+        self.grid = grid
         xt = xt_attrs(root)
         self.labels = [_array(root, f"{LABELS_PATH}/{k}") for k in range(xt["label_levels"])]
         self.done = _array(root, "xt_done")
@@ -277,6 +280,17 @@ class OutputStore:
             return False
         files.write((region.y0 // ty, region.x0 // tx), labels)
         return True
+
+    def mark_skipped(self, indices: list[int]) -> None:
+        """Record regions a foreground run leaves out: background labels (the fill value), done,
+        and False in ``xt_foreground`` (bool per region, written only when some are skipped)."""
+        if not indices:
+            return
+        ran = np.ones(len(self.grid), dtype=np.bool_)
+        ran[indices] = False
+        self.root.create_array(FOREGROUND_PATH, data=ran, chunks=(max(len(ran), 1),))
+        self.pyramid.update([self.grid.region(i) for i in indices])
+        self._mark_done(sorted(indices))
 
     def _mark_done(self, indices: list[int]) -> None:
         """Record regions as written: whole chunks of the flags from the copy held here, or one
