@@ -36,6 +36,7 @@ bench: setup
 	$(PY) benchmarks/streaming.py --model xt_swinv2_tiny_txl --sizes 4096 --naive-max 0 --out out/bench/swinv2
 	$(PY) benchmarks/throughput_breakdown.py --out out/bench
 	$(PY) benchmarks/seams.py --out out/bench
+	$(PY) benchmarks/tissue.py --out out/bench
 	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) benchmarks/napari_latency.py --out out/bench
 
 bench-context: setup
