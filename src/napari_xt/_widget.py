@@ -5,8 +5,9 @@ one per run in the output folder (beside the image file, or a folder the user pi
 :mod:`napari_xt._settings`), kept after the session; an interrupted run's store can be resumed.
 The segmentation layer reads that store lazily as a multiscale Labels layer and is refreshed on
 the main thread in the worker's ``yielded`` callback, so memory stays bounded for whole slides.
-Models load in a napari worker too (:func:`napari_xt._models.load_choice`): the viewer stays
-responsive while a large one loads, and a Run clicked meanwhile starts when it is ready.
+Models load in a napari worker too (:mod:`napari_xt._model_picker`): the viewer stays
+responsive while a large one loads, and a Run clicked meanwhile starts when it is ready. The image
+controls are in :mod:`napari_xt._image_picker`.
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_xt._controls import button, combo, hbox, model_combo, narrow_combo, spin, wrapping_label
+from napari_xt._controls import button, combo, hbox, spin, wrapping_label
+from napari_xt._image_picker import ImagePicker, levels
 from napari_xt._inspect import AttentionInspector, RunContext
-from napari_xt._models import ModelChoice, ModelKey, load_choice
+from napari_xt._model_picker import ModelPicker
+from napari_xt._models import ModelChoice
 from napari_xt._results import RunLayers
 from napari_xt._settings import new_store_path, output_folder, remember_output_folder
 from napari_xt._threads import engine_events, run_in_turns
@@ -76,31 +79,18 @@ class XTInferenceWidget(QWidget):
         self._current: RunContext | None = None  # the run in progress (from its Started event)
         self._last_run: RunContext | None = None  # the last run that started (for Resume)
         self._progress_shown = 0.0
-        self.models = ModelChoice()
-        self._loader: Any = None  # the worker loading a model
-        self._wanted: ModelKey | None = None  # the choice whose model is to be loaded
-        self._loaded_last: ModelKey | None = None  # the choice the last finished load was for
         self._run_waiting = False  # Run was clicked; it starts when the model has loaded
         self._last_cancelled = False
         self._output_key: tuple[str, str | None] | None = None
         self.results = RunLayers(napari_viewer)
 
-        self.image_combo = narrow_combo(QComboBox())
-        self.model_combo = model_combo(DEFAULT_MODEL)
-        self.browse_button = button("Checkpoint...")
-        self.region_weights_button = button(
-            "Region encoder weights...",
-            "A plain timm state dict (.safetensors/.pth/.bin) for the chosen architecture's backbone",
-        )
-        self.context_weights_button = button(
-            "Context + head weights...",
-            "The context encoder and head weights of the chosen architecture",
-        )
-        self.model_summary = wrapping_label()
-        # two lines kept for it: the summary arriving after "loading..." does not move the rows
-        self.model_summary.setMinimumHeight(2 * self.model_summary.fontMetrics().lineSpacing())
+        self.images = ImagePicker(napari_viewer)
+        self.image_combo = self.images.combo
+        self.level_combo = self.images.level_combo
+        self.model_picker = ModelPicker(self, DEFAULT_MODEL)
+        self.model_combo = self.model_picker.combo
+        self.model_summary = self.model_picker.summary
         self.scope_combo = combo(list(SCOPES))
-        self.level_combo = QComboBox()
         self.device_combo = combo(
             ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())],
             "auto: the first CUDA GPU when there is one, else the CPU",
@@ -142,10 +132,11 @@ class XTInferenceWidget(QWidget):
 
         self.inspector = AttentionInspector(self.viewer, self.status)
         form = QFormLayout()
+        picker = self.model_picker
         for label, row in (
             ("Image", self.image_combo),
-            ("Model", hbox(self.model_combo, self.browse_button, stretch_first=True)),
-            ("", hbox(self.region_weights_button, self.context_weights_button)),
+            ("Model", hbox(self.model_combo, picker.browse_button, stretch_first=True)),
+            ("", hbox(picker.region_weights_button, picker.context_weights_button)),
             ("", self.model_summary),
             ("Scope", self.scope_combo),
             ("Level", self.level_combo),
@@ -172,11 +163,6 @@ class XTInferenceWidget(QWidget):
         self.output_edit.editingFinished.connect(
             lambda: self.set_output_folder(self.output_edit.text())
         )
-        self.browse_button.clicked.connect(self._browse_checkpoint)
-        self.region_weights_button.clicked.connect(lambda: self._browse_weights("region"))
-        self.context_weights_button.clicked.connect(lambda: self._browse_weights("context"))
-        self.model_combo.currentTextChanged.connect(self._request_model)
-        self.image_combo.currentTextChanged.connect(self._refresh_levels)
         self.image_combo.currentTextChanged.connect(self._refresh_output)
         for event in (
             self.viewer.layers.events.inserted,
@@ -185,7 +171,7 @@ class XTInferenceWidget(QWidget):
         ):
             event.connect(self._refresh_layers)
         self._refresh_layers()
-        self._request_model()
+        self.model_picker.request()
 
     # -- choices -------------------------------------------------------------------------------
     def _refresh_scopes(self) -> None:
@@ -203,55 +189,11 @@ class XTInferenceWidget(QWidget):
 
     def _refresh_layers(self, event: object = None) -> None:
         self._refresh_scopes()
-        current = self.image_combo.currentText()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentText(current)
-        self.image_combo.blockSignals(False)
-        self._refresh_levels()
+        self.images.refresh()
         self._refresh_output()
 
-    def _refresh_levels(self, name: str | None = None) -> None:
-        """List the chosen layer's pyramid levels, keeping the user's pick for the same layer."""
-        layer = self._image_layer()
-        # napari hands plugins proxies, so identify the layer by name and level shapes
-        key = (
-            (layer.name, tuple(tuple(lvl.shape) for lvl in self._levels(layer)))
-            if layer is not None
-            else None
-        )
-        if key == getattr(self, "_levels_key", None):
-            return
-        self._levels_key = key
-        self.level_combo.clear()
-        self.level_combo.addItem("auto (from zoom)")
-        if layer is not None and layer.multiscale:
-            self.level_combo.addItems(
-                [
-                    f"{k}: {lvl.shape[-2]} x {lvl.shape[-1]}"
-                    for k, lvl in enumerate(self._levels(layer))
-                ]
-            )
-
     def _image_layer(self) -> Image | None:
-        name = self.image_combo.currentText()
-        layer = self.viewer.layers[name] if name in self.viewer.layers else None
-        return layer if isinstance(layer, Image) else None
-
-    @staticmethod
-    def _levels(layer: Image) -> list[Any]:
-        return list(layer.data) if layer.multiscale else [layer.data]
-
-    def _browse_checkpoint(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "xT checkpoint", "", "Checkpoints (*.safetensors)"
-        )
-        if path:
-            self.model_combo.addItem(path)
-            self.model_combo.setCurrentText(path)
+        return self.images.layer()
 
     def _image_path(self) -> str | None:
         """The file the chosen image layer was read from (``layer.source.path``), if any."""
@@ -283,70 +225,18 @@ class XTInferenceWidget(QWidget):
             remember_output_folder(text, self._image_path())
 
     # -- the model -----------------------------------------------------------------------------
-    def _request_model(self, *_: object) -> None:
-        """Load the chosen model in a worker; the summary says "loading..." meanwhile. One load
-        runs at a time: one still running for an earlier choice finishes, is dropped, and the
-        current choice loads next."""
-        key = self.models.key_for(self.model_combo.currentText())
-        self._wanted = key
-        if self.models.loaded(key) is not None:
-            self.model_summary.setText(self.models.summary)
-            return
-        self.model_summary.setText(f"loading {Path(key[0]).name}...")
-        if self._loader is None:
-            self._start_load(key)
-
-    def _start_load(self, key: ModelKey) -> None:
-        worker = create_worker(_load_outcome, key, _start_thread=False)
-        worker.returned.connect(partial(self._on_model_loaded, key))
-        worker.finished.connect(self._on_loader_finished)
-        self._loader = worker
-        worker.start()
-
-    def _on_model_loaded(self, key: ModelKey, outcome: tuple[XTModel, str] | str) -> None:
-        self._loaded_last = key
-        if key != self._wanted:
-            return  # the choice changed meanwhile: dropped
-        if isinstance(outcome, str):
-            self.model_summary.setText(f"cannot load: {outcome}")
-            if self._run_waiting:
-                self._run_waiting = False
-                self._end_without_run(f"Cannot load the model: {outcome}")
-            return
-        model, summary = outcome
-        self.models.accept(key, model, summary)
-        self.model_summary.setText(summary)
-        if self._run_waiting:
-            self._run_waiting = False
-            self._start_run(model)
-
-    def _on_loader_finished(self) -> None:
-        self._loader = None
-        wanted = self._wanted  # a choice made while the last load ran, not tried yet
-        if wanted is not None and wanted != self._loaded_last:
-            if self.models.loaded(wanted) is None:
-                self._start_load(wanted)
+    @property
+    def models(self) -> ModelChoice:
+        return self.model_picker.models
 
     @property
     def model_loading(self) -> bool:
         """A model is being loaded."""
-        return self._loader is not None
-
-    def _browse_weights(self, part: str) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, f"{part} weights", "", "Weights (*.safetensors *.pth *.pt *.bin)"
-        )
-        if path:
-            self.set_weights(part, path)
+        return self.model_picker.loading
 
     def set_weights(self, part: str, path: str | None) -> None:
-        """Use separate weight files with a registered architecture: ``part`` is ``region``
-        (a timm state dict for the backbone) or ``context`` (context encoder + head)."""
-        if part == "region":
-            self.models.region_weights = path
-        else:
-            self.models.context_weights = path
-        self._request_model()
+        """Separate weight files for a registered architecture (see :class:`ModelPicker`)."""
+        self.model_picker.set_weights(part, path)
 
     @property
     def region_weights(self) -> str | None:
@@ -368,14 +258,22 @@ class XTInferenceWidget(QWidget):
         if self._image_layer() is None:
             show_error("xT: add an image layer first (File > Open, or File > Open Sample).")
             return
-        model = self.models.loaded(self.models.key_for(self.model_combo.currentText()))
+        model = self.model_picker.current()
         self._set_running(True)
         if model is None:
             self._run_waiting = True
             self.status.setText("Loading the model; the run starts when it has loaded...")
-            self._request_model()
+            self.model_picker.when_loaded(self._on_model_for_run)
             return
         self._start_run(model)
+
+    def _on_model_for_run(self, outcome: XTModel | str) -> None:
+        """The model a waiting Run asked for has loaded (or cannot load)."""
+        self._run_waiting = False
+        if isinstance(outcome, str):
+            self._end_without_run(f"Cannot load the model: {outcome}")
+        else:
+            self._start_run(outcome)
 
     def _start_run(self, model: XTModel) -> None:
         """A new run of ``model`` with the widget's choices, into a new store."""
@@ -387,7 +285,7 @@ class XTInferenceWidget(QWidget):
         try:
             if not folder:
                 raise XTError("no output folder", "choose one with the ... button")
-            source = source_from_arrays(self._levels(layer), rgb=layer.rgb, name=layer.name)
+            source = source_from_arrays(levels(layer), rgb=layer.rgb, name=layer.name)
             level = self._chosen_level(layer, source)
             roi = scope_roi(self.viewer, self.scope_combo.currentText(), layer, source, level)
         except XTError as err:
@@ -498,6 +396,7 @@ class XTInferenceWidget(QWidget):
     def cancel(self) -> None:
         if self._run_waiting:  # the model was still loading: nothing started
             self._run_waiting = False
+            self.model_picker.when_loaded(None)
             self._end_without_run("Cancelled before the start", error=False)
         elif self._cancel is not None and self._worker is not None:
             self._cancel.cancel()
@@ -510,8 +409,8 @@ class XTInferenceWidget(QWidget):
         return choice
 
     def _chosen_level(self, layer: Image, source: ImageSource) -> int:
-        index = self.level_combo.currentIndex()
-        return auto_level(self.viewer, layer, source) if index <= 0 else index - 1
+        level = self.images.chosen_level()
+        return auto_level(self.viewer, layer, source) if level is None else level
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, XTError):
@@ -574,14 +473,3 @@ class XTInferenceWidget(QWidget):
         self.cancel_button.setEnabled(running)
         self.inspector.set_running(running)
         self.resume_button.setEnabled(not running and self._resumable())
-
-
-def _load_outcome(key: ModelKey) -> tuple[XTModel, str] | str:
-    """In the loading worker: the model and its summary, or why it cannot load (the engine's
-    message; any other failure of a user's file by its type and text)."""
-    try:
-        return load_choice(key)
-    except XTError as err:
-        return str(err)
-    except Exception as err:  # a broken weight file raises whatever its reader raises
-        return f"{type(err).__name__}: {err}"

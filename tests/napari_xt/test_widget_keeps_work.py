@@ -191,13 +191,13 @@ def test_a_model_loads_without_blocking_the_viewer(
     timer.timeout.connect(lambda: beats.append(time.perf_counter()))
     timer.start(10)
     loaded_at: list[float] = []
-    on_loaded = widget._on_model_loaded
+    on_loaded = widget.model_picker._on_loaded
 
     def record(*args) -> None:
         loaded_at.append(time.perf_counter())
         on_loaded(*args)
 
-    widget._on_model_loaded = record
+    widget.model_picker._on_loaded = record
     qtbot.wait(100)
     widget.model_combo.addItem(str(swin_checkpoint))
     started = time.perf_counter()
