@@ -3,8 +3,13 @@
 Every reader returns an :class:`ImageSource`: pyramid levels with axes ``yx`` / ``yxc`` /
 ``cyx`` whose ``read(level, y0, x0, y1, x1)`` gives a ``(C, h, w)`` numpy box. Formats:
 
-* TIFF family (plain, BigTIFF, OME-TIFF, SVS, NDPI, pyramids as SubIFDs or reduced pages):
-  :mod:`xt_engine.io.tiff`, chosen by suffix or by the TIFF magic bytes;
+* TIFF family (plain, BigTIFF, OME-TIFF, SVS, NDPI, generic tiled pyramids, pyramids as SubIFDs
+  or reduced pages): :mod:`xt_engine.io.tiff`, chosen by suffix or by the TIFF magic bytes;
+* vendor whole-slide formats OpenSlide reads and tifffile does not read itself (MIRAX .mrxs,
+  Hamamatsu .vms / .vmu, Leica .scn, Ventana .bif, Philips TIFF, Trestle, Sakura):
+  :mod:`xt_engine.io.openslide_reader`, chosen by content (the rule is in its docstring);
+* DICOM whole-slide images (a folder of one series' .dcm files, or one of them):
+  :mod:`xt_engine.io.dicom_reader` (wsidicom);
 * zarr arrays and OME-Zarr images (NGFF 0.4 / 0.5): :mod:`xt_engine.io.zarr_reader`;
 * PNG and JPEG (small images, decoded whole by Pillow): :mod:`xt_engine.io.pillow`;
 * numpy / dask / zarr arrays and lists of levels: :mod:`xt_engine.io.array`.
@@ -18,6 +23,8 @@ from typing import Any
 
 from xt_engine.errors import InputError
 from xt_engine.io.array import guess_axes, source_from_arrays
+from xt_engine.io.dicom_reader import has_dicom_magic, is_dicom_folder
+from xt_engine.io.openslide_reader import slide_reader
 from xt_engine.io.source import ImageSource, SqueezedArray
 
 TIFF_SUFFIXES = (
@@ -38,7 +45,8 @@ ZARR_MARKERS = ("zarr.json", ".zattrs", ".zgroup", ".zarray")
 
 
 def open_image(image: Any, axes: str | None = None) -> ImageSource:
-    """Open a path (TIFF family, zarr / OME-Zarr), an array, a list of levels or an ImageSource.
+    """Open a path (TIFF family, OpenSlide slide, DICOM WSI, zarr / OME-Zarr, PNG / JPEG), an
+    array, a list of levels or an ImageSource.
 
     ``axes`` (e.g. "cyx") applies to arrays only; files state their own axes.
     Raises :class:`InputError` for missing, unreadable, corrupt or unsupported inputs.
@@ -66,6 +74,10 @@ def _open_path(path: Path) -> ImageSource:
             "pass an image file or an OME-Zarr folder",
         )
     lower = path.name.lower()
+    if _is_dicom(path, lower):
+        from xt_engine.io.dicom_reader import open_dicom
+
+        return open_dicom(path)
     if path.is_dir() or lower.endswith(".zarr"):
         if path.is_dir() and not any((path / m).exists() for m in ZARR_MARKERS):
             raise InputError(
@@ -75,19 +87,40 @@ def _open_path(path: Path) -> ImageSource:
         from xt_engine.io.zarr_reader import open_zarr
 
         return open_zarr(path)
-    if lower.endswith(TIFF_SUFFIXES) or _has_tiff_magic(path):
+    tiff_magic = _has_tiff_magic(path)
+    reader, vendor = slide_reader(path, tiff_magic)
+    if reader == "openslide":
+        from xt_engine.io.openslide_reader import open_openslide
+
+        return open_openslide(path, vendor)
+    if reader == "dicom":  # OpenSlide names DICOM too; wsidicom reads the series
+        from xt_engine.io.dicom_reader import open_dicom
+
+        return open_dicom(path)
+    if lower.endswith(TIFF_SUFFIXES) or tiff_magic:
         from xt_engine.io.tiff import open_tiff
 
-        return open_tiff(path)
+        source = open_tiff(path)
+        if vendor is not None:  # e.g. "aperio", "hamamatsu", "generic-tiff"
+            source.metadata.setdefault("vendor", vendor)
+        return source
     if lower.endswith((".png", ".jpg", ".jpeg")) or _has_pillow_magic(path):
         from xt_engine.io.pillow import open_pillow
 
         return open_pillow(path)
     raise InputError(
         f"{path.name}: unknown image format (suffix {path.suffix or 'none'!r})",
-        "use a TIFF / BigTIFF / OME-TIFF / SVS, PNG or JPEG file or an OME-Zarr store "
+        "use a TIFF / BigTIFF / OME-TIFF / SVS / NDPI, a slide OpenSlide reads (MRXS, SCN, "
+        "BIF, VMS, Philips TIFF), a DICOM WSI folder, PNG or JPEG or an OME-Zarr store "
         "(convert other formats, e.g. with bfconvert or vips tiffsave)",
     )
+
+
+def _is_dicom(path: Path, lower: str) -> bool:
+    """A DICOM file (suffix or DICM preamble) or a folder of them (not a zarr store)."""
+    if path.is_dir():
+        return not any((path / m).exists() for m in ZARR_MARKERS) and is_dicom_folder(path)
+    return lower.endswith(".dcm") or has_dicom_magic(_head(path, 132))
 
 
 def _has_tiff_magic(path: Path) -> bool:
@@ -98,11 +131,11 @@ def _has_pillow_magic(path: Path) -> bool:
     return _head(path).startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"))
 
 
-def _head(path: Path) -> bytes:
-    """The first 8 bytes of a file (its format's magic number)."""
+def _head(path: Path, size: int = 8) -> bytes:
+    """The first ``size`` bytes of a file (its format's magic number)."""
     try:
         with open(path, "rb") as handle:
-            return handle.read(8)
+            return handle.read(size)
     except OSError as err:
         raise InputError(f"cannot read {path} ({err})", "check the file's permissions") from err
 
