@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -45,22 +46,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from xt_engine.io import open_image
+    from xt_engine.io.describe import describe, info_lines
 
-    source = open_image(args.image)
-    info = {
-        "name": source.name,
-        "axes": source.axes,
-        "dtype": str(source.dtype),
-        "channels": source.num_channels,
-        "levels": [list(source.shape_yx(k)) for k in range(source.num_levels)],
-        "pixel_size": list(source.pixel_size) if source.pixel_size else None,
-        "unit": source.unit,
-    }
+    info = describe(open_image(args.image))
     if args.json:
         print(json.dumps(info))
     else:
-        for key, value in info.items():
-            print(f"{key:11s} {value}")
+        print("\n".join(info_lines(info)))
     return 0
 
 
@@ -208,7 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("info", help="shape, dtype, axes, levels and pixel size of an image")
+    p = sub.add_parser(
+        "info",
+        help="format, vendor, levels with their pixel size, CRS, nodata, channels and "
+        "associated images of an image",
+    )
     p.add_argument("image")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
@@ -339,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    for library in ("tifffile", "wsidicom"):  # their warnings about bad files come out as our
+        logging.getLogger(library).setLevel(logging.ERROR)  # one-line InputError instead
     try:
         return int(args.func(args))
     except XTError as err:

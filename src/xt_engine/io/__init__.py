@@ -40,6 +40,9 @@ TIFF_SUFFIXES = (
     ".scn",
     ".qptiff",
 )
+#: suffixes of the slide formats read by OpenSlide or wsidicom (beside TIFF_SUFFIXES; the napari
+#: manifest's reader patterns cover both, and folders of .dcm files are opened as DICOM WSI)
+SLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".bif", ".svslide", ".dcm")
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, both byte orders
 ZARR_MARKERS = ("zarr.json", ".zattrs", ".zgroup", ".zarray")
 
@@ -140,4 +143,13 @@ def _head(path: Path, size: int = 8) -> bytes:
         raise InputError(f"cannot read {path} ({err})", "check the file's permissions") from err
 
 
-__all__ = ["ImageSource", "SqueezedArray", "guess_axes", "open_image", "source_from_arrays"]
+__all__ = [
+    "SLIDE_SUFFIXES",
+    "TIFF_SUFFIXES",
+    "ImageSource",
+    "SqueezedArray",
+    "guess_axes",
+    "is_dicom_folder",
+    "open_image",
+    "source_from_arrays",
+]

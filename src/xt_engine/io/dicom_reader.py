@@ -8,13 +8,13 @@ drops a level); a series without a volume (pyramid) instance, or whose largest l
 ``RESAMPLED`` (the full-resolution instance is missing), is refused too. A folder holding
 several series is refused with the fix of naming one file of the wanted series.
 
-Levels are :class:`DicomLevel` array-likes, one per pyramid level of wsidicom's selected
-pyramid, largest first, axes ``yxc`` (RGB, 3 samples) or ``yx`` (monochrome), uint8 (or the
-bits the file states); indexing reads only that box through ``WsiDicom.read_region`` (the
-frames it touches), behind one lock. Pixel size: the level-0 Pixel Spacing (mm) in
-micrometers. ``metadata``: ``format="dicom"``, ``vendor`` (the Manufacturer, where stated),
-``model`` and ``series_uid``. Associated images: ``label`` and ``overview`` where the series
-has them, read when called.
+Levels are :class:`DicomLevel` array-likes (see :mod:`xt_engine.io.region_array`), one per
+pyramid level of wsidicom's selected pyramid, largest first, axes ``yxc`` (RGB, 3 samples) or
+``yx`` (monochrome), uint8 (other bit depths are refused); indexing reads only that box through
+``WsiDicom.read_region`` (the frames it touches), behind one lock. Pixel size: the level-0
+Pixel Spacing (mm) in micrometers. ``metadata``: ``format="dicom"``, ``vendor`` (the
+Manufacturer, where stated), ``model`` and ``series_uid``. Associated images: ``label`` and
+``overview`` where the series has them, read when called.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from xt_engine.errors import InputError
+from xt_engine.io.region_array import RegionArray
 from xt_engine.io.source import CORRUPT_FIX, ImageSource
 
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"  # VL Whole Slide Microscopy Image Storage
@@ -51,39 +52,23 @@ def is_dicom_folder(path: Path) -> bool:
     return any(p.suffix.lower() == ".dcm" or _sniff(p) for p in entries[:64])
 
 
-class DicomLevel:
-    """One pyramid level of a DICOM WSI as a lazy ``(H, W, C)`` or ``(H, W)`` array."""
+class DicomLevel(RegionArray):
+    """One pyramid level of a DICOM WSI as a lazy ``(H, W, C)`` or ``(H, W)`` uint8 array;
+    indexing it (see :class:`RegionArray`) reads the box through ``WsiDicom.read_region``."""
 
     def __init__(
         self, wsi: Any, lock: threading.Lock, level: int, size: tuple[int, int], samples: int
     ) -> None:
-        self._wsi, self._lock, self.level = wsi, lock, level
+        self._wsi, self._lock, self.level, self._samples = wsi, lock, level, samples
         width, height = size
-        self.shape: tuple[int, ...] = (
-            (int(height), int(width), samples) if samples > 1 else (int(height), int(width))
-        )
-        self.dtype = np.dtype(np.uint8)
-        self.ndim = len(self.shape)
+        shape = (int(height), int(width), samples) if samples > 1 else (int(height), int(width))
+        super().__init__(shape, np.uint8, self._read)
 
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        if not isinstance(key, tuple) or len(key) not in (2, self.ndim):
-            raise IndexError("index a DicomLevel as [y0:y1, x0:x1] (and channels)")
-        ys, xs = key[0], key[1]
-        if not isinstance(ys, slice) or not isinstance(xs, slice):
-            raise IndexError("DicomLevel takes slices along y and x")
-        y0, y1, _ = ys.indices(self.shape[0])
-        x0, x1, _ = xs.indices(self.shape[1])
-        h, w = max(y1 - y0, 0), max(x1 - x0, 0)
-        if h and w:
-            with self._lock:
-                data = np.asarray(
-                    self._wsi.read_region((x0, y0), self.level, (w, h), as_array=True)
-                )
-        else:
-            data = np.zeros((h, w, *self.shape[2:]), self.dtype)
-        data = data.reshape(h, w, -1)[..., : self.shape[2] if self.ndim == 3 else 1]
-        data = data if self.ndim == 3 else data[..., 0]
-        return data[(slice(None), slice(None), *key[2:])] if len(key) == 3 else data
+    def _read(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+        with self._lock:
+            data = np.asarray(self._wsi.read_region((x0, y0), self.level, (w, h), as_array=True))
+        data = data.reshape(h, w, -1)[..., : self._samples]
+        return np.ascontiguousarray(data if self._samples > 1 else data[..., 0], dtype=np.uint8)
 
 
 def open_dicom(path: Path) -> ImageSource:
@@ -121,6 +106,12 @@ def _source(path: Path, wsi: Any) -> ImageSource:
             "copy every .dcm file of the slide into the folder",
         )
     samples = int(base.datasets[0].samples_per_pixel)
+    bits = int(base.datasets[0].as_dataset().get("BitsAllocated", 8))
+    if bits != 8 or samples not in (1, 3):
+        raise InputError(
+            f"{path.name}: {samples}-sample, {bits}-bit DICOM slides are not supported",
+            "use an 8-bit RGB or monochrome DICOM WSI (or convert it to OME-TIFF)",
+        )
     lock = threading.Lock()
     levels = [
         DicomLevel(wsi, lock, level.level, (level.size.width, level.size.height), samples)

@@ -16,8 +16,9 @@ Which reader opens a file is decided by its content (:func:`slide_reader`), not 
   ``.svslide`` and anything else OpenSlide adds. DICOM (``dicom``) is read by
   :mod:`xt_engine.io.dicom_reader` (wsidicom) instead, which also reads a folder of instances.
 
-Levels are :class:`OpenSlideLevel` array-likes with axes ``yxc`` (RGB uint8): indexing one
-reads only that box, through one ``read_region`` call. OpenSlide returns RGBA (premultiplied in
+Levels are :class:`OpenSlideLevel` array-likes (:class:`~xt_engine.io.region_array.RegionArray`)
+with axes ``yxc`` (RGB uint8): indexing one reads only that box, through one ``read_region``
+call. OpenSlide returns RGBA (premultiplied in
 C, un-premultiplied by openslide-python); pixels outside the scanned area have alpha 0 and
 become white (255), partly transparent ones are composited on white. ``read_region`` takes its
 location in level-0 pixels: a level box's origin is multiplied by the level's downsample and
@@ -40,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from xt_engine.errors import InputError
+from xt_engine.io.region_array import RegionArray
 from xt_engine.io.source import CORRUPT_FIX, ImageSource
 
 #: OpenSlide vendors whose TIFF-based files tifffile reads itself (faster, and dtype-preserving).
@@ -75,33 +77,16 @@ def slide_reader(path: Path, tiff_magic: bool) -> tuple[str | None, str | None]:
     return "openslide", vendor
 
 
-class OpenSlideLevel:
-    """One pyramid level of an OpenSlide slide as a lazy ``(H, W, 3)`` uint8 array.
-
-    ``level[y0:y1, x0:x1]`` (optionally with a third key for the channels) reads that box.
-    """
-
-    dtype = np.dtype(np.uint8)
-    ndim = 3
+class OpenSlideLevel(RegionArray):
+    """One pyramid level of an OpenSlide slide as a lazy ``(H, W, 3)`` uint8 array; indexing it
+    (see :class:`RegionArray`) reads the box through one ``read_region`` call."""
 
     def __init__(
         self, slide: Any, lock: threading.Lock, level: int, downsample: float, size: tuple[int, int]
     ) -> None:
         self._slide, self._lock, self.level, self.downsample = slide, lock, level, downsample
         width, height = size
-        self.shape = (int(height), int(width), 3)
-
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        if not isinstance(key, tuple) or len(key) not in (2, 3):
-            raise IndexError("index an OpenSlideLevel as [y0:y1, x0:x1] or [y0:y1, x0:x1, c]")
-        ys, xs = key[0], key[1]
-        if not isinstance(ys, slice) or not isinstance(xs, slice):
-            raise IndexError("OpenSlideLevel takes slices along y and x")
-        y0, y1, _ = ys.indices(self.shape[0])
-        x0, x1, _ = xs.indices(self.shape[1])
-        h, w = max(y1 - y0, 0), max(x1 - x0, 0)
-        rgb = self._read(y0, x0, h, w) if h and w else np.zeros((h, w, 3), np.uint8)
-        return rgb[:, :, key[2]] if len(key) == 3 else rgb
+        super().__init__((int(height), int(width), 3), np.uint8, self._read)
 
     def _read(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
         location = (round(x0 * self.downsample), round(y0 * self.downsample))  # level-0 pixels
