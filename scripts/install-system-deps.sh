@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the tests and the viewer need: Xvfb (a virtual display for napari under
-# pytest-xvfb) and the X/GL libraries Qt 6 loads. Idempotent: installs only what is missing.
+# pytest-xvfb), the X/GL libraries Qt 6 loads, and libvips' CLI (`vips tiffsave` writes the
+# tests' generic tiled TIFF slides). Idempotent: installs only what is missing.
 set -euo pipefail
 
 PACKAGES=(
@@ -8,6 +9,7 @@ PACKAGES=(
   libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 libxcb-render-util0
   libxcb-randr0 libxcb-shape0 libxcb-cursor0 libxcb-xkb1 libxkbcommon-x11-0
   libegl1 libgl1 libglx-mesa0 libgl1-mesa-dri libdbus-1-3 libfontconfig1 libglib2.0-0
+  libvips-tools
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then

@@ -24,7 +24,7 @@ from typing import Any
 from xt_engine.errors import InputError
 from xt_engine.io.array import guess_axes, source_from_arrays
 from xt_engine.io.dicom_reader import has_dicom_magic, is_dicom_folder
-from xt_engine.io.openslide_reader import slide_reader
+from xt_engine.io.openslide_reader import openslide_associated, slide_reader
 from xt_engine.io.source import ImageSource, SqueezedArray
 
 TIFF_SUFFIXES = (
@@ -106,6 +106,8 @@ def _open_path(path: Path) -> ImageSource:
         source = open_tiff(path)
         if vendor is not None:  # e.g. "aperio", "hamamatsu", "generic-tiff"
             source.metadata.setdefault("vendor", vendor)
+            if not source.associated:  # label / macro / thumbnail, read when called
+                source.associated = openslide_associated(path)
         return source
     if lower.endswith((".png", ".jpg", ".jpeg")) or _has_pillow_magic(path):
         from xt_engine.io.pillow import open_pillow

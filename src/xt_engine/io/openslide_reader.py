@@ -28,7 +28,8 @@ pixels otherwise). One OpenSlide handle serves every level, behind a lock.
 Pixel size: ``openslide.mpp-y`` / ``openslide.mpp-x`` in micrometers (None when the file
 states none). ``metadata``: ``format="openslide"``, ``vendor`` (``openslide.vendor``),
 ``objective_power`` and the scanned area's ``bounds`` where the file has them. Associated images
-(label, macro, thumbnail) are callables that read the image only when called.
+(label, macro, thumbnail) are callables that read the image only when called; a slide whose
+pixels tifffile reads gets OpenSlide's associated images too (:func:`openslide_associated`).
 """
 
 from __future__ import annotations
@@ -161,10 +162,16 @@ def _monotonic(levels: list[OpenSlideLevel]) -> list[OpenSlideLevel]:
 
 
 def _mpp(properties: dict[str, str]) -> tuple[float, float] | None:
-    """(y, x) micrometers per level-0 pixel from OpenSlide's standard properties."""
+    """(y, x) micrometers per level-0 pixel from OpenSlide's standard properties; for a Philips
+    TIFF that states its spacing only per level, level 0's ``DICOM_PIXEL_SPACING`` (mm, "row"
+    then "column" spacing, as DICOM orders it)."""
     try:
         y = float(properties.get("openslide.mpp-y", "nan"))
         x = float(properties.get("openslide.mpp-x", "nan"))
+        if not (y > 0 and x > 0):
+            key = "philips.PIIM_PIXEL_DATA_REPRESENTATION_SEQUENCE[0].DICOM_PIXEL_SPACING"
+            values = [float(v.strip('"')) * 1000 for v in properties.get(key, "").split()]
+            y, x = values if len(values) == 2 else (float("nan"), float("nan"))
     except ValueError:
         return None
     return (y, x) if y > 0 and x > 0 else None  # NaN compares False
@@ -182,6 +189,20 @@ def _metadata(properties: dict[str, str], vendor: str | None) -> dict[str, Any]:
     if all(b is not None for b in bounds):
         metadata["bounds_xywh"] = [int(b) for b in bounds if b is not None]
     return metadata
+
+
+def openslide_associated(path: Path) -> dict[str, Callable[[], np.ndarray]]:
+    """The associated images OpenSlide lists for ``path`` (for a slide whose pixels tifffile
+    reads, e.g. an SVS label and macro); {} when OpenSlide cannot open it."""
+    import openslide
+
+    try:
+        slide = openslide.OpenSlide(str(path))
+        names = list(slide.associated_images.keys())
+    except (openslide.OpenSlideError, OSError, ValueError):
+        return {}
+    lock = threading.Lock()
+    return {name: _associated(slide, lock, name) for name in names}
 
 
 def _associated(slide: Any, lock: threading.Lock, name: str) -> Callable[[], np.ndarray]:
