@@ -1,7 +1,14 @@
-"""The widget's image controls: which Image layer a run reads, and at which pyramid level (Qt).
+"""The widget's image controls: which Image layer a run reads, with which channels, at which
+pyramid level (Qt; the arrays themselves are put together in :mod:`napari_xt._inputs`).
 
 The lists follow the viewer's layer list (inserted, removed, reordered). napari hands plugins
 proxies of its layers, so layers are identified by name (and their level shapes), never kept.
+
+The Channels list says what the chosen layer gives the model: for an RGB or multichannel layer
+one line with its channel count; for a single-channel 2-D layer, that layer (always checked)
+and every other Image layer that can be stacked with it (same level shapes and dtype, e.g. the
+per-channel layers napari-ome-zarr makes). Checked layers become the channels of one input,
+in the viewer's layer order (the layer list's bottom layer first), each labelled ``cK:``.
 """
 
 from __future__ import annotations
@@ -9,21 +16,43 @@ from __future__ import annotations
 from typing import Any
 
 from napari.layers import Image
-from qtpy.QtWidgets import QComboBox
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QListWidget, QListWidgetItem
 
 from napari_xt._controls import narrow_combo
+from napari_xt._inputs import (
+    layer_axes,
+    layer_channels,
+    layer_levels,
+    layer_source,
+    stackable,
+    stacked_source,
+)
+from xt_engine.errors import XTError
+from xt_engine.io import ImageSource
+
+NAME_ROLE = Qt.ItemDataRole.UserRole
+MAX_ROWS = 4  # rows of the Channels list shown before it scrolls
 
 
 class ImagePicker:
-    """``combo``: the Image layers by name; ``level_combo``: "auto (from zoom)" and the chosen
-    layer's pyramid levels. ``on_change`` is called after the layer list changed."""
+    """``combo``: the Image layers by name; ``channels``: what the run's input is made of (see
+    the module docstring); ``level_combo``: "auto (from zoom)" and the layer's pyramid levels."""
 
     def __init__(self, viewer: Any) -> None:
         self.viewer = viewer
         self.combo = narrow_combo(QComboBox())
+        self.channels = QListWidget()
+        self.channels.setToolTip(
+            "The model's input channels. Check single-channel layers of the same size to "
+            "stack them as channels of one input (in the layer list's order, bottom first)"
+        )
         self.level_combo = QComboBox()
         self._levels_key: object = None
+        self._checked: set[str] = set()  # layers the user checked to stack with the chosen one
         self.combo.currentTextChanged.connect(self._refresh_levels)
+        self.combo.currentTextChanged.connect(self._refresh_channels)
+        self.channels.itemChanged.connect(self._on_channel_toggled)
 
     def layer(self) -> Image | None:
         """The chosen Image layer, None when there is none."""
@@ -42,12 +71,106 @@ class ImagePicker:
             self.combo.setCurrentText(current)
         self.combo.blockSignals(False)
         self._refresh_levels()
+        self._refresh_channels()
 
+    # -- channels ------------------------------------------------------------------------------
+    def input_layers(self) -> list[Image]:
+        """The layers a run reads: the chosen one, or the checked layers in stacking order."""
+        layer = self.layer()
+        if layer is None:
+            return []
+        names = [
+            item.data(NAME_ROLE)
+            for item in self._items()
+            if item.checkState() == Qt.CheckState.Checked
+        ]
+        picked = [self.viewer.layers[n] for n in names if n in self.viewer.layers]
+        return picked if len(picked) > 1 else [layer]
+
+    def input_source(self) -> ImageSource:
+        """The run's input (raises the engine's InputError when the layers do not fit)."""
+        layers = self.input_layers()
+        if not layers:
+            raise XTError("no image layer", "add one (File > Open, or File > Open Sample)")
+        return layer_source(layers[0]) if len(layers) == 1 else stacked_source(layers)
+
+    def set_stacked(self, names: list[str]) -> None:
+        """Check these layers (by name) to stack with the chosen one (for scripts and tests)."""
+        self._checked = set(names)
+        self._refresh_channels()
+
+    def _items(self) -> list[QListWidgetItem]:
+        items = [self.channels.item(i) for i in range(self.channels.count())]
+        return [item for item in items if item is not None]
+
+    def _refresh_channels(self, *_: object) -> None:
+        layer = self.layer()
+        self.channels.blockSignals(True)
+        self.channels.clear()
+        if layer is not None and not layer.rgb and layer.ndim == 2:
+            for other in self.viewer.layers:
+                if not isinstance(other, Image):
+                    continue
+                chosen = other.name == layer.name
+                if not (chosen or stackable(layer, other)):
+                    continue
+                item = QListWidgetItem(other.name)
+                item.setData(NAME_ROLE, other.name)
+                flags = Qt.ItemFlag.ItemIsEnabled
+                if not chosen:  # the chosen layer is always one of the channels
+                    flags |= Qt.ItemFlag.ItemIsUserCheckable
+                item.setFlags(flags)
+                checked = chosen or other.name in self._checked
+                item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+                self.channels.addItem(item)
+        elif layer is not None:
+            item = QListWidgetItem(self._describe(layer))
+            item.setFlags(Qt.ItemFlag.ItemIsEnabled)
+            self.channels.addItem(item)
+        self.channels.blockSignals(False)
+        self._label_channels()
+        rows = min(max(self.channels.count(), 1), MAX_ROWS)
+        frame = 2 * self.channels.frameWidth()
+        self.channels.setFixedHeight(rows * max(self.channels.sizeHintForRow(0), 16) + frame)
+
+    @staticmethod
+    def _describe(layer: Image) -> str:
+        try:
+            count = layer_channels(layer)
+        except XTError:
+            return f"{layer.name}: axes not understood (2-D or 3-D with channels)"
+        if layer.rgb:
+            return f"{layer.name}: {count} channels (RGB{'A' if count == 4 else ''})"
+        axis = layer_axes(layer).index("c")
+        return f"{layer.name}: {count} channels (axis {axis}, the slider)"
+
+    def _on_channel_toggled(self, item: QListWidgetItem) -> None:
+        name = item.data(NAME_ROLE)
+        if name is None:
+            return
+        if item.checkState() == Qt.CheckState.Checked:
+            self._checked.add(name)
+        else:
+            self._checked.discard(name)
+        self._label_channels()
+
+    def _label_channels(self) -> None:
+        """``cK: name`` on the checked layers when two or more are stacked, else the name."""
+        items = [item for item in self._items() if item.data(NAME_ROLE) is not None]
+        checked = [item for item in items if item.checkState() == Qt.CheckState.Checked]
+        self.channels.blockSignals(True)
+        for item in items:
+            name = item.data(NAME_ROLE)
+            k = checked.index(item) if item in checked else -1
+            item.setText(f"c{k}: {name}" if k >= 0 and len(checked) > 1 else name)
+        self.channels.blockSignals(False)
+
+    # -- levels --------------------------------------------------------------------------------
     def _refresh_levels(self, *_: object) -> None:
         """List the chosen layer's pyramid levels, keeping the user's pick for the same layer."""
         layer = self.layer()
         key = (
-            (layer.name, tuple(tuple(lvl.shape) for lvl in levels(layer)))
+            (layer.name, tuple(tuple(lvl.shape) for lvl in layer_levels(layer)))
             if layer is not None
             else None
         )
@@ -57,16 +180,19 @@ class ImagePicker:
         self.level_combo.clear()
         self.level_combo.addItem("auto (from zoom)")
         if layer is not None and layer.multiscale:
+            try:
+                axes = layer_axes(layer)
+            except XTError:
+                axes = "yx"
+            y, x = axes.index("y") - len(axes), axes.index("x") - len(axes)
             self.level_combo.addItems(
-                [f"{k}: {lvl.shape[-2]} x {lvl.shape[-1]}" for k, lvl in enumerate(levels(layer))]
+                [
+                    f"{k}: {lvl.shape[y]} x {lvl.shape[x]}"
+                    for k, lvl in enumerate(layer_levels(layer))
+                ]
             )
 
     def chosen_level(self) -> int | None:
         """The level picked in the list, None for "auto (from zoom)"."""
         index = self.level_combo.currentIndex()
         return None if index <= 0 else index - 1
-
-
-def levels(layer: Image) -> list[Any]:
-    """The layer's pyramid levels, largest first (one for a plain layer)."""
-    return list(layer.data) if layer.multiscale else [layer.data]

@@ -1,9 +1,14 @@
 """napari reader for TIFF / OME-TIFF / SVS / OME-Zarr: lazy multiscale layers (no Qt).
 
 Levels stay zarr arrays (or lazy views of them), so level 0 of a whole slide is never loaded;
-the pixel size becomes the layer scale; channels become RGB or one layer per channel. A result
-store of this tool (what a run of the widget or ``xt infer`` wrote) opens as its result: the
-label pyramid as a Labels layer with the model's classes, or a detection model's points.
+the pixel size becomes the layer scale. A multichannel image is one layer, the input a model
+with that many channels runs on: a 3- or 4-channel uint8 image with channels last is an RGB(A)
+layer; any other (a 2-band SAR scene, fluorescence channels) keeps its channels as the first
+axis, ``(C, H, W)`` per level, which napari shows as a slider labelled ``c``, with
+``metadata["napari_xt"] = {"axes": "cyx", "channel_names": [...]}`` telling the widget which
+axis holds the channels (:mod:`napari_xt._inputs`). A result store of this tool (what a run of
+the widget or ``xt infer`` wrote) opens as its result: the label pyramid as a Labels layer with
+the model's classes, or a detection model's points.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from napari_xt._inputs import LAYER_META, as_dask
 from xt_engine.errors import XTError
 from xt_engine.io import TIFF_SUFFIXES, open_image
 from xt_engine.store.safety import read_store_attrs
@@ -37,7 +45,6 @@ def read_result_store(path: str | list[str]) -> list[LayerData]:
     over its image (level-0 pixels, or the pixel size the store records)."""
     import csv
 
-    import numpy as np
     import zarr
 
     from napari_xt._layers import label_layer_kwargs
@@ -79,7 +86,7 @@ def read_result_store(path: str | list[str]) -> list[LayerData]:
 
 
 def read_image(path: str | list[str]) -> list[LayerData]:
-    """One lazy image layer (or one per channel) for ``path``."""
+    """One lazy image layer for ``path`` (RGB(A), or channels first: see the module docstring)."""
     path = path[0] if isinstance(path, list) else path
     try:
         source = open_image(path)
@@ -93,11 +100,18 @@ def read_image(path: str | list[str]) -> list[LayerData]:
         kwargs["scale"] = tuple(source.pixel_size)
         kwargs["units"] = source.unit or "pixel"
     if "c" in source.axes:
-        channel_axis = source.axes.index("c")
-        if source.axes == "yxc" and source.num_channels in (3, 4):
+        rgb = source.axes == "yxc" and source.num_channels in (3, 4) and source.dtype == np.uint8
+        if rgb:
             kwargs["rgb"] = True
         else:
-            kwargs["channel_axis"] = channel_axis
+            if source.axes == "yxc":  # napari slides over leading axes: channels first
+                levels = [as_dask(level).transpose(2, 0, 1) for level in levels]
+            kwargs["metadata"] = {
+                LAYER_META: {"axes": "cyx", "channel_names": source.channel_names}
+            }
+            kwargs["axis_labels"] = ("c", "y", "x")
+            if "units" in kwargs:
+                kwargs["units"] = ("pixel", kwargs["units"], kwargs["units"])
     data = levels if len(levels) > 1 else levels[0]
     return [(data, kwargs, "image")]
 
@@ -108,6 +122,4 @@ def _lazy(level: Any) -> Any:
 
     if isinstance(level, zarr.Array):
         return level
-    import dask.array as da
-
-    return da.from_array(level, chunks=(1024,) * len(level.shape), asarray=False)
+    return as_dask(level)

@@ -38,7 +38,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_xt._controls import button, combo, hbox, spin, wrapping_label
-from napari_xt._image_picker import ImagePicker, levels
+from napari_xt._image_picker import ImagePicker
+from napari_xt._inputs import check_channels
 from napari_xt._inspect import AttentionInspector, RunContext
 from napari_xt._model_picker import ModelPicker
 from napari_xt._models import ModelChoice
@@ -55,7 +56,7 @@ from xt_engine import (
     XTError,
     run_inference,
 )
-from xt_engine.io import ImageSource, source_from_arrays
+from xt_engine.io import ImageSource
 from xt_engine.models import XTModel
 from xt_engine.store.safety import read_store_attrs
 
@@ -135,6 +136,7 @@ class XTInferenceWidget(QWidget):
         picker = self.model_picker
         for label, row in (
             ("Image", self.image_combo),
+            ("Channels", self.images.channels),
             ("Model", hbox(self.model_combo, picker.browse_button, stretch_first=True)),
             ("", hbox(picker.region_weights_button, picker.context_weights_button)),
             ("", self.model_summary),
@@ -285,7 +287,8 @@ class XTInferenceWidget(QWidget):
         try:
             if not folder:
                 raise XTError("no output folder", "choose one with the ... button")
-            source = source_from_arrays(levels(layer), rgb=layer.rgb, name=layer.name)
+            source = self.images.input_source()
+            check_channels(source, model)  # before the run: the layer or the model to change
             level = self._chosen_level(layer, source)
             roi = scope_roi(self.viewer, self.scope_combo.currentText(), layer, source, level)
         except XTError as err:
@@ -470,6 +473,7 @@ class XTInferenceWidget(QWidget):
                 if control is not self.cancel_button:
                     control.setEnabled(not running)
         self.output_edit.setEnabled(not running)
+        self.images.channels.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         self.inspector.set_running(running)
         self.resume_button.setEnabled(not running and self._resumable())

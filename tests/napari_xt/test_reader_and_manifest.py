@@ -54,7 +54,8 @@ def test_reader_returns_lazy_scaled_pyramids(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.asarray(data[0][100:120, 200:230]), base[100:120, 200:230])
 
 
-def test_reader_splits_channels_of_an_ome_zarr(tmp_path: Path) -> None:
+def test_reader_keeps_the_channels_of_an_ome_zarr_in_one_layer(tmp_path: Path) -> None:
+    from napari_xt._inputs import LAYER_META
     from napari_xt._reader import read_image
 
     store = tmp_path / "sar.ome.zarr"
@@ -80,8 +81,9 @@ def test_reader_splits_channels_of_an_ome_zarr(tmp_path: Path) -> None:
     ]
     root.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": datasets}]}
     [(levels, kwargs, _)] = read_image(str(store))
-    assert kwargs["channel_axis"] == 0 and kwargs["scale"] == (10.0, 10.0)
-    assert kwargs["units"] == "meter"
+    assert "channel_axis" not in kwargs and kwargs["metadata"][LAYER_META]["axes"] == "cyx"
+    assert kwargs["scale"] == (10.0, 10.0)  # napari gives the channel axis scale 1
+    assert kwargs["units"] == ("pixel", "meter", "meter")
     assert [tuple(level.shape) for level in levels] == [(2, 256, 256), (2, 128, 128)]
     np.testing.assert_array_equal(np.asarray(levels[1][1, :4, :4]), data[0, 1, 0, ::2, ::2][:4, :4])
 
