@@ -8,7 +8,7 @@ STAMP := $(VENV)/.napari-xt-installed
 # breaks it; this pair is the one that works together (and lies on this machine's disk).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test napari bench bench-context lint typecheck clean
+.PHONY: setup demo test napari bench bench-context lint typecheck clean check-minimum
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# the engine's CPU tests on the oldest versions pyproject.toml admits (Python 3.11, torch 2.4)
+check-minimum:
+	scripts/check-minimum.sh
 
 napari: setup
 	$(PY) -m napari_xt

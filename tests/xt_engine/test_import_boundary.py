@@ -47,6 +47,11 @@ def test_the_engine_installs_without_the_gui_stack() -> None:
     assert project["requires-python"] == ">=3.11"
     (torch_dep,) = [d for d in project["dependencies"] if d.startswith("torch>")]
     assert torch_dep == "torch>=2.4"
+    # the minimum check (scripts/check-minimum.sh, `make check-minimum`) runs the engine's
+    # tests on exactly these lower bounds
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "check-minimum.sh").read_text()
+    pins = dict(p.split("==") for p in re.search(r"MIN_PINS=\(([^)]*)\)", script)[1].split())
+    assert pins["torch"].startswith("2.4") and "timm>=" + pins["timm"] in project["dependencies"]
     import datetime
 
     import torch

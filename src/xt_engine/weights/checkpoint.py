@@ -99,8 +99,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
 def _check_shapes(path: str | os.PathLike[str], config: XTConfig) -> None:
     """CheckpointError unless the file's tensors have the names and shapes ``config`` builds
     (checked on the ``meta`` device: no memory is allocated for the model)."""
-    with torch.device("meta"):
-        skeleton = create_model(config)
+    skeleton = _meta_model(config)
     with safe_open(str(path), framework="pt") as handle:
         shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
     for name, tensor in skeleton.state_dict().items():
@@ -116,3 +115,30 @@ def _check_shapes(path: str | os.PathLike[str], config: XTConfig) -> None:
             f"{path} lacks {len(missing)} tensor(s) its config needs (e.g. {missing[0]})",
             "re-export the checkpoint with save_checkpoint() from the model it holds",
         )
+
+
+def _meta_model(config: XTConfig) -> XTModel:
+    """The model of ``config`` on the ``meta`` device. Some timm constructors read values
+    from tensors they create (e.g. ConvNeXt's drop-path rates via ``tolist()``), which torch
+    < 2.5 refuses on meta tensors (ViT: ``item()``); those reads then see zeros there (such
+    values set rates, never shapes). Tested on torch 2.4 (scripts/check-minimum.sh)."""
+    try:
+        with torch.device("meta"):
+            return create_model(config)
+    except (RuntimeError, ConfigError) as err:  # the region encoder wraps timm's errors
+        if "meta" not in str(err.__cause__ or err):
+            raise
+    tolist, item = torch.Tensor.tolist, torch.Tensor.item
+
+    def meta_tolist(self: torch.Tensor) -> Any:
+        return torch.zeros(self.shape, device="cpu").tolist() if self.is_meta else tolist(self)
+
+    def meta_item(self: torch.Tensor) -> Any:
+        return 0.0 if self.is_meta else item(self)
+
+    torch.Tensor.tolist, torch.Tensor.item = meta_tolist, meta_item  # type: ignore[method-assign]
+    try:
+        with torch.device("meta"):
+            return create_model(config)
+    finally:
+        torch.Tensor.tolist, torch.Tensor.item = tolist, item  # type: ignore[method-assign]
