@@ -70,8 +70,8 @@ def test_a_token_cache_that_cannot_fit_is_refused_before_the_run(
     small_disk: Path, tmp_path: Path
 ) -> None:
     image = tmp_path / "scene.tif"
-    tifffile.imwrite(image, np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), np.uint8))
-    out = tmp_path / "out.zarr"
+    tifffile.imwrite(image, np.random.default_rng(0).integers(0, 255, (2048, 2048, 3), np.uint8))
+    out = tmp_path / "out.zarr"  # 1024 regions x 16 tokens x 32 dims x 4 B = 2 MiB of cache
     proc = _xt("infer", str(image), "--model", "test_convnext_txl_bidir", "--allow-untrained",
                "--out", str(out), "--cache-dir", str(small_disk))
     assert proc.returncode == 2
