@@ -7,7 +7,8 @@ The segmentation layer reads that store lazily as a multiscale Labels layer and 
 the main thread in the worker's ``yielded`` callback, so memory stays bounded for whole slides.
 Models load in a napari worker too (:mod:`napari_xt._model_picker`): the viewer stays
 responsive while a large one loads, and a Run clicked meanwhile starts when it is ready. The image
-controls are in :mod:`napari_xt._image_picker`.
+(layer, channels, level) and output rows are in :mod:`napari_xt._image_picker` and
+:mod:`napari_xt._output_picker`.
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
-    QLineEdit,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -43,8 +42,9 @@ from napari_xt._inputs import check_channels
 from napari_xt._inspect import AttentionInspector, RunContext
 from napari_xt._model_picker import ModelPicker
 from napari_xt._models import ModelChoice
+from napari_xt._output_picker import OutputPicker
 from napari_xt._results import RunLayers
-from napari_xt._settings import new_store_path, output_folder, remember_output_folder
+from napari_xt._settings import new_store_path
 from napari_xt._threads import engine_events, run_in_turns
 from napari_xt._view import SCOPES, SHAPES_PREFIX, auto_level, scope_roi
 from xt_engine import (
@@ -82,7 +82,6 @@ class XTInferenceWidget(QWidget):
         self._progress_shown = 0.0
         self._run_waiting = False  # Run was clicked; it starts when the model has loaded
         self._last_cancelled = False
-        self._output_key: tuple[str, str | None] | None = None
         self.results = RunLayers(napari_viewer)
 
         self.images = ImagePicker(napari_viewer)
@@ -115,12 +114,8 @@ class XTInferenceWidget(QWidget):
             "side (no seams at region borders; more regions). A multiple of half the model's "
             "token stride (of the stride with the attention overlay).",
         )
-        self.output_edit = QLineEdit()
-        self.output_edit.setToolTip(
-            "Folder for the result stores: each run writes a new run-*.zarr there, kept after "
-            "napari closes (default: <image name>-xt beside an image file)"
-        )
-        self.output_button = button("...", "Choose the output folder")
+        self.output = OutputPicker(self, self.images.layer)
+        self.output_edit = self.output.edit
         self.run_button = QPushButton("Run")
         self.resume_button = button(
             "Resume", "Continue the last run's interrupted store (same image, model and settings)"
@@ -146,7 +141,7 @@ class XTInferenceWidget(QWidget):
             ("Precision", self.precision_combo),
             ("Batch size", self.batch_spin),
             ("Overlap", self.overlap_spin),
-            ("Output", hbox(self.output_edit, self.output_button, stretch_first=True)),
+            ("Output", hbox(self.output_edit, self.output.button, stretch_first=True)),
             ("", self.attention_check),
             ("", self.inspector.button),
         ):
@@ -161,11 +156,7 @@ class XTInferenceWidget(QWidget):
         self.run_button.clicked.connect(self.run)
         self.resume_button.clicked.connect(self.resume)
         self.cancel_button.clicked.connect(self.cancel)
-        self.output_button.clicked.connect(self._browse_output)
-        self.output_edit.editingFinished.connect(
-            lambda: self.set_output_folder(self.output_edit.text())
-        )
-        self.image_combo.currentTextChanged.connect(self._refresh_output)
+        self.image_combo.currentTextChanged.connect(self.output.refresh)
         for event in (
             self.viewer.layers.events.inserted,
             self.viewer.layers.events.removed,
@@ -192,39 +183,15 @@ class XTInferenceWidget(QWidget):
     def _refresh_layers(self, event: object = None) -> None:
         self._refresh_scopes()
         self.images.refresh()
-        self._refresh_output()
+        self.output.refresh()
 
     def _image_layer(self) -> Image | None:
         return self.images.layer()
 
-    def _image_path(self) -> str | None:
-        """The file the chosen image layer was read from (``layer.source.path``), if any."""
-        layer = self._image_layer()
-        path = getattr(getattr(layer, "source", None), "path", None)
-        return str(path) if path else None
-
-    def _refresh_output(self, name: str | None = None) -> None:
-        """Show the chosen image's output folder (:func:`napari_xt._settings.output_folder`)."""
-        key = (self.image_combo.currentText(), self._image_path())
-        if key == self._output_key:
-            return
-        self._output_key = key
-        self.output_edit.setText(str(output_folder(key[1])))
-
-    def _browse_output(self) -> None:
-        folder = QFileDialog.getExistingDirectory(
-            self, "Folder for xT results", self.output_edit.text()
-        )
-        if folder:
-            self.set_output_folder(folder)
-
     def set_output_folder(self, folder: str | Path) -> None:
         """Write the next runs' stores into ``folder``, remembered for this image (or, for an
         image without a file, for all such images)."""
-        text = str(folder).strip()
-        if text:
-            self.output_edit.setText(text)
-            remember_output_folder(text, self._image_path())
+        self.output.set_folder(folder)
 
     # -- the model -----------------------------------------------------------------------------
     @property
@@ -283,7 +250,7 @@ class XTInferenceWidget(QWidget):
         if layer is None:
             self._end_without_run("the image layer is gone")
             return
-        folder = self.output_edit.text().strip()
+        folder = self.output.folder()
         try:
             if not folder:
                 raise XTError("no output folder", "choose one with the ... button")
