@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xt_engine.cli_infer import _progress, cmd_infer
+from xt_engine.cli_infer import _progress, add_resolution_arguments, cmd_infer
 from xt_engine.errors import XTError
 
 if TYPE_CHECKING:  # the engine itself is imported lazily, per command
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="classification: class names, one a line in class order (default: the model's)",
     )
-    p.add_argument("--level", type=int, default=0)
+    add_resolution_arguments(p)
     p.add_argument(
         "--roi",
         type=int,

@@ -101,28 +101,111 @@ def _detection_overrides(model: XTModel, args: argparse.Namespace) -> None:
     model.config.head = updated
 
 
+def add_resolution_arguments(p: argparse.ArgumentParser) -> None:
+    """``--level``, ``--mpp``, ``--pixel-size``, ``--pixel-unit``: which level a run reads."""
+    p.add_argument(
+        "--level",
+        type=int,
+        help="pyramid level to run on (default: the level closest to --mpp / --pixel-size or "
+        "to the pixel size the model was trained at, else 0)",
+    )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
+        "--mpp",
+        type=float,
+        metavar="X",
+        help="run at X micrometres per pixel: the closest pyramid level, resampled from the "
+        "next finer level when none is within 10%%",
+    )
+    size.add_argument(
+        "--pixel-size",
+        metavar="X[UNIT]",
+        help="as --mpp in any unit: 0.5um, 10m, 0.0001deg, or a bare number in --pixel-unit",
+    )
+    p.add_argument(
+        "--pixel-unit",
+        metavar="UNIT",
+        help="unit of a bare --pixel-size: micrometer (default), nanometer, millimeter, meter, "
+        "kilometer or degree",
+    )
+
+
+def _resolution_target(args: argparse.Namespace) -> tuple[float | None, str | None]:
+    """(size, unit) asked for on the command line, or (None, None)."""
+    from xt_engine.errors import InputError
+    from xt_engine.runtime.resolution import canonical_unit, parse_pixel_size
+
+    if args.pixel_unit is not None and canonical_unit(args.pixel_unit) is None:
+        raise InputError(
+            f"--pixel-unit {args.pixel_unit!r} is unknown",
+            "use micrometer, nanometer, millimeter, meter, kilometer or degree",
+        )
+    if args.mpp is not None:
+        if not args.mpp > 0 or args.pixel_unit is not None:
+            raise InputError(
+                f"--mpp {args.mpp} must be a positive number of micrometres, without --pixel-unit",
+                "use e.g. --mpp 0.5, or --pixel-size 10 --pixel-unit meter",
+            )
+        return args.mpp, "micrometer"
+    if args.pixel_size is not None:
+        return parse_pixel_size(args.pixel_size, canonical_unit(args.pixel_unit))
+    if args.pixel_unit is not None:
+        raise InputError("--pixel-unit needs --pixel-size", "add --pixel-size X")
+    return None, None
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]
+    """Our warnings as one ``xt infer: warning:`` line on stderr."""
+    print(f"xt infer: warning: {message}", file=sys.stderr)
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
+    import warnings
+
+    from xt_engine.errors import XTWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", XTWarning)
+        warnings.showwarning = _print_warning
+        return _infer(args)
+
+
+def _infer(args: argparse.Namespace) -> int:
     from xt_engine.errors import InputError
     from xt_engine.io import open_image
     from xt_engine.runtime import run_inference
+    from xt_engine.runtime.input_values import check_inputs
+    from xt_engine.runtime.resolution import plan_resolution
     from xt_engine.tiling import box_at_level
     from xt_engine.weights.loading import load_model
 
+    size, unit = _resolution_target(args)
     source = open_image(args.image)
     model = load_model(args.model, allow_untrained=args.allow_untrained)
     _detection_overrides(model, args)
+    check_inputs(source, model.config)  # the model's channels and value type, before the plan
+    planned = plan_resolution(
+        source, model.config.tiling, level=args.level, pixel_size=size, pixel_unit=unit
+    )
+    opened, (source, level) = source, (planned.source, planned.level)
+    targeted = size is not None or (args.level is None and model.config.tiling.pixel_size)
+    if planned.pixel_size is not None and targeted:
+        how = "resampled" if planned.resampled else "pyramid level"
+        print(
+            f"xt infer: level {level} ({how}): {planned.pixel_size:.4g} {planned.unit} per pixel",
+            file=sys.stderr,
+        )
     roi = None
-    if args.roi:
-        h, w = source.shape_yx(0)
+    if args.roi:  # level-0 pixels of the file, also when a resampled level is finer
+        h, w = opened.shape_yx(0)
         y0, x0, y1, x1 = args.roi
         if not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
             raise InputError(
                 f"--roi {y0} {x0} {y1} {x1} is empty or outside the image of {h} x {w} px",
                 f"give level-0 pixels with 0 <= Y0 < Y1 <= {h} and 0 <= X0 < X1 <= {w}",
             )
-        roi = box_at_level(
-            (y0, x0, y1, x1), source.downsample(args.level), source.shape_yx(args.level)
-        )
+        (lh, lw) = source.shape_yx(level)
+        roi = box_at_level((y0, x0, y1, x1), (h / lh, w / lw), (lh, lw))
     if args.labels:
         _apply_labels(model, Path(args.labels))
     finished = _progress(
@@ -130,7 +213,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             source,
             model,
             output=args.out,
-            level=args.level,
+            level=level,
             roi=roi,
             batch_size=args.batch_size,
             device=_device(args.device),

@@ -17,7 +17,11 @@ CONTEXT_KINDS = ("none", "transformer_xl", "hyper", "mamba", "sliding_window")
 # Kinds whose implementation has landed; the others are accepted by the schema but rejected by
 # the factory with a clear message until their module exists.
 TASKS = ("segmentation", "classification", "detection")
-INPUT_SCALINGS = ("auto", "uint8", "uint16", "float")
+INPUT_SCALINGS = ("auto", "uint8", "uint16", "float", "db")
+INPUT_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+MODALITIES = ("any", "brightfield", "fluorescence", "sar", "optical")
+PIXEL_UNITS = ("nanometer", "micrometer", "millimeter", "meter", "kilometer", "degree")
+DB_RANGE = (-30.0, 10.0)  # dB mapped to [0, 1] by input_scaling "db" without an input_range
 POOLINGS = ("mean", "cls")
 MLP_ACTIVATIONS = ("silu", "gelu")
 POSITION_ORDERS = ("row_col", "col_row")
@@ -32,11 +36,18 @@ class TilingConfig:
     pixels beyond the image or ROI edge that a border region reads (0: black, e.g. SAR; 1:
     white, brightfield slides). Tokens whose patch lies wholly in that padding are left out of
     the context (see :mod:`xt_engine.runtime.schedule`).
+
+    ``pixel_size`` / ``pixel_unit``: the physical size of a pixel the model was trained at
+    (e.g. 0.5 micrometer, 10 meter), or None (pixel-based). ``xt infer`` then runs at the
+    image's pyramid level closest to it, resampled when none is within 10%
+    (:mod:`xt_engine.runtime.resolution`).
     """
 
     region_size: int = 256
     overlap: int = 0
     pad_value: float = 0.0
+    pixel_size: float | None = None
+    pixel_unit: str | None = None
 
     def validate(self) -> None:
         if self.region_size < 32 or self.region_size % 32:
@@ -54,6 +65,14 @@ class TilingConfig:
                 f"tiling.overlap={self.overlap} must be in [0, region_size/2)",
                 "use 0 or a small margin such as 32",
             )
+        if self.pixel_size is not None and not (
+            self.pixel_size > 0 and self.pixel_unit in PIXEL_UNITS
+        ):
+            raise ConfigError(
+                f"tiling.pixel_size={self.pixel_size} {self.pixel_unit} is not a positive size "
+                "in a known unit",
+                f"give pixel_size > 0 and pixel_unit, one of {', '.join(PIXEL_UNITS)}",
+            )
 
 
 @dataclass
@@ -62,7 +81,16 @@ class RegionEncoderConfig:
 
     ``weights`` names a local timm state-dict file (.safetensors/.pth/.bin) or is None (random
     init). ``input_scaling`` maps raw pixels to [0, 1] before ``mean``/``std`` normalisation:
-    ``auto`` divides by the dtype's maximum (uint8 -> 255, uint16 -> 65535, float unchanged).
+    ``auto`` divides by the dtype's maximum (uint8 -> 255, uint16 -> 65535, float unchanged);
+    ``db`` (SAR backscatter in dB, float images only) maps ``input_range`` (default
+    ``DB_RANGE``, -30 .. 10 dB) linearly to [0, 1]. ``input_scale`` (a number) replaces the
+    factor: scaled = raw x input_scale, e.g. 1e-4 for reflectance stored as DN = 10000 x
+    reflectance. ``input_range`` (lo, hi) maps lo -> 0 and hi -> 1 for any scaling (values
+    outside are kept, not clipped). ``input_dtype``: the pixel type the model was trained on
+    (e.g. "uint16"); an image of another type is refused. ``modality``: ``brightfield``
+    (dark tissue on white glass: ``tiling.pad_value`` 1, Otsu foreground), ``fluorescence``
+    (bright signal on black: pad 0, every region runs), ``sar`` / ``optical`` (scenes: pad 0,
+    regions with data run), ``any`` (no assumption). See :mod:`xt_engine.runtime.input_values`.
     """
 
     name: str = "convnext_atto"
@@ -71,6 +99,10 @@ class RegionEncoderConfig:
     input_scaling: str = "auto"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    input_scale: float | None = None
+    input_range: tuple[float, float] | None = None
+    input_dtype: str | None = None
+    modality: str = "any"
 
     def validate(self) -> None:
         if not self.name:
@@ -84,6 +116,7 @@ class RegionEncoderConfig:
                 f"region_encoder.input_scaling={self.input_scaling!r} is unknown",
                 f"use one of {', '.join(INPUT_SCALINGS)}",
             )
+        self._validate_values()
         for name in ("mean", "std"):
             value = getattr(self, name)
             if value is not None and len(value) not in (1, self.in_chans):
@@ -91,6 +124,28 @@ class RegionEncoderConfig:
                     f"region_encoder.{name} has {len(value)} values for {self.in_chans} channels",
                     "give one value or one per channel",
                 )
+
+    def _validate_values(self) -> None:
+        lo, hi = self.input_range or (0.0, 1.0)
+        choices = {"input_dtype": (None, *INPUT_DTYPES), "modality": MODALITIES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"region_encoder.{name}={getattr(self, name)!r} is unknown",
+                    f"use one of {', '.join(str(a) for a in allowed if a)}",
+                )
+        if self.input_scale is not None and (
+            not self.input_scale > 0 or self.input_range is not None
+        ):
+            raise ConfigError(
+                f"region_encoder.input_scale={self.input_scale} is not a positive factor or "
+                "comes with an input_range",
+                "give input_scale > 0 (e.g. 1e-4) or input_range, not both",
+            )
+        if not lo < hi:
+            raise ConfigError(
+                f"region_encoder.input_range={self.input_range} is empty", "give (lo, hi), lo < hi"
+            )
 
 
 @dataclass
@@ -295,6 +350,13 @@ class XTConfig:
         self.region_encoder.validate()
         self.context_encoder.validate()
         self.head.validate()
+        modality, pad = self.region_encoder.modality, self.tiling.pad_value
+        expected = {"brightfield": 1.0, "fluorescence": 0.0, "sar": 0.0, "optical": 0.0}
+        if modality in expected and pad != expected[modality]:
+            raise ConfigError(
+                f"tiling.pad_value={pad} does not suit region_encoder.modality={modality!r}",
+                f"set tiling.pad_value to {expected[modality]:g} for {modality} images",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tuples become lists)."""

@@ -30,6 +30,11 @@ class CheckpointError(XTError, ValueError):
     """A checkpoint or weights file is missing, corrupt or does not fit the model."""
 
 
+class XTWarning(UserWarning):
+    """Something the run did not expect but can go on with (e.g. an image without a pixel
+    size for a model with one); ``xt`` prints it as one ``warning:`` line."""
+
+
 class Cancelled(XTError):
     """A run was stopped through its cancel token."""
 

@@ -129,7 +129,7 @@ def test_infer_bad_inputs_exit_2_with_the_fix(
     _fails([*infer, str(cut)], capsys, "cut.tif")
     rgb = tmp_path / "rgb.tif"
     tifffile.imwrite(rgb, np.zeros((64, 64, 3), np.uint8))
-    _fails([*infer, str(rgb)], capsys, "has 3 channel(s) but the model takes 1")
+    _fails([*infer, str(rgb)], capsys, "model expects 1 input channel, rgb.tif has 3")
     _fails([*infer, str(small_tiff), "--roi", "0", "0", "400", "10"], capsys, "outside the image")
     blocker = tmp_path / "file"
     blocker.write_text("x")

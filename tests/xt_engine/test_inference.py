@@ -119,7 +119,7 @@ def test_cancel_stops_between_batches_and_store_stays_incomplete(
 
 def test_channel_mismatch_names_the_fix() -> None:
     model = create_model("test_convnext_none")
-    with pytest.raises(InputError, match=r"1 channel\(s\) but the model takes 3"):
+    with pytest.raises(InputError, match="model expects 3 input channels, array has 1"):
         next(run_inference(np.zeros((64, 64), np.uint8), model))
 
 

@@ -2,7 +2,10 @@
 
 Sources, first match wins (see :func:`tiff_pixel_size`): OME-XML ``PhysicalSizeY/X`` (with their
 units), the Aperio SVS ``MPP = ...`` field of the ImageDescription, ImageJ's ``unit=`` with the
-resolution tags, and finally the TIFF resolution tags (pixels per inch / centimeter).
+resolution tags, and finally the TIFF resolution tags (pixels per inch / centimeter), which
+count only when they are plausibly a microscope's (:func:`plausible`): a plain TIFF
+saved with a screen or print default (72 dpi) has no physical pixel size, not a 352.8 um one.
+GeoTIFFs state their pixel size in their CRS's unit instead (:mod:`xt_engine.io.geotiff`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ UM_PER_UNIT = {
     "inch": 25400.0,
     "\\u00B5m": 1.0,
 }
+#: dots per inch that image and print software writes by default (never a microscope's)
+DEFAULT_DPI = (72.0, 96.0, 150.0, 300.0, 600.0, 1200.0, 2400.0)
+#: the largest pixel a resolution tag in inches / centimeters may state, in micrometers
+MAX_TAG_PIXEL_UM = 100.0
 _MPP = re.compile(r"\bMPP\s*=\s*([0-9.]+(?:[eE][-+]?[0-9]+)?)")
 
 
@@ -77,7 +84,18 @@ def resolution_pixel_size(tags: Any, imagej_unit: str | None = None) -> tuple[fl
     if unit is None:
         return None
     sizes = [to_micrometer(1.0 / r, unit) if r > 0 else None for r in map(_ratio, (yres, xres))]
-    return (sizes[0], sizes[1]) if sizes[0] and sizes[1] else None
+    y, x = sizes
+    if not (y and x) or (unit_code in (2, 3) and not (plausible(y) and plausible(x))):
+        return None
+    return y, x
+
+
+def plausible(micrometers: float) -> bool:
+    """Whether a pixel size from a TIFF resolution tag in inches / centimeters is plausibly a
+    microscope's: under ``MAX_TAG_PIXEL_UM`` and not one of the ``DEFAULT_DPI`` values."""
+    dpi = 25400.0 / micrometers
+    default = any(abs(dpi - d) <= 1e-3 * d for d in DEFAULT_DPI)
+    return micrometers < MAX_TAG_PIXEL_UM and not default
 
 
 def _ratio(tag: Any) -> float:

@@ -32,6 +32,7 @@ import tifffile
 import zarr
 
 from xt_engine.errors import InputError
+from xt_engine.io.geotiff import GeoInfo, is_geotiff, read_geotiff
 from xt_engine.io.metadata import ome_pixel_size, resolution_pixel_size, svs_mpp
 from xt_engine.io.source import CORRUPT_FIX, ImageSource, SqueezedArray
 
@@ -40,9 +41,18 @@ _NATIVE = "<" if sys.byteorder == "little" else ">"
 
 
 def open_tiff(path: Path) -> ImageSource:
-    """Open a TIFF-family file as an :class:`ImageSource` (pixel size in micrometers)."""
+    """Open a TIFF-family file as an :class:`ImageSource`: the pixel size in micrometers
+    for microscopy metadata, in metres or degrees for a GeoTIFF (its CRS's kind, see
+    :mod:`xt_engine.io.geotiff`), None when the file states none."""
+    geo: GeoInfo | None = None
     try:
         with tifffile.TiffFile(path) as tif:
+            if not tif.pages:  # e.g. a GDAL GeoTIFF cut short: its directory comes last
+                raise InputError(
+                    f"{path.name} is truncated or damaged: no image directory can be read "
+                    f"({os.path.getsize(path)} bytes)",
+                    CORRUPT_FIX,
+                )
             if not tif.series or not tif.series[0].shape:
                 raise InputError(f"{path.name} holds no image", "pass a TIFF with image data")
             series = tif.series[0]
@@ -50,9 +60,13 @@ def open_tiff(path: Path) -> ImageSource:
             pyramid = _pyramid(tif)
             _check_complete(path, [level for _, _, level in pyramid])
             pixel_size = _pixel_size(tif, series)
+            unit = "micrometer" if pixel_size else None
+            if is_geotiff(_first_page(tif)):
+                geo = read_geotiff(path, tif.geotiff_metadata)
+                pixel_size, unit = geo.pixel_size, geo.unit
             levels = _levels(path, tif, pyramid, index)
             metadata = {
-                "format": _kind(tif),
+                "format": "geotiff" if geo is not None else _kind(tif),
                 "bigtiff": tif.is_bigtiff,
                 "tiff_axes": series.axes,
                 "compression": _compression_name(_first_page(tif)),
@@ -77,9 +91,12 @@ def open_tiff(path: Path) -> ImageSource:
         levels=levels,
         axes=axes,
         pixel_size=pixel_size,
-        unit="micrometer" if pixel_size else None,
+        unit=unit,
         name=path.name,
         metadata=metadata,
+        nodata=geo.nodata if geo else None,
+        georeference=geo.georeference if geo else None,
+        channel_names=geo.channel_names if geo else None,
     )
 
 

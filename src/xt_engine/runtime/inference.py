@@ -16,7 +16,6 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from xt_engine.errors import Cancelled, ConfigError, InputError
@@ -26,6 +25,12 @@ from xt_engine.runtime.blending import SeamBlender
 from xt_engine.runtime.cancel import CancelToken
 from xt_engine.runtime.events import Event, Finished, Progress, RegionDone, Started
 from xt_engine.runtime.foreground import plan_foreground
+from xt_engine.runtime.input_values import (
+    check_inputs,
+    input_mapping,
+    modality_foreground,
+    prepare_input,
+)
 from xt_engine.runtime.passes import (
     TOKEN_CACHE_PREFIX,
     RegionReader,
@@ -34,6 +39,7 @@ from xt_engine.runtime.passes import (
     two_pass,
 )
 from xt_engine.runtime.provenance import input_fingerprint, run_determinants
+from xt_engine.runtime.resolution import plan_resolution
 from xt_engine.runtime.schedule import ContextSchedule, two_pass_model
 from xt_engine.runtime.writer import BackgroundWriter
 from xt_engine.store.result_store import DETECTIONS_FILE, OutputStore, xt_attrs
@@ -47,7 +53,7 @@ def run_inference(
     model: XTModel,
     *,
     output: str | os.PathLike[str] | None = None,
-    level: int = 0,
+    level: int | None = 0,
     roi: tuple[int, int, int, int] | None = None,
     batch_size: int = 4,
     device: str | torch.device = "cpu",
@@ -62,12 +68,20 @@ def run_inference(
     overwrite: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     foreground: object = "auto",
+    pixel_size: float | None = None,
+    pixel_unit: str | None = None,
 ) -> Iterator[Event]:
     """Yield events while running ``model`` over ``image`` (a path, array or ImageSource).
 
     Args:
         output: an OME-Zarr path to write results to (optional: events carry results too).
         level: pyramid level to run on; ``roi`` is ``(y0, x0, y1, x1)`` in that level's pixels.
+            ``None``: the level closest to ``pixel_size`` or, without it, to the model's
+            ``tiling.pixel_size`` (resampled when no level is within 10%; level 0 with an
+            ``XTWarning`` when the image states no pixel size), see
+            :mod:`xt_engine.runtime.resolution`.
+        pixel_size: a target pixel size in ``pixel_unit`` (default micrometer) that picks the
+            level (``level`` must then be None or 0).
         batch_size: regions per region-encoder and head call, a throughput knob only: the
             context runs over the chunks the model's config sets (``chunk_regions``), so any
             batch size, device or resume point gives the same result
@@ -105,16 +119,22 @@ def run_inference(
             probabilities as float16 (segmentation models).
         foreground: which regions run (:mod:`xt_engine.runtime.foreground`): ``auto``,
             ``none``, ``otsu``, ``nodata``, or a mask (path or array). Skipped regions are
-            background, recorded as done, and never seen by the context.
+            background, recorded as done, and never seen by the context. ``auto`` follows
+            the model's ``region_encoder.modality`` when it names one
+            (:func:`xt_engine.runtime.input_values.modality_foreground`).
+
+    Input values are mapped by the model's config (``input_scaling``, ``input_scale``,
+    ``input_range``) and checked against it (channels, ``input_dtype``): see
+    :mod:`xt_engine.runtime.input_values`.
     """
     source = open_image(image)
     config = model.config
-    if source.num_channels != config.region_encoder.in_chans:
-        raise InputError(
-            f"{source.name} has {source.num_channels} channel(s) but the model takes "
-            f"{config.region_encoder.in_chans}",
-            "pick a model trained for this channel count or convert the image",
-        )
+    check_inputs(source, config)
+    planned = plan_resolution(
+        source, config.tiling, level=level, pixel_size=pixel_size, pixel_unit=pixel_unit
+    )
+    source, level = planned.source, planned.level
+    foreground = modality_foreground(config, foreground)
     classify = model.task.image_level
     if classify and two_pass_model(model):
         raise ConfigError(
@@ -141,11 +161,13 @@ def run_inference(
     store: OutputStore | None = None
     lock: StoreLock | None = None
     skip: set[int] = set()
-    scale = pixel_scale(source.dtype, config.region_encoder.input_scaling)
+    read_source, scale = prepare_input(source, config)
     determinants = run_determinants(model, scale) | {
         "input_fingerprint": input_fingerprint(source, level, grid),
         "foreground": plan.digest,
     }
+    if read_source is not source:  # a value range (dB): offset and scale as the reader sees
+        determinants["input_mapping"] = list(input_mapping(source.dtype, config.region_encoder))
     if output is not None:
         path = Path(output)
         input_path = source.metadata.get("path")
@@ -189,7 +211,7 @@ def run_inference(
     yield Started(len(grid), grid, level, source.shape_yx(level), config.head.num_classes)
 
     reader = RegionReader(
-        source, level, grid, scale, device, config.tiling.pad_value, source.nodata
+        read_source, level, grid, scale, device, config.tiling.pad_value, read_source.nodata
     )
     if overlap:
         reader.step_tokens = grid.step // token_stride
@@ -276,7 +298,7 @@ def run_inference(
         if store is not None:
             store.write_classification(probs)
     if store is not None and not cancelled:
-        store.mark_complete()
+        store.mark_complete(missing_pixels=reader.missing_pixels)
     elif store is not None:
         store.pyramid.flush()  # the coarse levels show what is done (a resume completes them)
     if lock is not None:
@@ -343,17 +365,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
             "fp16 autocast needs a CUDA device", "use --precision fp32 or bf16 on CPU"
         )
     return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-def pixel_scale(dtype: np.dtype, scaling: str) -> float:
-    """Factor mapping raw pixels to [0, 1]: 1/255 for uint8, 1/65535 for uint16, 1 for floats."""
-    if scaling == "uint8" or (scaling == "auto" and dtype == np.uint8):
-        return 1.0 / 255.0
-    if scaling == "uint16" or (scaling == "auto" and dtype == np.uint16):
-        return 1.0 / 65535.0
-    if scaling == "auto" and np.issubdtype(dtype, np.integer):
-        return 1.0 / float(np.iinfo(dtype).max)
-    return 1.0
 
 
 def peak_rss_mb() -> float:

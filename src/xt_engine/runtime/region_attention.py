@@ -25,7 +25,7 @@ from xt_engine.errors import ConfigError, InputError
 from xt_engine.io import open_image
 from xt_engine.models import XTModel
 from xt_engine.models.context import BidirectionalContext, ContextEncoder
-from xt_engine.runtime.inference import pixel_scale
+from xt_engine.runtime.input_values import prepare_input
 from xt_engine.runtime.passes import RegionReader
 from xt_engine.runtime.schedule import ContextSchedule
 from xt_engine.tiling import RegionGrid
@@ -82,8 +82,10 @@ def region_attention(
         else [(context, False)]
     )
     lo, hi = max(0, start - reach), min(len(grid), stop + (reach if len(directions) == 2 else 0))
-    scale = pixel_scale(source.dtype, model.config.region_encoder.input_scaling)
-    reader = RegionReader(source, level, grid, scale, device, model.config.tiling.pad_value)
+    read_source, scale = prepare_input(source, model.config)
+    reader = RegionReader(
+        read_source, level, grid, scale, device, model.config.tiling.pad_value, read_source.nodata
+    )
     tokens, positions = {}, {}
     with torch.inference_mode():
         for regions, pixels, rc in reader.batches(

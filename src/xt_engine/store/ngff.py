@@ -7,6 +7,13 @@ from typing import Any
 import zarr
 
 NGFF_VERSION = "0.5"
+#: the lengths NGFF allows as a space axis unit (UDUNITS-2 names); any other unit (e.g. a
+#: geographic CRS's "degree") is left out of the axes and kept in the ``xt`` provenance
+SPACE_UNITS = tuple(
+    "angstrom attometer centimeter decimeter exameter femtometer foot gigameter hectometer "
+    "inch kilometer megameter meter micrometer mile millimeter nanometer parsec petameter "
+    "picometer terameter yard yoctometer yottameter zeptometer zettameter".split()
+)
 ATTENTION_PATH = "attention"
 PROBABILITIES_PATH = "probabilities"
 
@@ -70,3 +77,9 @@ def single_scale(name: str, axes: list[dict[str, Any]], scale: list[float]) -> d
             }
         ],
     }
+
+
+def space_axes(unit: str | None) -> list[dict[str, Any]]:
+    """The ``y``, ``x`` axes, with ``unit`` when NGFF allows it (see ``SPACE_UNITS``)."""
+    named = {"unit": unit} if unit in SPACE_UNITS else {}
+    return [{"name": a, "type": "space", **named} for a in "yx"]

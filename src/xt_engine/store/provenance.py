@@ -49,6 +49,21 @@ def source_nodata(source: ImageSource) -> float | str | None:
     return value if value == value and abs(value) != float("inf") else str(value)
 
 
+def effective_resolution(source: ImageSource, level: int) -> dict[str, Any]:
+    """The (y, x) pixel size the run reads at (``pixel_size x downsample(level)``, None
+    without one), its unit, and whether the level is a resampled one
+    (:mod:`xt_engine.io.resample`), with the level it was resized from."""
+    down = source.downsample(level)
+    size = source.pixel_size
+    resampled = level in source.metadata.get("resampled_levels", ())
+    return {
+        "effective_pixel_size": [size[0] * down[0], size[1] * down[1]] if size else None,
+        "pixel_unit": source.unit if size else None,
+        "resampled": resampled,
+        **({"resampled_from": source.metadata.get("resampled_from")} if resampled else {}),
+    }
+
+
 def provenance(
     source: ImageSource, level: int, grid: RegionGrid, config: XTConfig, depth: int
 ) -> dict[str, Any]:
@@ -74,6 +89,7 @@ def provenance(
         "georeference": source.georeference.to_dict() if source.georeference else None,
         "level": level,
         "downsample": list(source.downsample(level)),
+        **effective_resolution(source, level),
         "roi": list(grid.box),
         "region_size": grid.region_size,
         "overlap": grid.overlap,

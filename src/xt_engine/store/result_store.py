@@ -40,6 +40,7 @@ from xt_engine.store.ngff import (
     PROBABILITIES_PATH,
     create_attention,
     create_probabilities,
+    space_axes,
 )
 from xt_engine.store.provenance import check_determinants, provenance, xt_attrs
 from xt_engine.store.pyramid import LabelPyramid
@@ -136,8 +137,7 @@ class OutputStore:
             dtype="bool",
             fill_value=False,
         )
-        unit = source.unit if source.pixel_size else None
-        axes = [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in "yx"]
+        axes = space_axes(source.unit if source.pixel_size else None)
         names = config.head.names()
         colors = class_colors(config.head)
         labels_ome: dict[str, Any] = {
@@ -365,12 +365,16 @@ class OutputStore:
         }
         self.root.attrs["xt"] = xt
 
-    def mark_complete(self) -> None:
+    def mark_complete(self, missing_pixels: int | None = None) -> None:
         """Set ``xt.complete``, last and atomically: the root's ``zarr.json`` (zarr v3 group
         metadata) is rewritten as a temporary file, synced and renamed over the old one, so a
-        kill at any moment leaves either the incomplete store or the complete one."""
+        kill at any moment leaves either the incomplete store or the complete one.
+        ``missing_pixels``: output pixels labelled background because their input had no data
+        (NaN, nodata), recorded as ``xt.missing_pixels`` (a resumed run counts its own part)."""
         xt = xt_attrs(self.root)
         xt["complete"] = True
+        if missing_pixels is not None:
+            xt["missing_pixels"] = int(xt.get("missing_pixels", 0)) + missing_pixels
         xt["finished"] = datetime.now(UTC).isoformat()
         meta_path = self.path / "zarr.json"
         meta = json.loads(meta_path.read_text())

@@ -20,7 +20,7 @@ import torch
 from xt_engine.config import XTConfig
 from xt_engine.errors import ConfigError
 from xt_engine.models import XTModel, create_model
-from xt_engine.runtime.inference import pixel_scale
+from xt_engine.runtime.input_values import input_mapping
 from xt_engine.runtime.schedule import forward_regions
 from xt_engine.tasks import task_for
 from xt_engine.tasks.base import crops_to_regions
@@ -94,8 +94,8 @@ def _batch(
     for _ in range(cfg.batch_size):
         pair = pairs[int(rng.integers(len(pairs)))]
         image, mask = sample_crop(pair, cfg.crop_size, rng.random() < cfg.positive_ratio, rng)
-        scale = pixel_scale(image.dtype, model_config.region_encoder.input_scaling)
-        crop = image.astype(np.float32) * scale
+        scale, offset = input_mapping(image.dtype, model_config.region_encoder)
+        crop = image.astype(np.float32) * scale + offset
         crop[:, mask == IGNORE_INDEX] = model_config.tiling.pad_value  # only padding is ignored
         crops.append(crop)
         masks.append(mask)
