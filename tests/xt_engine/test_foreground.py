@@ -248,3 +248,14 @@ def test_unknown_foreground_is_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "--foreground 'tissue'" in proc.stderr
+
+
+def test_the_store_counts_the_pixels_labelled_for_want_of_data(tmp_path: Path) -> None:
+    image = (np.random.default_rng(8).random((128, 192, 3)) * 10 + 1).astype(np.float32)
+    image[10:20, 30:60, 0] = np.nan  # 300 pixels, one channel is enough
+    out = tmp_path / "out.zarr"
+    list(run_inference(image, _model("test_convnext_txl"), output=out))
+    xt = zarr.open_group(str(out), mode="r").attrs["xt"]
+    assert xt["complete"] is True and xt["missing_pixels"] == 300
+    labels = zarr.open_group(str(out), mode="r")[f"{LABELS_PATH}/0"][:]
+    assert (labels[10:20, 30:60] == 0).all()

@@ -90,6 +90,7 @@ class RegionReader:
         # integer pixels are finite and bounded: only floats and a nodata value need the check
         self.check_values = nodata is not None or not np.issubdtype(source.dtype, np.integer)
         self.missing: dict[int, torch.Tensor] = {}  # region index -> (R, R) bool, last batch
+        self.missing_pixels = 0  # output pixels labelled background for want of data
         self.pin = device.type == "cuda"
         self.step_tokens: int | None = None  # set for overlapping regions (see XTModel.encode)
         h, w = source.shape_yx(level)
@@ -190,7 +191,9 @@ def mask_missing(events: list[RegionDone], reader: RegionReader) -> None:
     for event in events:
         missing = reader.missing_in_tile(event.region) if event.labels is not None else None
         if missing is not None and event.labels is not None:
-            event.labels[missing[: event.labels.shape[0], : event.labels.shape[1]]] = 0
+            missing = missing[: event.labels.shape[0], : event.labels.shape[1]]
+            event.labels[missing] = 0
+            reader.missing_pixels += int(missing.sum())
 
 
 def _encode(

@@ -136,7 +136,7 @@ def _meta_model(config: XTConfig) -> XTModel:
     def meta_item(self: torch.Tensor) -> Any:
         return 0.0 if self.is_meta else item(self)
 
-    torch.Tensor.tolist, torch.Tensor.item = meta_tolist, meta_item  # type: ignore[method-assign]
+    torch.Tensor.tolist, torch.Tensor.item = meta_tolist, meta_item  # type: ignore[method-assign,assignment]
     try:
         with torch.device("meta"):
             return create_model(config)
