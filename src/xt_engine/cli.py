@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     for library in ("tifffile", "wsidicom"):  # their warnings about bad files come out as our
-        logging.getLogger(library).setLevel(logging.ERROR)  # one-line InputError instead
+        logging.getLogger(library).setLevel(logging.CRITICAL)  # one-line InputError instead
     try:
         return int(args.func(args))
     except XTError as err:

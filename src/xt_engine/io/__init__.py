@@ -92,7 +92,10 @@ def _open_path(path: Path) -> ImageSource:
         return open_zarr(path)
     tiff_magic = _has_tiff_magic(path)
     reader, vendor = slide_reader(path, tiff_magic)
-    if reader == "openslide":
+    if reader == "openslide" or (
+        reader is None and not tiff_magic and lower.endswith(SLIDE_SUFFIXES)
+    ):
+        # (a slide suffix OpenSlide does not recognise: its error names the missing parts)
         from xt_engine.io.openslide_reader import open_openslide
 
         return open_openslide(path, vendor)

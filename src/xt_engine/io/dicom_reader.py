@@ -74,13 +74,14 @@ class DicomLevel(RegionArray):
 def open_dicom(path: Path) -> ImageSource:
     """Open a DICOM WSI (folder of one series, or one of its files) as an ImageSource."""
     from wsidicom import WsiDicom
-    from wsidicom.errors import WsiDicomError
 
     folder = path if path.is_dir() else path.parent
     files = _series_files(path, folder)
     try:
         wsi = WsiDicom.open(files)
-    except (WsiDicomError, OSError, ValueError, KeyError, IndexError, EOFError) as err:
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - wsidicom's errors share no base class
         raise InputError(
             f"{path.name}: wsidicom cannot open the slide ({type(err).__name__}: {err})",
             "check that every instance of the series is complete and in the folder",
@@ -167,6 +168,7 @@ def _series_files(path: Path, folder: Path) -> list[Path]:
     import pydicom
 
     series: dict[str, list[Path]] = {}
+    volumes: set[str] = set()  # the series with a pyramid (VOLUME) instance
     for candidate in sorted(p for p in folder.iterdir() if p.is_file()):
         if candidate.suffix.lower() != ".dcm" and not _sniff(candidate):
             continue
@@ -181,7 +183,10 @@ def _series_files(path: Path, folder: Path) -> list[Path]:
             continue
         if str(header.get("SOPClassUID", "")) != WSI_SOP_CLASS:
             continue
+        _check_complete(candidate, header)
         series.setdefault(str(header.get("SeriesInstanceUID", "")), []).append(candidate)
+        if "VOLUME" in [str(v).upper() for v in header.get("ImageType", [])]:
+            volumes.add(str(header.get("SeriesInstanceUID", "")))
     if path.is_file():
         wanted = [uid for uid, members in series.items() if path in members]
         if not wanted:
@@ -189,6 +194,7 @@ def _series_files(path: Path, folder: Path) -> list[Path]:
                 f"{path.name} is not a DICOM whole-slide image instance",
                 "pass a .dcm file (or the folder) of a VL Whole Slide Microscopy series",
             )
+        _check_volume(path, wanted[0] in volumes)
         return series[wanted[0]]
     if not series:
         raise InputError(
@@ -200,7 +206,35 @@ def _series_files(path: Path, folder: Path) -> list[Path]:
             f"{path.name} holds {len(series)} DICOM series",
             "pass one .dcm file of the slide to open: its series is then read",
         )
+    _check_volume(path, bool(volumes))
     return next(iter(series.values()))
+
+
+def _check_volume(path: Path, has_volume: bool) -> None:
+    if not has_volume:
+        raise InputError(
+            f"{path.name}: the DICOM series has no pyramid (VOLUME) instance, only a label / "
+            "overview",
+            "copy every .dcm file of the slide (its image levels) into the folder",
+        )
+
+
+def _check_complete(path: Path, header: Any) -> None:
+    """Refuse an uncompressed instance whose file is shorter than its frames' bytes (a cut
+    encapsulated one fails when wsidicom indexes its fragments)."""
+    syntax = getattr(getattr(header, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_compressed:
+        return
+    frames = int(header.get("NumberOfFrames", 1) or 1)
+    bits = int(header.get("BitsAllocated", 8) or 8)
+    rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+    need = rows * columns * int(header.get("SamplesPerPixel", 1) or 1) * bits // 8 * frames
+    size = path.stat().st_size
+    if size < need:
+        raise InputError(
+            f"{path.name} is truncated: its {frames} frames need {need} bytes, the file has {size}",
+            CORRUPT_FIX,
+        )
 
 
 def _sniff(path: Path) -> bool:
