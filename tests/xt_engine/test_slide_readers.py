@@ -2,14 +2,14 @@
 
 Fixtures come from third-party writers: libvips (``vips tiffsave --tile --pyramid``: a generic
 tiled TIFF), wsidicom (a DICOM WSI series, its pyramid and label written by ``WsiDicom.save``
-from an array wrapped as wsidicom ``ImageData``), tifffile (an SVS-like file with Aperio
-metadata; a Philips-like TIFF that only OpenSlide reads). Each is read (exact where lossless,
-within JPEG error otherwise), run through ``xt infer`` and its metadata checked in the store.
+from an array wrapped as wsidicom ``ImageData`` by :mod:`xt_engine.io.dicom_writer`), tifffile
+(an SVS-like file with Aperio metadata; a Philips-like TIFF that only OpenSlide reads). Each is
+read (exact where lossless, within JPEG error otherwise), run through ``xt infer`` and its
+metadata checked in the store.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import subprocess
@@ -25,6 +25,7 @@ from PIL import Image
 from xt_engine.cli import main
 from xt_engine.errors import InputError
 from xt_engine.io import SLIDE_SUFFIXES, TIFF_SUFFIXES, open_image
+from xt_engine.io.dicom_writer import write_dicom_wsi
 from xt_engine.io.openslide_reader import open_openslide, rgba_on_white
 
 H, W = 320, 448  # not a multiple of the 256 px tiles nor of the test model's 64 px regions
@@ -127,63 +128,10 @@ def philips_like(tmp_path_factory: pytest.TempPathFactory, image: np.ndarray) ->
 
 
 def _write_dicom(image: np.ndarray, folder: Path) -> Path:
-    """A DICOM WSI series written by wsidicom (level 0 from ``image``, lower levels and the
-    label made by ``WsiDicom.save``), uncompressed (Explicit VR Little Endian)."""
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-    from wsidicom import WsiDicom, WsiInstance
-    from wsidicom import metadata as md
-    from wsidicom.geometry import Size, SizeMm
-    from wsidicom.instance import NumpyImageData, WsiDataset
-    from wsidicom.instance.dataset import ImageType
-    from wsidicom.metadata.schema.dicom.wsi import WsiMetadataDicomSchema
-    from wsidicom.source import Source
-
-    class Tiled(NumpyImageData):  # the array as 128 px tiles, 0.25 um pixels
-        transfer_syntax = ExplicitVRLittleEndian
-        photometric_interpretation = "RGB"
-        tile_size = Size(128, 128)
-        pixel_spacing = SizeMm(0.00025, 0.00025)
-        lossy_compression = None
-
-        def get_decoded_tile(self, tile_point: Any, z: float, path: str, cache: bool = True) -> Any:
-            y, x = tile_point.y * 128, tile_point.x * 128
-            tile = np.full((128, 128, 3), 255, np.uint8)
-            part = self._pixels[y : y + 128, x : x + 128]
-            tile[: part.shape[0], : part.shape[1]] = part
-            return tile
-
-        def get_encoded_tile(self, tile: Any, z: float, path: str) -> bytes:
-            return self.encoder.encode(self.get_decoded_tile(tile, z, path))
-
-    meta = md.WsiMetadata(
-        study=md.Study(uid=generate_uid()),
-        series=md.Series(uid=generate_uid()),
-        patient=md.Patient(),
-        equipment=md.Equipment(manufacturer="xT test scanner", model_name="wsidicom"),
-        slide=md.Slide(identifier="slide-1", samples=[md.SlideSample(identifier="s-1", uid=generate_uid())]),
-        pyramid=md.Pyramid(image=md.Image(), optical_paths=[md.OpticalPath()], uid=generate_uid()),
-        label=md.Label(),
-        frame_of_reference_uid=generate_uid(),
-        dimension_organization_uids=[generate_uid()],
-    )
-    base = WsiMetadataDicomSchema().dump(meta, ImageType.VOLUME)
-    label = Image.fromarray(np.full((40, 60, 3), 30, np.uint8))
-
-    class ArraySource(Source):
-        base_dataset = WsiDataset(base)
-        level_instances = [
-            WsiInstance.create_instance(Tiled(image), copy.deepcopy(base), ImageType.VOLUME, 0)
-        ]
-        label_instances = [WsiInstance.create_label(label, copy.deepcopy(base))]
-        overview_instances: list = []
-        thumbnail_instances: list = []
-        annotation_instances: list = []
-
-        def close(self) -> None:
-            pass
-
-    folder.mkdir(parents=True, exist_ok=True)
-    WsiDicom(ArraySource()).save(folder, add_missing_levels=True)
+    """A DICOM WSI series written by wsidicom's ``WsiDicom.save`` (level 0 from ``image``,
+    uncompressed; lower levels and the label made by wsidicom)."""
+    label = np.full((40, 60, 3), 30, np.uint8)
+    write_dicom_wsi(image, folder, tile=128, mpp=0.25, manufacturer="xT test scanner", label=label)
     return folder
 
 

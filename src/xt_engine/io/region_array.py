@@ -43,7 +43,7 @@ class RegionArray:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         ys, xs, rest = self._split(key)
-        box = []
+        box: list[tuple[int, int, slice | int]] = []
         for entry, size in ((ys, self.shape[0]), (xs, self.shape[1])):
             if isinstance(entry, slice):
                 start, stop, step = entry.indices(size)
