@@ -2,13 +2,28 @@
 
 Layout::
 
-    OUT.zarr/                      root group; attrs: ome.version, ome.labels, xt (provenance)
-      labels/segmentation/0..K     label pyramid (level 0 = the inference level), uint8
-  attention/0                  optional: per-token attention, float16, one pixel per token
-  detections.csv               detection models: region, y, x, class, class_name, score,
-                               height, width (centres and sizes in level-0 pixels)
+    OUT.zarr/                      root group; attrs: ome.version, xt (provenance)
+      labels/                      NGFF labels group; attrs: ome.version, ome.labels
+        segmentation/0..K          NGFF image-label: label pyramid (level 0 = the inference
+                                   level), uint8; attrs ome.multiscales, ome.image-label
+      attention/0                  optional NGFF image: per-token attention, float16, one
+                                   pixel per token
+      probabilities/0              optional NGFF image: class probabilities (c, y, x), float16
+      detections.csv               detection models: region, y, x, class, class_name, score,
+                                   height, width (centres and sizes in level-0 pixels)
       xt_done                      bool per region: written regions (resume record)
       xt_foreground                bool per region, False where a foreground run skipped it
+
+NGFF 0.5: the root holds no image (``ome`` has only ``version``). NGFF places a ``labels``
+group inside the image it labels, but copying the source image (a whole slide) into every
+result would cost its size again, so the root is a plain group, and its members are each valid
+NGFF 0.5 on their own: ``labels`` validates as ome-zarr-models' ``Labels``,
+``labels/segmentation`` as ``ImageLabel``, ``attention`` and ``probabilities`` as ``Image``
+(tests/xt_engine/test_result_store_ngff.py; ome-zarr-py and napari-ome-zarr open
+``OUT.zarr/labels``, tests/napari_xt/test_third_party_readers.py; the root shows nothing there).
+The image the labels belong to is named in ``xt.source_path``. Stores written before this
+layout carry ``ome.labels`` on the root instead of on ``labels``: this tool reads both (it
+reads the label arrays by path, never through ``ome.labels``).
 
 The root attribute ``xt.complete`` turns true only after every region is written, so an
 interrupted run never looks finished. Every pyramid level is chunked ``T x T`` for output tiles
@@ -46,7 +61,9 @@ from xt_engine.store.provenance import check_determinants, provenance, xt_attrs
 from xt_engine.store.pyramid import LabelPyramid
 from xt_engine.tiling import Region, RegionGrid
 
-LABELS_PATH = "labels/segmentation"
+LABELS_GROUP = "labels"
+LABEL_NAME = "segmentation"
+LABELS_PATH = f"{LABELS_GROUP}/{LABEL_NAME}"
 DETECTIONS_FILE = "detections.csv"
 FOREGROUND_PATH = "xt_foreground"
 DETECTION_COLUMNS = ("region", "y", "x", "class", "class_name", "score", "height", "width")
@@ -143,18 +160,18 @@ class OutputStore:
         labels_ome: dict[str, Any] = {
             "version": NGFF_VERSION,
             "multiscales": [{"name": "segmentation", "axes": axes, "datasets": datasets}],
-            "image-label": {
-                "version": NGFF_VERSION,
+            "image-label": {  # (NGFF 0.5: the version is the ome key's alone)
                 "colors": [{"label-value": i, "rgba": colors[i]} for i in range(len(names))],
                 "properties": [{"label-value": i, "class": n} for i, n in enumerate(names)],
             },
         }
         root[LABELS_PATH].attrs["ome"] = labels_ome
+        root[LABELS_GROUP].attrs["ome"] = {"version": NGFF_VERSION, "labels": [LABEL_NAME]}
         if token_stride:
             create_attention(root, shape, token_stride, r, pixel, down, axes)
         if probabilities:
             create_probabilities(root, shape, len(names), r, pixel, down, axes)
-        root.attrs["ome"] = {"version": NGFF_VERSION, "labels": ["segmentation"]}
+        root.attrs["ome"] = {"version": NGFF_VERSION}  # a plain group: see the module docstring
         root.attrs["xt"] = provenance(source, level, grid, config, depth) | {
             "attention_stride": token_stride,
             "determinants": dict(determinants or {}),
