@@ -2,10 +2,14 @@
 
 Writes one ``--size`` x ``--size`` RGB uint8 image (smooth random content plus light noise) to a
 temporary folder as: tiled TIFF (uncompressed / deflate / JPEG / zstd), a stripped uncompressed
-TIFF (memory-mapped by the reader) and OME-Zarr v3 (zarr's default codec, chunks (1, T, T)).
+TIFF (memory-mapped by the reader), OME-Zarr v3 (zarr's default codec, chunks (1, T, T)) and a
+DICOM WSI series written by wsidicom (uncompressed and JPEG frames of T x T, read by
+:mod:`xt_engine.io.dicom_reader`).
 Then reads every ``--region`` x ``--region`` box in raster order through
 ``open_image(path).read_padded`` and reports regions/s decoded. For the tiled TIFFs the same
-boxes are also read through dask (``tifffile.imread(path, aszarr=True)`` ->
+boxes are also read through OpenSlide (:mod:`xt_engine.io.openslide_reader`: the file as
+``generic-tiff``, one ``read_region`` per box; the reader ``open_image`` picks for vendor
+formats tifffile does not read) and through dask (``tifffile.imread(path, aszarr=True)`` ->
 ``dask.array.from_zarr``, one ``np.asarray`` per box) for comparison.
 
 Prints a table and writes ``readers.json`` (and ``readers.png`` when matplotlib imports) to
@@ -28,6 +32,7 @@ import tifffile
 import zarr
 
 from xt_engine.io import open_image
+from xt_engine.io.dicom_writer import write_dicom_wsi
 
 
 def smooth_rgb(size: int, seed: int = 0) -> np.ndarray:
@@ -68,6 +73,9 @@ def write_formats(image: np.ndarray, folder: Path, tile: int) -> dict[str, Path]
     datasets = [{"path": "0", "coordinateTransformations": scale}]
     root.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": datasets}]}
     paths["ome-zarr v3 (default codec)"] = store
+    for label, jpeg in (("dicom raw (wsidicom)", False), ("dicom jpeg (wsidicom)", True)):
+        paths[label] = folder / label.split(" (")[0].replace(" ", "_")
+        write_dicom_wsi(image, paths[label], tile=tile, jpeg=jpeg)
     return paths
 
 
@@ -99,6 +107,16 @@ def measure(label: str, path: Path, size: int, region: int, reference: np.ndarra
     seconds = timed(lambda y, x: source.read_padded(0, y, x, region), regions)
     rows = [_row(label, "xt_engine read_padded", len(regions), seconds, nbytes, path, open_s)]
     rows[-1]["mean_abs_error_first_region"] = error
+    if path.suffix == ".tif" and "strips" not in label:  # OpenSlide reads tiled TIFFs as generic
+        slide = _openslide(path)
+        if slide is not None:
+            got = slide.read_padded(0, 0, 0, region)
+            gap = np.abs(got.astype(int) - first).max()  # JPEG decoders may differ by 1-2
+            assert gap <= (3 if lossy else 0), f"{label}: OpenSlide and tifffile disagree"
+            seconds = timed(lambda y, x: slide.read_padded(0, y, x, region), regions)
+            rows.append(
+                _row(label, "openslide read_region", len(regions), seconds, nbytes, path, None)
+            )
     if path.suffix == ".tif" and "strips" not in label:  # one strip would be one huge dask chunk
         import dask.array as da
 
@@ -108,6 +126,20 @@ def measure(label: str, path: Path, size: int, region: int, reference: np.ndarra
         seconds = timed(lambda y, x: _chw(lazy[y : y + region, x : x + region]), regions)
         rows.append(_row(label, "dask from_zarr", len(regions), seconds, nbytes, path, None))
     return rows
+
+
+def _openslide(path: Path) -> Any:
+    """The file through the OpenSlide reader (generic-tiff), or None where OpenSlide lacks its
+    codec."""
+    from xt_engine.errors import InputError
+    from xt_engine.io.openslide_reader import open_openslide, openslide_vendor
+
+    if openslide_vendor(path) is None:
+        return None
+    try:
+        return open_openslide(path)
+    except InputError:
+        return None
 
 
 def _chw(box: Any) -> np.ndarray:
