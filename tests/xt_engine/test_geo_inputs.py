@@ -6,6 +6,7 @@ the errors that name a mismatch (channels, pixel type, unknown CRS, truncated fi
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from xt_engine.cli import main
 from xt_engine.config import XTConfig
 from xt_engine.errors import ConfigError, InputError, XTWarning
 from xt_engine.io import open_image
+from xt_engine.io.gdal_levels import GdalLevel
 from xt_engine.models.registry import model_config
 from xt_engine.runtime.input_values import check_inputs, input_mapping, prepare_input
 from xt_engine.weights.checkpoint import load_checkpoint, save_checkpoint
@@ -87,6 +89,13 @@ def test_a_cog_has_its_overviews_as_levels(tmp_path: Path) -> None:
     assert source.georeference is not None and source.georeference.crs_epsg == 32633
     assert source.pixel_size == (10.0, 10.0) and source.unit == "meter"
     np.testing.assert_array_equal(source.read(0, 50, 60, 120, 200)[0], data[0, 50:120, 60:200])
+    assert all(isinstance(level, GdalLevel) for level in source.levels)  # GDAL reads windows
+    with tifffile.TiffFile(path) as tif:
+        overview = tif.series[0].levels[1].asarray()
+    np.testing.assert_array_equal(source.read(1, 10, 20, 100, 110)[0], overview[10:100, 20:110])
+    with ThreadPoolExecutor(1) as pool:  # another thread opens its own GDAL dataset
+        box = pool.submit(source.read, 1, 0, 0, 128, 128).result()
+    np.testing.assert_array_equal(box[0], overview)
 
 
 def test_a_geographic_crs_gives_degrees(tmp_path: Path) -> None:

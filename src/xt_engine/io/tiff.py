@@ -32,6 +32,7 @@ import tifffile
 import zarr
 
 from xt_engine.errors import InputError
+from xt_engine.io.gdal_levels import gdal_levels
 from xt_engine.io.geotiff import GeoInfo, is_geotiff, read_geotiff
 from xt_engine.io.metadata import ome_pixel_size, resolution_pixel_size, svs_mpp
 from xt_engine.io.source import CORRUPT_FIX, ImageSource, SqueezedArray
@@ -65,6 +66,8 @@ def open_tiff(path: Path) -> ImageSource:
                 geo = read_geotiff(path, tif.geotiff_metadata)
                 pixel_size, unit = geo.pixel_size, geo.unit
             levels = _levels(path, tif, pyramid, index)
+            if geo is not None:  # GDAL reads GeoTIFF windows faster (see gdal_levels)
+                axes, levels = _geo_levels(path, series, pyramid, axes, levels)
             metadata = {
                 "format": "geotiff" if geo is not None else _kind(tif),
                 "bigtiff": tif.is_bigtiff,
@@ -159,6 +162,20 @@ def _levels(path: Path, tif: tifffile.TiffFile, pyramid: list, index: tuple) -> 
             array = _zarr_level(path, owner, number)
         levels.append(SqueezedArray(array, index) if squeeze else array)
     return levels
+
+
+def _geo_levels(
+    path: Path, series: Any, pyramid: list, axes: str, levels: list[Any]
+) -> tuple[str, list[Any]]:
+    """GDAL's levels of a GeoTIFF when they match tifffile's (bands and sizes), else the
+    ``axes`` and ``levels`` tifffile gave."""
+    iy, ix = series.axes.index("Y"), series.axes.index("X")
+    shapes = [(int(level.shape[iy]), int(level.shape[ix])) for _, _, level in pyramid]
+    channels = int(levels[0].shape[axes.index("c")]) if "c" in axes else 1
+    gdal = gdal_levels(path, shapes, series.dtype)
+    if gdal is None or gdal[0].count != channels:
+        return axes, levels
+    return gdal[0].axes, gdal
 
 
 def _zarr_level(path: Path, owner: Any, number: int) -> zarr.Array:
