@@ -235,7 +235,27 @@ def _infer(args: argparse.Namespace) -> int:
     )
     if finished.image_probabilities is not None:
         _print_top_classes(finished.image_probabilities, model.config.head.class_names)
+    _print_report(Path(args.out))
     return 0
+
+
+def _print_report(store: Path) -> None:
+    """The per-image report the run wrote into the store (xt.report), one line per class."""
+    import zarr
+
+    report = dict(zarr.open_group(str(store), mode="r").attrs["xt"]).get("report")  # type: ignore[arg-type]
+    if not isinstance(report, dict):
+        return
+    for row in report.get("classes", []):
+        parts = []
+        if "fraction" in row:
+            parts.append(f"{100 * row['fraction']:6.2f}% of the area")
+        if "area_large" in row:
+            parts.append(f"{row['area_large']:.4g} {row['area_large_unit']}")
+        if "detections" in row:
+            parts.append(f"{row['detections']} detections, mean score {row['mean_score']:.3f}")
+        if parts:
+            print(f"  {row['class']:>20s}: " + ", ".join(parts))
 
 
 def _apply_labels(model: XTModel, path: Path) -> None:

@@ -298,7 +298,7 @@ def run_inference(
         if store is not None:
             store.write_classification(probs)
     if store is not None and not cancelled:
-        store.mark_complete(missing_pixels=reader.missing_pixels)
+        store.mark_complete(missing_pixels=reader.missing_pixels, report=_report(store.path))
     elif store is not None:
         store.pyramid.flush()  # the coarse levels show what is done (a resume completes them)
     if lock is not None:
@@ -313,6 +313,14 @@ def run_inference(
         image_class=image_class,
         image_probabilities=probs,
     )
+
+
+def _report(path: Path) -> dict[str, Any]:
+    """The finished run's per-image report (:mod:`xt_engine.export.report`)."""
+    from xt_engine.export.report import measure
+    from xt_engine.export.result import open_result
+
+    return measure(open_result(path, partial=True))
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -382,16 +382,21 @@ class OutputStore:
         }
         self.root.attrs["xt"] = xt
 
-    def mark_complete(self, missing_pixels: int | None = None) -> None:
+    def mark_complete(
+        self, missing_pixels: int | None = None, report: dict[str, Any] | None = None
+    ) -> None:
         """Set ``xt.complete``, last and atomically: the root's ``zarr.json`` (zarr v3 group
         metadata) is rewritten as a temporary file, synced and renamed over the old one, so a
         kill at any moment leaves either the incomplete store or the complete one.
         ``missing_pixels``: output pixels labelled background because their input had no data
-        (NaN, nodata), recorded as ``xt.missing_pixels`` (a resumed run counts its own part)."""
+        (NaN, nodata), recorded as ``xt.missing_pixels`` (a resumed run counts its own part);
+        ``report``: the per-image report (:mod:`xt_engine.export.report`), as ``xt.report``."""
         xt = xt_attrs(self.root)
         xt["complete"] = True
         if missing_pixels is not None:
             xt["missing_pixels"] = int(xt.get("missing_pixels", 0)) + missing_pixels
+        if report is not None:
+            xt["report"] = report | {"missing_pixels": xt.get("missing_pixels", 0)}
         xt["finished"] = datetime.now(UTC).isoformat()
         meta_path = self.path / "zarr.json"
         meta = json.loads(meta_path.read_text())
