@@ -123,6 +123,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     images = Path(args.images) if args.images else None
     masks = Path(args.masks) if args.masks else None
+    if args.annotations:
+        if masks is not None:
+            raise ConfigError(
+                "--masks and --annotations both given", "pass label masks or annotations"
+            )
+        masks = Path(args.annotations)
     if args.recipe:
         data = dict(recipe(args.recipe))
         spec = data.pop("data")
@@ -143,7 +149,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     model_config = XTConfig.from_dict(data)
     cfg = TrainConfig.from_dict(train_section)
     paths = find_pairs(images, masks, Path(args.manifest) if args.manifest else None)
-    pairs = load_pairs(paths, model_config.head.num_classes, cfg.seed)
+    pairs = load_pairs(
+        paths,
+        model_config.head.num_classes,
+        cfg.seed,
+        list(model_config.head.names()),
+        args.unlabelled,
+    )
     train_pairs, val_pairs = split_pairs(pairs, args.val_fraction)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         for _ in train(
@@ -315,6 +327,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on large images and label masks")
     p.add_argument("--images", help="folder of images (matched to masks by file name)")
     p.add_argument("--masks", help="folder of integer label masks")
+    p.add_argument(
+        "--annotations",
+        help="folder of QuPath GeoJSON exports (IMAGE_STEM.geojson), instead of --masks: class "
+        "names map to head.class_names, points train detection heads",
+    )
+    p.add_argument(
+        "--unlabelled",
+        choices=("ignore", "background"),
+        default="ignore",
+        help="with --annotations: pixels no annotation covers are left out of the loss "
+        "(default) or class 0",
+    )
     p.add_argument("--manifest", help="JSON/CSV list of image, mask pairs (instead of folders)")
     p.add_argument("--config", help="JSON/YAML: model config sections plus a 'train' section")
     p.add_argument("--recipe", help="a recipe kept in the repository, e.g. demo-sar")

@@ -18,8 +18,10 @@ import numpy as np
 from xt_engine.errors import InputError
 from xt_engine.io import ImageSource, open_image
 from xt_engine.tasks.base import IGNORE_INDEX
+from xt_engine.train.annotations import ANNOTATION_SUFFIXES, annotation_mask
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".png", ".zarr")
+MASK_SUFFIXES = (*IMAGE_SUFFIXES, *ANNOTATION_SUFFIXES)  # label images or QuPath GeoJSON
 
 
 @dataclass
@@ -64,7 +66,9 @@ def find_pairs(
     def stem(p: Path) -> str:
         return p.name.split(".")[0]
 
-    mask_by_stem = {stem(p): p for p in masks.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES)}
+    mask_by_stem = {
+        stem(p): p for p in masks.iterdir() if p.name.lower().endswith(MASK_SUFFIXES)
+    }
     pairs = [
         (p, mask_by_stem[stem(p)])
         for p in sorted(images.iterdir())
@@ -78,11 +82,26 @@ def find_pairs(
     return pairs
 
 
-def load_pairs(paths: list[tuple[Path, Path]], num_classes: int, seed: int) -> list[Pair]:
+def load_pairs(
+    paths: list[tuple[Path, Path]],
+    num_classes: int,
+    seed: int,
+    class_names: list[str] | None = None,
+    unlabelled: str = "ignore",
+) -> list[Pair]:
+    """Open the pairs; a mask path ending in ``.geojson`` is a QuPath annotation export,
+    rasterised on the fly (:mod:`xt_engine.train.annotations`) with ``class_names`` (default
+    ``class_0 ...``) and ``unlabelled`` pixels ignored or background."""
     rng = np.random.default_rng(seed)
+    names = class_names or [f"class_{i}" for i in range(num_classes)]
     pairs = []
     for image_path, mask_path in paths:
-        image, mask = _open_any(image_path), _open_any(mask_path)
+        image = _open_any(image_path)
+        if mask_path.name.lower().endswith(ANNOTATION_SUFFIXES):
+            lazy = annotation_mask(mask_path, image.shape_yx(0), names, unlabelled)
+            mask = ImageSource([lazy], "yx", name=mask_path.name)
+        else:
+            mask = _open_any(mask_path)
         if image.shape_yx(0) != mask.shape_yx(0):
             raise InputError(
                 f"{image_path.name} is {image.shape_yx(0)} px but its mask is {mask.shape_yx(0)}",
@@ -111,7 +130,8 @@ def _rare_pixels(
     counts = np.zeros(num_classes, np.int64)
     for y in range(0, h, band):
         labels = mask.read(0, y, 0, min(h, y + band), w)[0]
-        counts += np.bincount(labels.ravel().astype(np.int64), minlength=num_classes)[:num_classes]
+        labelled = labels[labels >= 0].astype(np.int64)  # IGNORE_INDEX (-1): unlabelled
+        counts += np.bincount(labelled, minlength=num_classes)[:num_classes]
         for c in range(num_classes):
             ys, xs = np.nonzero(labels == c)
             if len(ys):
