@@ -10,10 +10,18 @@ multiscale-wide one, if any) gives ``pixel_size`` in the unit of the x axis.
 
 A bioformats2raw container (image in subgroup "0") is followed; a plain zarr array, or a group
 with exactly one array, opens with its axes guessed from the shape.
+
+Malformed metadata is refused before any array is read, in one line naming the field
+(:func:`_check_multiscale`): ``multiscales`` not a list of objects, ``datasets`` empty or not
+a list, a dataset ``path`` missing from the store, axes not matching the arrays, a ``scale``
+that is not a list of finite numbers > 0 (e.g. ``[0, -1]``) or not one value per axis, and an
+NGFF version other than 0.1-0.5.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +45,10 @@ def open_zarr(path: Path) -> ImageSource:
         return _bare(node, path.name)
     attrs: dict[str, Any] = dict(node.attrs)  # zarr types the values as JSON
     layout = "bioformats2raw.layout"
-    if _multiscales(attrs) is None and (layout in attrs or layout in attrs.get("ome", {})):
+    ome = attrs.get("ome")
+    if _multiscales(path, attrs) is None and (
+        layout in attrs or (isinstance(ome, dict) and layout in ome)
+    ):
         if "0" in node:  # bioformats2raw: the first image is group "0"
             image = node["0"]
             if not isinstance(image, zarr.Group):
@@ -47,7 +58,7 @@ def open_zarr(path: Path) -> ImageSource:
                 )
             node = image
             attrs = dict(node.attrs)
-    multiscales = _multiscales(attrs)
+    multiscales = _multiscales(path, attrs)
     if multiscales is None:
         names = sorted(node.array_keys())
         if len(names) == 1:
@@ -60,10 +71,87 @@ def open_zarr(path: Path) -> ImageSource:
     return _open_multiscale(path, node, multiscales, attrs)
 
 
-def _multiscales(attrs: dict[str, Any]) -> dict[str, Any] | None:
+#: the NGFF versions this reader knows (a version string starting with one of them, e.g. "0.5",
+#: "0.4", "0.5-dev"); any other is refused rather than guessed at
+KNOWN_VERSIONS = re.compile(r"0\.[1-5](?![0-9])")
+_REEXPORT = "fix the multiscales metadata or re-export the image as OME-Zarr 0.4 or 0.5"
+
+
+def _multiscales(path: Path, attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """The first multiscale of ``attrs`` (NGFF 0.5 ``ome.multiscales`` or <= 0.4
+    ``multiscales``), None when there is none; a value that is not a list of objects is an
+    InputError."""
     ome = attrs.get("ome")
-    found = (ome.get("multiscales") if isinstance(ome, dict) else None) or attrs.get("multiscales")
-    return found[0] if isinstance(found, list) and found else None
+    holder = ome if isinstance(ome, dict) and "multiscales" in ome else attrs
+    if "multiscales" not in holder:
+        return None
+    found = holder["multiscales"]
+    if not isinstance(found, list) or not found or not isinstance(found[0], dict):
+        raise InputError(
+            f"{path}: multiscales metadata must be a non-empty list of objects, "
+            f"not {_short(found)}",
+            _REEXPORT,
+        )
+    return found[0]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_multiscale(path: Path, ms: dict[str, Any], attrs: dict[str, Any]) -> None:
+    """Refuse malformed multiscale metadata before any array is read (one line, the field)."""
+    ome = attrs.get("ome")
+    version = (ome.get("version") if isinstance(ome, dict) else None) or ms.get("version")
+    if version is not None and not KNOWN_VERSIONS.match(str(version)):
+        raise InputError(
+            f"{path}: NGFF version {_short(version)} is not one this reader knows (0.1-0.5)",
+            "re-export the image as OME-Zarr 0.4 or 0.5",
+        )
+    datasets = ms.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        raise InputError(
+            f"{path}: multiscales datasets must be a non-empty list, not {_short(datasets)}",
+            _REEXPORT,
+        )
+    for i, dataset in enumerate(datasets):
+        if not isinstance(dataset, dict) or not isinstance(dataset.get("path"), str):
+            raise InputError(
+                f"{path}: multiscales dataset {i} ({_short(dataset)}) has no path", _REEXPORT
+            )
+    axes = ms.get("axes")
+    if axes is not None and not (
+        isinstance(axes, list) and all(isinstance(a, dict | str) for a in axes)
+    ):
+        raise InputError(
+            f"{path}: multiscales axes must be a list of objects, not {_short(axes)}", _REEXPORT
+        )
+    for where, holder in [("multiscales", ms)] + [
+        (f"multiscales dataset {i}", d) for i, d in enumerate(datasets)
+    ]:
+        transforms = holder.get("coordinateTransformations")
+        if transforms is None:
+            continue
+        if not isinstance(transforms, list) or not all(isinstance(t, dict) for t in transforms):
+            raise InputError(
+                f"{path}: {where} coordinateTransformations must be a list of objects, "
+                f"not {_short(transforms)}",
+                _REEXPORT,
+            )
+        for transform in transforms:
+            if transform.get("type") != "scale":
+                continue
+            scale = transform.get("scale")
+            numbers = isinstance(scale, list) and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in scale
+            )
+            if not numbers or not all(math.isfinite(v) and v > 0 for v in scale):
+                raise InputError(
+                    f"{path}: {where} scale {_short(scale)} is not a list of finite numbers > 0",
+                    "give each axis its positive pixel size in the multiscales metadata, or "
+                    "re-export the image",
+                )
 
 
 def _bare(array: Any, name: str) -> ImageSource:
@@ -71,6 +159,7 @@ def _bare(array: Any, name: str) -> ImageSource:
 
 
 def _open_multiscale(path: Path, node: Any, ms: dict[str, Any], attrs: dict) -> ImageSource:
+    _check_multiscale(path, ms, attrs)
     datasets = ms.get("datasets") or []
     arrays = []
     for dataset in datasets:

@@ -1,0 +1,209 @@
+"""The fuzz table (issue 17): hostile or broken inputs, made by the test, answered by the CLI
+with exit 2 and exactly one line on stderr naming the problem (no traceback), with the peak
+resident memory of the process bounded (< 1.5 GB) where a header could ask for more.
+
+Each case makes its files in a temporary folder and returns the ``xt`` arguments. The cases
+whose peak memory matters (``bounded``: a header asking for a huge allocation) each run the CLI
+in a fresh subprocess whose peak RSS (Linux ``VmHWM``, read at exit) comes back in a file; the
+others run one after another through ``xt_engine.cli.main`` in one subprocess (one interpreter
+start: importing torch costs seconds), each with its own stderr, any escaping exception written
+there as its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import zarr
+
+RSS_LIMIT_MB = 1536.0
+
+# runs the CLI, then writes the process's peak RSS (MiB) to $XT_TEST_RSS, however main ended
+_WRAPPER = """
+import os, sys
+try:
+    from xt_engine.cli import main
+    code = main(sys.argv[1:])
+finally:
+    with open("/proc/self/status") as status:
+        peak = next((int(l.split()[1]) for l in status if l.startswith("VmHWM:")), 0) / 1024
+    with open(os.environ["XT_TEST_RSS"], "w") as out:
+        out.write(str(peak))
+sys.exit(code)
+"""
+
+# runs the CLI once per argument list in sys.argv[1] (JSON), each with its own stderr
+_BATCH = """
+import contextlib, io, json, os, sys, traceback
+from xt_engine.cli import main
+results = []
+for args, cwd in json.load(open(sys.argv[1])):
+    os.chdir(cwd)
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            code = main(args)
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results.append([code, err.getvalue()])
+json.dump(results, open(sys.argv[2], "w"))
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    make: Callable[[Path], list[str]]  # writes the inputs under the folder, returns xt's args
+    needle: str  # a piece of the one line the CLI must print
+    bounded: bool = False  # a header asks for a large allocation: peak RSS checked
+
+
+def run_xt(args: list[str], tmp: Path, env: dict[str, str] | None = None) -> tuple:
+    """(exit code, stderr, peak RSS in MiB) of ``xt ARGS`` in a fresh process."""
+    rss = tmp / "rss.txt"
+    result = subprocess.run(
+        [sys.executable, "-c", _WRAPPER, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp,
+        env={**os.environ, "XT_TEST_RSS": str(rss), **(env or {})},
+    )
+    peak = float(rss.read_text()) if rss.exists() else float("nan")
+    return result.returncode, result.stderr, peak
+
+
+def run_batch(jobs: list[tuple[list[str], Path]], tmp: Path) -> list[tuple[int, str]]:
+    """(exit code, stderr) of each ``xt ARGS`` (run in its folder), all in one subprocess."""
+    spec, results = tmp / "jobs.json", tmp / "results.json"
+    spec.write_text(json.dumps([[args, str(cwd)] for args, cwd in jobs]))
+    done = subprocess.run(
+        [sys.executable, "-c", _BATCH, str(spec), str(results)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    return [(int(code), str(err)) for code, err in json.loads(results.read_text())]
+
+
+# ---- malformed OME-Zarr metadata -------------------------------------------------------------
+
+_AXES = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+
+
+def _scaled(scale: object, path: str = "0") -> list[dict]:
+    return [{"path": path, "coordinateTransformations": [{"type": "scale", "scale": scale}]}]
+
+
+def _ome_zarr(ome: dict, arrays: tuple[str, ...] = ("0",)) -> Callable[[Path], list[str]]:
+    def make(tmp: Path) -> list[str]:
+        path = tmp / "image.ome.zarr"
+        group = zarr.create_group(str(path), zarr_format=3)
+        for name in arrays:
+            group.create_array(name, shape=(64, 64), dtype="uint8", fill_value=1)
+        group.attrs["ome"] = ome
+        return ["info", str(path)]
+
+    return make
+
+
+def _ms(**fields: object) -> dict:
+    multiscale = {"axes": _AXES, "datasets": _scaled([1.0, 1.0])} | fields
+    return {"version": "0.5", "multiscales": [multiscale]}
+
+
+ZARR_CASES = [
+    Case(
+        "zarr: no multiscales, two arrays",
+        _ome_zarr({"version": "0.5"}, ("0", "1")),
+        "no OME-Zarr multiscales metadata",
+    ),
+    Case(
+        "zarr: multiscales not a list",
+        _ome_zarr({"version": "0.5", "multiscales": {"a": 1}}),
+        "multiscales metadata must be a non-empty list",
+    ),
+    Case(
+        "zarr: multiscales of strings",
+        _ome_zarr({"version": "0.5", "multiscales": ["x"]}),
+        "multiscales metadata must be a non-empty list",
+    ),
+    Case("zarr: datasets empty", _ome_zarr(_ms(datasets=[])), "datasets must be a non-empty"),
+    Case("zarr: datasets not a list", _ome_zarr(_ms(datasets=7)), "datasets must be a non-empty"),
+    Case(
+        "zarr: dataset path missing",
+        _ome_zarr(_ms(datasets=_scaled([1, 1], "nope"))),
+        "is missing from the store",
+    ),
+    Case(
+        "zarr: 3 axes for a 2-D array",
+        _ome_zarr(_ms(axes=[*_AXES, {"name": "c", "type": "channel"}])),
+        "3 axes in multiscales",
+    ),
+    Case("zarr: axes not a list", _ome_zarr(_ms(axes=5)), "axes must be a list"),
+    Case(
+        "zarr: scale [0, -1]",
+        _ome_zarr(_ms(datasets=_scaled([0, -1]))),
+        "scale [0, -1] is not a list of finite numbers > 0",
+    ),
+    Case(
+        "zarr: scale not numeric",
+        _ome_zarr(_ms(datasets=_scaled(["a", "b"]))),
+        "is not a list of finite numbers",
+    ),
+    Case(
+        "zarr: coordinateTransformations not a list",
+        _ome_zarr(_ms(datasets=[{"path": "0", "coordinateTransformations": 5}])),
+        "coordinateTransformations must be a list",
+    ),
+    Case(
+        "zarr: unknown NGFF version",
+        _ome_zarr({**_ms(), "version": "9.9"}),
+        "NGFF version '9.9' is not one this reader knows",
+    ),
+]
+
+CASES = [*ZARR_CASES]
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[str], int, str]]:
+    """Every case that is not ``bounded``, run in one subprocess: name -> (args, code, stderr)."""
+    jobs = []
+    for i, case in enumerate(c for c in CASES if not c.bounded):
+        folder = tmp_path_factory.mktemp(f"case{i}")
+        jobs.append((case.name, case.make(folder), folder))
+    results = run_batch([(args, folder) for _, args, folder in jobs], tmp_path_factory.mktemp("b"))
+    return {name: (args, *result) for (name, args, _), result in zip(jobs, results, strict=True)}
+
+
+def _one_line(args: list[str], code: int, stderr: str, needle: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr, stderr
+    assert code == 2 and len(lines) == 1, (code, stderr)
+    assert lines[0].startswith(f"xt {args[0]}: error: ") and needle in lines[0], lines[0]
+    assert "(fix: " in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_hostile_input_exits_2_with_one_line(case: Case, tmp_path: Path, batch: dict) -> None:
+    if not case.bounded:
+        _one_line(*batch[case.name], case.needle)
+        return
+    args = case.make(tmp_path)
+    code, stderr, peak = run_xt(args, tmp_path)
+    _one_line(args, code, stderr, case.needle)
+    assert peak < RSS_LIMIT_MB, f"{case.name}: peak RSS {peak:.0f} MiB"
+    print(f"{case.name}: peak RSS {peak:.0f} MiB")
