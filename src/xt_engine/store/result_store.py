@@ -35,6 +35,7 @@ levels are built from the finer ones as their chunks' regions complete
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from datetime import UTC, datetime
@@ -337,38 +338,49 @@ class OutputStore:
         dy, dx = xt["downsample"]
         names = xt["model_config"]["head"].get("class_names") or []
         path = self.path / DETECTIONS_FILE
-        new = not path.exists()
+        text = io.StringIO()  # the region's rows, written in one call (whole rows)
+        writer = csv.writer(text)
+        if not path.exists():
+            writer.writerow(DETECTION_COLUMNS)
+        for y, x, cls, score, h, w in rows.tolist():
+            name = names[int(cls)] if int(cls) < len(names) else f"class_{int(cls)}"
+            writer.writerow(
+                [
+                    region.index,
+                    f"{y * dy:.2f}",
+                    f"{x * dx:.2f}",
+                    int(cls),
+                    name,
+                    f"{score:.4f}",
+                    f"{h * dy:.2f}",
+                    f"{w * dx:.2f}",
+                ]
+            )
         with path.open("a", newline="") as handle:
-            writer = csv.writer(handle)
-            if new:
-                writer.writerow(DETECTION_COLUMNS)
-            for y, x, cls, score, h, w in rows.tolist():
-                name = names[int(cls)] if int(cls) < len(names) else f"class_{int(cls)}"
-                writer.writerow(
-                    [
-                        region.index,
-                        f"{y * dy:.2f}",
-                        f"{x * dx:.2f}",
-                        int(cls),
-                        name,
-                        f"{score:.4f}",
-                        f"{h * dy:.2f}",
-                        f"{w * dx:.2f}",
-                    ]
-                )
+            handle.write(text.getvalue())
 
     def drop_detections_of_unfinished_regions(self) -> None:
-        """On resume: rows of regions not recorded as done were written by an interrupted batch."""
+        """On resume: rows of regions not recorded as done were written by an interrupted batch;
+        a torn last row (a kill mid-write: no line end, or fields missing) goes too. The table
+        is rewritten as a temporary file renamed over the old one, so a kill here loses nothing.
+        """
         path = self.path / DETECTIONS_FILE
         if not path.exists():
             return
         done = self.done_regions()
         with path.open(newline="") as handle:
-            rows = [r for r in csv.reader(handle)][1:]
-        with path.open("w", newline="") as handle:
+            text = handle.read()
+        if text and not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]  # the torn last row
+        kept = [r for r in list(csv.reader(io.StringIO(text)))[1:] if _whole_row(r, done)]
+        tmp = path.with_name(DETECTIONS_FILE + ".partial")
+        with tmp.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(DETECTION_COLUMNS)
-            writer.writerows(r for r in rows if int(r[0]) in done)
+            writer.writerows(kept)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
 
     def write_classification(self, probabilities: tuple[float, ...]) -> None:
         """The image-level result of a classification model, in the ``xt`` attributes."""
@@ -412,6 +424,18 @@ class OutputStore:
     @property
     def complete(self) -> bool:
         return bool(xt_attrs(self.root).get("complete", False))
+
+
+def _whole_row(row: list[str], done: set[int]) -> bool:
+    """A detections row with every column, numbers where numbers belong, of a done region."""
+    if len(row) != len(DETECTION_COLUMNS):
+        return False
+    try:
+        region, cls = int(row[0]), int(row[3])
+        [float(v) for v in (row[1], row[2], row[5], row[6], row[7])]
+    except ValueError:
+        return False
+    return region in done and cls >= 0
 
 
 def _array(root: zarr.Group, path: str) -> zarr.Array:
