@@ -25,19 +25,26 @@ from napari_xt._inputs import (
     layer_channels,
     layer_levels,
     layer_source,
+    model_plan,
+    pixel_text,
     stackable,
     stacked_source,
 )
+from napari_xt._view import auto_level
+from xt_engine.config import TilingConfig
 from xt_engine.errors import XTError
 from xt_engine.io import ImageSource
+from xt_engine.runtime.resolution import level_pixel_size
 
 NAME_ROLE = Qt.ItemDataRole.UserRole
 MAX_ROWS = 4  # rows of the Channels list shown before it scrolls
+MODEL_LEVEL = "model"  # the level combo's data for "the engine's level at the model's pixel size"
 
 
 class ImagePicker:
     """``combo``: the Image layers by name; ``channels``: what the run's input is made of (see
-    the module docstring); ``level_combo``: "auto (from zoom)" and the layer's pyramid levels."""
+    the module docstring); ``level_combo``: the model's level (when the model and the image state
+    a pixel size), "auto (from zoom)" and the layer's pyramid levels."""
 
     def __init__(self, viewer: Any) -> None:
         self.viewer = viewer
@@ -48,7 +55,8 @@ class ImagePicker:
             "stack them as channels of one input (in the layer list's order, bottom first)"
         )
         self.level_combo = QComboBox()
-        self._levels_key: object = None
+        self._levels_key: tuple[Any, ...] | None = None  # (layer key, model pixel size, unit)
+        self._tiling: TilingConfig | None = None
         self._checked: set[str] = set()  # layers the user checked to stack with the chosen one
         self.combo.currentTextChanged.connect(self._refresh_levels)
         self.combo.currentTextChanged.connect(self._refresh_channels)
@@ -166,33 +174,86 @@ class ImagePicker:
         self.channels.blockSignals(False)
 
     # -- levels --------------------------------------------------------------------------------
+    def set_tiling(self, tiling: TilingConfig | None) -> None:
+        """The loaded model's tiling: its training pixel size adds the "model's" level entry."""
+        self._tiling = tiling
+        self._refresh_levels()
+
     def _refresh_levels(self, *_: object) -> None:
-        """List the chosen layer's pyramid levels, keeping the user's pick for the same layer."""
+        """List "auto (from zoom)" and the chosen layer's pyramid levels (with their pixel size
+        when the image states one), first the level the engine picks at the model's training
+        pixel size when both state one (then the default). The user's pick is kept while the
+        layer stays the same."""
         layer = self.layer()
+        tiling = self._tiling
         key = (
             (layer.name, tuple(tuple(lvl.shape) for lvl in layer_levels(layer)))
             if layer is not None
             else None
         )
-        if key == self._levels_key:
+        target = (tiling.pixel_size, tiling.pixel_unit) if tiling else (None, None)
+        full_key = (key, *target)
+        if full_key == self._levels_key:
             return
-        self._levels_key = key
+        same_layer = self._levels_key is not None and self._levels_key[0] == key
+        previous = self.level_combo.currentData() if same_layer else None
+        self._levels_key = full_key
         self.level_combo.clear()
-        self.level_combo.addItem("auto (from zoom)")
+        source = _source_or_none(layer)
+        plan = model_plan(source, tiling) if source is not None else None
+        if plan is not None:
+            where = (
+                f"resampled from level {plan.source.metadata.get('resampled_from', 0)}"
+                if plan.resampled
+                else f"level {plan.level}"
+            )
+            size = pixel_text(*target)
+            self.level_combo.addItem(f"model's {size}: {where}", MODEL_LEVEL)
+        self.level_combo.addItem("auto (from zoom)", None)
         if layer is not None and layer.multiscale:
             try:
                 axes = layer_axes(layer)
             except XTError:
                 axes = "yx"
             y, x = axes.index("y") - len(axes), axes.index("x") - len(axes)
-            self.level_combo.addItems(
-                [
-                    f"{k}: {lvl.shape[y]} x {lvl.shape[x]}"
-                    for k, lvl in enumerate(layer_levels(layer))
-                ]
-            )
+            for k, lvl in enumerate(layer_levels(layer)):
+                level_size = level_pixel_size(source, k) if source is not None else None
+                pixel = pixel_text(level_size, source.unit if source is not None else None)
+                text = f"{k}: {lvl.shape[y]} x {lvl.shape[x]}" + (f" - {pixel}" if pixel else "")
+                self.level_combo.addItem(text, k)
+        index = self.level_combo.findData(previous)
+        if previous is not None and index >= 0:
+            self.level_combo.setCurrentIndex(index)
 
     def chosen_level(self) -> int | None:
-        """The level picked in the list, None for "auto (from zoom)"."""
-        index = self.level_combo.currentIndex()
-        return None if index <= 0 else index - 1
+        """The level picked in the list, None for "auto (from zoom)" and the model's entry."""
+        data = self.level_combo.currentData()
+        return data if isinstance(data, int) else None
+
+    def model_level_chosen(self) -> bool:
+        """The run takes the engine's level for the model's pixel size (:func:`model_plan`)."""
+        return bool(self.level_combo.currentData() == MODEL_LEVEL)
+
+    def resolve_level(
+        self, layer: Image, source: ImageSource, tiling: TilingConfig
+    ) -> tuple[ImageSource, int]:
+        """The source and level a run reads: the engine's level at the model's pixel size (a
+        resampled source when no level is within 10%, as ``xt infer`` without ``--level``),
+        the level picked, or the one from the zoom (:func:`~napari_xt._view.auto_level`)."""
+        if self.model_level_chosen():
+            plan = model_plan(source, tiling)
+            if plan is not None:
+                return plan.source, plan.level
+        level = self.chosen_level()
+        return source, auto_level(self.viewer, layer, source) if level is None else level
+
+
+def _source_or_none(layer: Image | None) -> ImageSource | None:
+    """The engine's view of ``layer`` for its pixel sizes (a file the reader opened is only
+    opened, nothing is read); None without a layer or when its axes are not understood."""
+    if layer is None:
+        return None
+    try:
+        return layer_source(layer)
+    except XTError:
+        return None

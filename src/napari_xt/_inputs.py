@@ -11,6 +11,10 @@ Which axis of a layer holds the channels:
 - any other 3-D layer: the first axis when it is small (<= 16; the engine's
   :func:`~xt_engine.io.array.guess_axes` with ``rgb=False``), else the last.
 
+A layer this plugin's reader opened from a file runs on the engine's own source of that file
+(:func:`file_source`: nodata, georeference, pixel size and channel names kept), other layers on
+their arrays. :func:`model_plan` is the engine's level choice at the model's pixel size.
+
 napari's builtin readers and napari-ome-zarr open a multichannel image as one layer per channel;
 :func:`stacked_source` puts such layers back together, lazily (``dask.array.stack`` per pyramid
 level: a region read slices only its box of each layer).
@@ -23,12 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xt_engine.errors import InputError
-from xt_engine.io import ImageSource, source_from_arrays
+from xt_engine.errors import InputError, XTError
+from xt_engine.io import ImageSource, open_image, source_from_arrays
 from xt_engine.io.array import guess_axes
 
 if TYPE_CHECKING:
+    from xt_engine.config import TilingConfig
     from xt_engine.models import XTModel
+    from xt_engine.runtime.resolution import ResolutionPlan
 
 LAYER_META = "napari_xt"  # the key of the reader's entry in ``layer.metadata``
 
@@ -55,12 +61,37 @@ def layer_channels(layer: Any) -> int:
 
 
 def layer_source(layer: Any) -> ImageSource:
-    """The input of a run on ``layer`` alone (its channel names from the reader, if any)."""
+    """The input of a run on ``layer`` alone: the engine's source of its file when this
+    plugin's reader opened it (:func:`file_source`), else its arrays (with the reader's channel
+    names, if any)."""
+    opened = file_source(layer)
+    if opened is not None:
+        return opened
     source = source_from_arrays(layer_levels(layer), layer_axes(layer), name=layer.name)
     names = (layer.metadata or {}).get(LAYER_META, {}).get("channel_names")
     if isinstance(names, list) and len(names) == source.num_channels:
         source.channel_names = [str(n) for n in names]
     return source
+
+
+def file_source(layer: Any) -> ImageSource | None:
+    """``open_image`` of the file this plugin's reader made ``layer`` from (its nodata,
+    georeference, pixel size, channel names and format, as ``xt infer`` sees them); None for
+    layers of other readers, when the file cannot be opened any more, or when its levels
+    (y, x shapes and channels) are no longer the layer's."""
+    path = (layer.metadata or {}).get(LAYER_META, {}).get("path")
+    if not isinstance(path, str):
+        return None
+    try:
+        source = open_image(path)
+        axes = layer_axes(layer)
+        channels = layer_channels(layer)
+    except XTError:
+        return None
+    y, x = axes.index("y") - len(axes), axes.index("x") - len(axes)
+    shapes = [(int(lvl.shape[y]), int(lvl.shape[x])) for lvl in layer_levels(layer)]
+    mine = [tuple(source.shape_yx(k)) for k in range(source.num_levels)]
+    return source if mine == shapes and source.num_channels == channels else None
 
 
 def stackable(layer: Any, other: Any) -> bool:
@@ -97,6 +128,33 @@ def stacked_source(layers: Sequence[Any]) -> ImageSource:
     source = source_from_arrays(levels, "cyx", name=name)
     source.channel_names = [layer.name for layer in layers]
     return source
+
+
+def model_plan(source: ImageSource, tiling: TilingConfig | None) -> ResolutionPlan | None:
+    """The engine's level for a run at the model's training pixel size, as ``xt infer``
+    without ``--level`` / ``--mpp`` picks it (:func:`~xt_engine.runtime.resolution.
+    plan_resolution`: the closest level, or a resampled one); None when the model or the image
+    states no pixel size, or their units do not compare (metres against degrees)."""
+    from xt_engine.runtime.resolution import convert, plan_resolution
+
+    if tiling is None or tiling.pixel_size is None or source.pixel_size is None:
+        return None
+    if convert(tiling.pixel_size, tiling.pixel_unit, source.unit) is None:
+        return None
+    return plan_resolution(source, tiling)
+
+
+UNIT_SYMBOLS = {"nanometer": "nm", "micrometer": "µm", "millimeter": "mm", "meter": "m"}
+
+
+def pixel_text(size: float | None, unit: str | None) -> str:
+    """``0.5 µm``, ``10 m``, ``0.0001 degree``; empty without a size."""
+    if size is None:
+        return ""
+    from xt_engine.runtime.resolution import canonical_unit
+
+    name = canonical_unit(unit) or unit or ""
+    return f"{size:.3g} {UNIT_SYMBOLS.get(name, name)}".strip()
 
 
 def check_channels(source: ImageSource, model: XTModel) -> None:

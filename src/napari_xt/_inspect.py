@@ -45,6 +45,7 @@ class RunContext:
     attention: bool = False
     precision: str = "auto"
     store: Path | None = None
+    foreground: object = "auto"  # a method name or a _foreground.MaskPlan (made in the worker)
 
     def grid(self) -> RegionGrid:
         """The run's region grid (its overlap included)."""

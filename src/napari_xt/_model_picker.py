@@ -50,6 +50,9 @@ class ModelPicker:
         self._wanted: ModelKey | None = None  # the choice whose model is to be loaded
         self._loaded_last: ModelKey | None = None  # the choice the last finished load was for
         self._waiting: Callable[[XTModel | str], None] | None = None  # see when_loaded
+        # told the chosen model whenever it is there (loaded now, or already), e.g. for the
+        # level list's pixel size
+        self.on_model: Callable[[XTModel], None] | None = None
 
         self.browse_button.clicked.connect(self._browse_checkpoint)
         self.region_weights_button.clicked.connect(lambda: self._browse_weights("region"))
@@ -84,6 +87,7 @@ class ModelPicker:
             self.summary.setText(self.models.summary)
             model = self.models.model
             if model is not None:
+                self._tell(model)
                 self._hand_over(model)
             return
         self.summary.setText(f"loading {Path(key[0]).name}...")
@@ -108,7 +112,12 @@ class ModelPicker:
         model, summary = outcome
         self.models.accept(key, model, summary)
         self.summary.setText(summary)
+        self._tell(model)
         self._hand_over(model)
+
+    def _tell(self, model: XTModel) -> None:
+        if self.on_model is not None:
+            self.on_model(model)
 
     def _hand_over(self, outcome: XTModel | str) -> None:
         callback, self._waiting = self._waiting, None

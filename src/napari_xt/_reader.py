@@ -6,7 +6,10 @@ with that many channels runs on: a 3- or 4-channel uint8 image with channels las
 layer; any other (a 2-band SAR scene, fluorescence channels) keeps its channels as the first
 axis, ``(C, H, W)`` per level, which napari shows as a slider labelled ``c``, with
 ``metadata["napari_xt"] = {"axes": "cyx", "channel_names": [...]}`` telling the widget which
-axis holds the channels (:mod:`napari_xt._inputs`). A result store of this tool (what a run of
+axis holds the channels (:mod:`napari_xt._inputs`). Every image layer's
+``metadata["napari_xt"]["path"]`` is its file (absolute): the widget runs on the engine's own
+source of it, so nodata, georeference, pixel size and channel names reach the result store as
+``xt infer`` records them. A result store of this tool (what a run of
 the widget or ``xt infer`` wrote) opens as its result: the label pyramid as a Labels layer with
 the model's classes, or a detection model's points.
 """
@@ -94,6 +97,8 @@ def read_image(path: str | list[str]) -> list[LayerData]:
         raise ValueError(str(err)) from err  # napari shows reader errors to the user
     levels = [_lazy(level) for level in source.levels]
     kwargs: dict[str, Any] = {"name": Path(str(path).rstrip("/")).name}
+    meta: dict[str, Any] = {"path": str(Path(str(path)).resolve())}  # the widget reopens it
+    kwargs["metadata"] = {LAYER_META: meta}
     if len(levels) > 1:
         kwargs["multiscale"] = True
     if source.pixel_size is not None:
@@ -106,9 +111,7 @@ def read_image(path: str | list[str]) -> list[LayerData]:
         else:
             if source.axes == "yxc":  # napari slides over leading axes: channels first
                 levels = [as_dask(level).transpose(2, 0, 1) for level in levels]
-            kwargs["metadata"] = {
-                LAYER_META: {"axes": "cyx", "channel_names": source.channel_names}
-            }
+            meta |= {"axes": "cyx", "channel_names": source.channel_names}
             kwargs["axis_labels"] = ("c", "y", "x")
             if "units" in kwargs:
                 kwargs["units"] = ("pixel", kwargs["units"], kwargs["units"])

@@ -7,8 +7,8 @@ The segmentation layer reads that store lazily as a multiscale Labels layer and 
 the main thread in the worker's ``yielded`` callback, so memory stays bounded for whole slides.
 Models load in a napari worker too (:mod:`napari_xt._model_picker`): the viewer stays
 responsive while a large one loads, and a Run clicked meanwhile starts when it is ready. The image
-(layer, channels, level) and output rows are in :mod:`napari_xt._image_picker` and
-:mod:`napari_xt._output_picker`.
+(layer, channels, level), run option and output rows are in :mod:`napari_xt._image_picker`,
+:mod:`napari_xt._run_options` and :mod:`napari_xt._output_picker`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
-from napari.layers import Image, Shapes
+from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Signal
@@ -36,7 +35,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_xt._controls import button, combo, hbox, spin, wrapping_label
+from napari_xt._controls import button, hbox, wrapping_label
 from napari_xt._image_picker import ImagePicker
 from napari_xt._inputs import check_channels
 from napari_xt._inspect import AttentionInspector, RunContext
@@ -44,9 +43,10 @@ from napari_xt._model_picker import ModelPicker
 from napari_xt._models import ModelChoice
 from napari_xt._output_picker import OutputPicker
 from napari_xt._results import RunLayers
+from napari_xt._run_options import RunOptions, run_with_foreground, skipped_text
 from napari_xt._settings import new_store_path
 from napari_xt._threads import engine_events, run_in_turns
-from napari_xt._view import SCOPES, SHAPES_PREFIX, auto_level, scope_roi
+from napari_xt._view import scope_roi
 from xt_engine import (
     CancelToken,
     Finished,
@@ -54,9 +54,7 @@ from xt_engine import (
     RegionDone,
     Started,
     XTError,
-    run_inference,
 )
-from xt_engine.io import ImageSource
 from xt_engine.models import XTModel
 from xt_engine.store.safety import read_store_attrs
 
@@ -90,30 +88,15 @@ class XTInferenceWidget(QWidget):
         self.model_picker = ModelPicker(self, DEFAULT_MODEL)
         self.model_combo = self.model_picker.combo
         self.model_summary = self.model_picker.summary
-        self.scope_combo = combo(list(SCOPES))
-        self.device_combo = combo(
-            ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())],
-            "auto: the first CUDA GPU when there is one, else the CPU",
-        )
-        self.attention_check = QCheckBox("Attention overlay")
-        self.attention_check.setToolTip(
-            "Also show, per token, how much attention it receives from the context encoder "
-            "(for kinds without attention weights: how much context changed it)"
-        )
-        self.precision_combo = combo(
-            ["auto", "fp32", "bf16", "fp16"], "auto: bf16/fp16 autocast on CUDA, fp32 on CPU"
-        )
-        self.batch_spin = spin(1, 256, 8)
-        self.overlap_spin = spin(
-            0,
-            1024,
-            0,
-            step=16,
-            suffix=" px",
-            tip="Each region also reads this many real pixels beyond its output tile on every "
-            "side (no seams at region borders; more regions). A multiple of half the model's "
-            "token stride (of the stride with the attention overlay).",
-        )
+        self.model_picker.on_model = lambda model: self.images.set_tiling(model.config.tiling)
+        self.options = RunOptions(napari_viewer)
+        self.scope_combo = self.options.scope_combo
+        self.device_combo = self.options.device_combo
+        self.precision_combo = self.options.precision_combo
+        self.batch_spin = self.options.batch_spin
+        self.overlap_spin = self.options.overlap_spin
+        self.foreground_combo = self.options.foreground_combo
+        self.attention_check = self.options.attention_check
         self.output = OutputPicker(self, self.images.layer)
         self.output_edit = self.output.edit
         self.run_button = QPushButton("Run")
@@ -135,17 +118,13 @@ class XTInferenceWidget(QWidget):
             ("Model", hbox(self.model_combo, picker.browse_button, stretch_first=True)),
             ("", hbox(picker.region_weights_button, picker.context_weights_button)),
             ("", self.model_summary),
-            ("Scope", self.scope_combo),
-            ("Level", self.level_combo),
-            ("Device", self.device_combo),
-            ("Precision", self.precision_combo),
-            ("Batch size", self.batch_spin),
-            ("Overlap", self.overlap_spin),
-            ("Output", hbox(self.output_edit, self.output.button, stretch_first=True)),
-            ("", self.attention_check),
-            ("", self.inspector.button),
         ):
             form.addRow(label, row)
+        for label, control in self.options.rows(self.level_combo):
+            form.addRow(label, control)
+        form.addRow("Output", hbox(self.output_edit, self.output.button, stretch_first=True))
+        form.addRow("", self.attention_check)
+        form.addRow("", self.inspector.button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(hbox(self.run_button, self.resume_button, self.cancel_button))
@@ -167,22 +146,9 @@ class XTInferenceWidget(QWidget):
         self.model_picker.request()
 
     # -- choices -------------------------------------------------------------------------------
-    def _refresh_scopes(self) -> None:
-        """The fixed scopes plus one per Shapes layer (the bounding box of its shapes)."""
-        current = self.scope_combo.currentText()
-        items = list(SCOPES) + [
-            SHAPES_PREFIX + layer.name for layer in self.viewer.layers if isinstance(layer, Shapes)
-        ]
-        if items == [self.scope_combo.itemText(i) for i in range(self.scope_combo.count())]:
-            return
-        self.scope_combo.clear()
-        self.scope_combo.addItems(items)
-        if current in items:
-            self.scope_combo.setCurrentText(current)
-
     def _refresh_layers(self, event: object = None) -> None:
-        self._refresh_scopes()
         self.images.refresh()
+        self.options.refresh()
         self.output.refresh()
 
     def _image_layer(self) -> Image | None:
@@ -256,8 +222,9 @@ class XTInferenceWidget(QWidget):
                 raise XTError("no output folder", "choose one with the ... button")
             source = self.images.input_source()
             check_channels(source, model)  # before the run: the layer or the model to change
-            level = self._chosen_level(layer, source)
+            source, level = self.images.resolve_level(layer, source, model.config.tiling)
             roi = scope_roi(self.viewer, self.scope_combo.currentText(), layer, source, level)
+            foreground = self.options.foreground(layer, source.shape_yx(0))
         except XTError as err:
             self._end_without_run(str(err))
             return
@@ -269,10 +236,11 @@ class XTInferenceWidget(QWidget):
             model,
             self.batch_spin.value(),
             overlap=self.overlap_spin.value(),
-            device=self._device(),
+            device=self.options.device(),
             attention=self.attention_check.isChecked(),
             precision=self.precision_combo.currentText(),
             store=new_store_path(folder),
+            foreground=foreground,
         )
         self._launch(run, resume=False)
 
@@ -296,7 +264,8 @@ class XTInferenceWidget(QWidget):
     def _launch(self, run: RunContext, resume: bool) -> None:
         """Hand the engine's generator for ``run`` to a worker (controls already disabled)."""
         self._cancel = CancelToken()
-        events = run_inference(
+        events = run_with_foreground(
+            run.foreground,
             run.source,
             run.model,
             output=run.store,
@@ -372,16 +341,6 @@ class XTInferenceWidget(QWidget):
             self._cancel.cancel()
             self.status.setText("Cancelling after the current batch...")
 
-    def _device(self) -> str:
-        choice = self.device_combo.currentText()
-        if choice == "auto":
-            return "cuda:0" if torch.cuda.is_available() else "cpu"
-        return choice
-
-    def _chosen_level(self, layer: Image, source: ImageSource) -> int:
-        level = self.images.chosen_level()
-        return auto_level(self.viewer, layer, source) if level is None else level
-
     def _on_event(self, event: object) -> None:
         if isinstance(event, XTError):
             self._on_error(event)
@@ -402,6 +361,7 @@ class XTInferenceWidget(QWidget):
         elif isinstance(event, Finished):
             verb = "Cancelled" if event.cancelled else "Done"
             text = f"{verb}: {event.done}/{event.total} regions in {event.seconds:.1f} s"
+            text += skipped_text(self._current.store if self._current is not None else None)
             if event.image_class is not None and event.image_probabilities is not None:
                 model = self._current.model if self._current is not None else None
                 name = model.config.head.names()[event.image_class] if model else ""

@@ -172,9 +172,10 @@ def test_current_view_on_a_multiscale_image(make_napari_viewer, qtbot, artifacts
     layer = viewer.add_image(pyramid, multiscale=True, name="pyramid", colormap="gray")
     widget = _dock(viewer, qtbot)
     assert widget.level_combo.count() == 4  # auto + 3 levels
-    # look at the top-left quarter at full resolution
+    # look at the top-left quarter at full resolution (at least one screen pixel per pixel: the
+    # canvas beside the dock may be narrower than 512 px)
     viewer.scene.camera.center = (256, 256)
-    viewer.scene.camera.zoom = min(viewer.canvas.size) / 512
+    viewer.scene.camera.zoom = max(1.0, min(viewer.canvas.size) / 512)
     from napari_xt._view import auto_level, view_box
     from xt_engine.io import source_from_arrays
 
