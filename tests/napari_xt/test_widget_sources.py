@@ -129,7 +129,7 @@ def test_a_labels_layer_is_passed_lazily_when_aligned_else_sampled() -> None:
 # -- in napari -----------------------------------------------------------------------------------
 @pytest.mark.gui
 def test_a_geotiff_runs_from_the_widget_as_xt_infer_runs_it(
-    make_napari_viewer, qtbot, tmp_path: Path, metre_checkpoint: Path
+    make_napari_viewer, qtbot, tmp_path: Path, artifacts_dir: Path, metre_checkpoint: Path
 ) -> None:
     from napari_xt._threads import call_in_fresh_thread
     from xt_engine.cli import main
@@ -160,6 +160,9 @@ def test_a_geotiff_runs_from_the_widget_as_xt_infer_runs_it(
         assert xt[key] == cli[key], key
     np.testing.assert_array_equal(_store_labels(widget.results.store), _store_labels(out))
     assert widget.status.text().endswith("; 2 of 4 regions skipped (no foreground, nodata)")
+    Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(
+        artifacts_dir / "widget_geotiff_model_level.png"
+    )
 
 
 @pytest.mark.gui
