@@ -26,6 +26,10 @@ from xt_engine.errors import InputError
 LOCK_FILE = "xt.lock"
 
 
+class StoreBusy(InputError):
+    """Another process holds the store's lock (``xt batch`` waits and tries again)."""
+
+
 def read_store_attrs(path: Path) -> dict | None:
     """The ``xt`` attributes of a napari-xt result store at ``path``, or None if it is not one."""
     meta = path / "zarr.json"
@@ -103,7 +107,7 @@ class StoreLock:
         except BlockingIOError as err:
             os.close(self._fd)
             self._fd = None
-            raise InputError(
+            raise StoreBusy(
                 f"another xt run is writing to {path}",
                 "wait for it to finish, or choose another --out",
             ) from err
