@@ -100,9 +100,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from xt_engine.errors import InputError
 
     size, unit = _resolution_target(args)
-    if args.foreground not in ("auto", "none", "otsu", "nodata") and not Path(
-        args.foreground
-    ).is_file():
+    if (
+        args.foreground not in ("auto", "none", "otsu", "nodata")
+        and not Path(args.foreground).is_file()
+    ):
         raise InputError(f"--foreground {args.foreground} is unknown", "auto|none|otsu|nodata|MASK")
     if args.cluster:
         parse_cluster(args.cluster)

@@ -56,9 +56,7 @@ def parse_cluster(text: str) -> int | None:
     return int(match[1]) if match[1] else None
 
 
-def local_sizes(
-    workers: int | None, threads: int | None, gpus: int, cores: int
-) -> tuple[int, int]:
+def local_sizes(workers: int | None, threads: int | None, gpus: int, cores: int) -> tuple[int, int]:
     """(worker processes, threads each) for a local cluster (see the module docstring)."""
     if workers is None:
         workers = gpus or max(1, cores // 4)

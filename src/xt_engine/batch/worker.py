@@ -168,6 +168,8 @@ def process_image(
         result.error = str(err) if isinstance(err, XTError) else _describe(err)
         if _now_complete(task, options, store, cache):  # another batch finished it meanwhile
             result.status, result.error = "skipped", ""
+        elif _locked(store):  # another process is writing it (its metadata was mid-write)
+            result.status = "busy"
     result.seconds = time.perf_counter() - started
     if result.status in ("done", "skipped"):
         result.report = _store_report(store)
@@ -283,6 +285,21 @@ def _now_complete(task: ImageTask, options: RunOptions, store: Path, cache: Mode
         return decide(store, source, level, roi, model, options, quiet=True) == "skip"
     except Exception:  # noqa: BLE001 - the first error is the one reported
         return False
+
+
+def _locked(store: Path) -> bool:
+    """Whether another process holds the store's lock (probed only where a store exists)."""
+    from xt_engine.store.safety import LOCK_FILE, StoreBusy, StoreLock
+
+    if not (store / LOCK_FILE).is_file():
+        return False
+    try:
+        StoreLock(store).release()
+    except StoreBusy:
+        return True
+    except Exception:  # noqa: BLE001 - not writable: not busy, the first error stands
+        return False
+    return False
 
 
 def _done_regions(store: Path) -> list[int]:
