@@ -119,9 +119,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from xt_engine.train.config import TrainConfig
     from xt_engine.train.data import find_pairs, load_pairs, split_pairs
     from xt_engine.train.recipes import recipe, write_demo_data
+    from xt_engine.train.state import check_train_output
     from xt_engine.train.trainer import train
 
     out = Path(args.out)
+    check_train_output(out, resume=args.resume, overwrite=args.overwrite)  # before any work
     images = Path(args.images) if args.images else None
     masks = Path(args.masks) if args.masks else None
     if args.annotations:
@@ -158,10 +160,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.unlabelled,
     )
     train_pairs, val_pairs = split_pairs(pairs, args.val_fraction)
+    run = {"resume": args.resume, "overwrite": args.overwrite, "device": args.device}
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
-        for _ in train(
-            model_config, cfg, train_pairs, val_pairs, out, resume=args.resume, device=args.device
-        ):
+        for _ in train(model_config, cfg, train_pairs, val_pairs, out, **run):
             pass
         return 0
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -171,9 +172,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     tty = sys.stderr.isatty()
     names = model_config.head.names()
-    for event in train(
-        model_config, cfg, train_pairs, val_pairs, out, resume=args.resume, device=args.device
-    ):
+    for event in train(model_config, cfg, train_pairs, val_pairs, out, **run):
         if not tty and event.step % 25 == 0 and event.val is None:
             print(
                 f"step {event.step}/{event.max_steps} loss {event.loss:.4f} {event.seconds:.0f}s",
@@ -349,7 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int)
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the training of --out (its train state)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out checkpoint")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_train)
 

@@ -175,7 +175,118 @@ ZARR_CASES = [
     ),
 ]
 
-CASES = [*ZARR_CASES]
+# ---- xt train: manifests, train states, masks, --out ------------------------------------------
+
+TRAIN_CONFIG = {
+    "tiling": {"region_size": 64},
+    "region_encoder": {"name": "test_convnext", "in_chans": 1},
+    "context_encoder": {"kind": "transformer_xl", "dim": 32, "depth": 1, "chunk_regions": 2},
+    "head": {"task": "segmentation", "num_classes": 3},
+    "train": {"crop_size": 64, "batch_size": 1, "max_steps": 2, "val_every": 2, "val_crops": 1},
+}
+
+
+def _train_data(tmp: Path, mask_max: int = 2) -> list[str]:
+    """An image and mask pair, a manifest of them and a config: the args of ``xt train``
+    without the data and --out."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp / "a.tif", rng.integers(0, 255, (96, 128), np.uint8))
+    tifffile.imwrite(tmp / "a_mask.tif", rng.integers(0, mask_max + 1, (96, 128), np.uint8))
+    (tmp / "cfg.json").write_text(json.dumps(TRAIN_CONFIG))
+    return ["train", "--config", str(tmp / "cfg.json")]
+
+
+def _manifest(name: str, content: str | bytes) -> Callable[[Path], list[str]]:
+    def make(tmp: Path) -> list[str]:
+        args = _train_data(tmp)
+        path = tmp / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return [*args, "--manifest", str(path), "--out", str(tmp / "m.safetensors")]
+
+    return make
+
+
+def _train(
+    out: Callable[[Path], None] | None = None, mask_max: int = 2, flags: tuple[str, ...] = ()
+) -> Callable[[Path], list[str]]:
+    """``xt train`` on the pair; ``out(tmp)`` prepares what lies at --out first."""
+
+    def make(tmp: Path) -> list[str]:
+        args = _train_data(tmp, mask_max)
+        (tmp / "list.csv").write_text("image,mask\na.tif,a_mask.tif\n")
+        if out is not None:
+            out(tmp)
+        return [
+            *args,
+            "--manifest",
+            str(tmp / "list.csv"),
+            "--out",
+            str(tmp / "m.safetensors"),
+            *flags,
+        ]
+
+    return make
+
+
+def _checkpoint(tmp: Path) -> None:
+    from xt_engine.config import XTConfig
+    from xt_engine.models import create_model
+    from xt_engine.weights.checkpoint import save_checkpoint
+
+    config = XTConfig.from_dict({k: v for k, v in TRAIN_CONFIG.items() if k != "train"})
+    save_checkpoint(create_model(config), tmp / "m.safetensors")
+
+
+def _bad_state(content: bytes) -> Callable[[Path], None]:
+    def put(tmp: Path) -> None:
+        _checkpoint(tmp)
+        (tmp / "m.safetensors.trainstate.pt").write_bytes(content)
+
+    return put
+
+
+TRAIN_CASES = [
+    Case(
+        "manifest: missing",
+        lambda tmp: [*_train_data(tmp), "--manifest", str(tmp / "no.csv"), "--out", "m.st"],
+        "does not exist",
+    ),
+    Case(
+        "manifest: JSON entry without mask",
+        _manifest("m.json", '[{"image": "a.tif"}]'),
+        "entry 0 has no image and mask paths",
+    ),
+    Case(
+        "manifest: CSV row without mask column",
+        _manifest("m.csv", "image,mask\na.tif\n"),
+        "row 2 has no image and mask columns",
+    ),
+    Case("manifest: empty JSON list", _manifest("m.json", "[]"), "lists no image and mask pairs"),
+    Case("manifest: empty CSV", _manifest("m.csv", ""), "lists no image and mask pairs"),
+    Case("manifest: not JSON", _manifest("m.json", "{nope"), "is not valid JSON"),
+    Case("manifest: JSON object", _manifest("m.json", '{"a": 1}'), "holds no list of pairs"),
+    Case("manifest: binary", _manifest("m.csv", b"\xff\xfe\x00\x81" * 64), "is not a text"),
+    Case("train: mask label >= num_classes", _train(mask_max=9), "but the model has 3 classes"),
+    Case(
+        "train: --out exists",
+        _train(lambda tmp: (tmp / "m.safetensors").write_bytes(b"weights")),
+        "already exists",
+    ),
+    Case(
+        "train: --resume without train state",
+        _train(_checkpoint, flags=("--resume",)),
+        "no train state",
+    ),
+    Case(
+        "train: train state not a torch file",
+        _train(_bad_state(b"garbage" * 10), flags=("--resume",)),
+        "cannot be read",
+    ),
+]
+
+CASES = [*ZARR_CASES, *TRAIN_CASES]
 
 
 @pytest.fixture(scope="module")

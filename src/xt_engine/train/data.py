@@ -47,13 +47,7 @@ def find_pairs(
 ) -> list[tuple[Path, Path]]:
     """(image, mask) paths from two folders matched by stem, or from a manifest file."""
     if manifest is not None:
-        if not manifest.is_file():
-            raise InputError(f"manifest {manifest} does not exist", "check the path")
-        if manifest.suffix == ".json":
-            rows = [(r["image"], r["mask"]) for r in json.loads(manifest.read_text())]
-        else:
-            with manifest.open() as handle:
-                rows = [(r[0], r[1]) for r in csv.reader(handle) if r and r[0] != "image"]
+        rows = _manifest_rows(manifest)
         return [(manifest.parent / a, manifest.parent / b) for a, b in rows]
     if images is None or masks is None:
         raise InputError(
@@ -80,6 +74,59 @@ def find_pairs(
             "name each mask like its image (e.g. scene1.tif and scene1.tif)",
         )
     return pairs
+
+
+MANIFEST_FIX = (
+    'write a JSON list of {"image": PATH, "mask": PATH} objects or a CSV of image,mask rows '
+    "(paths relative to the manifest)"
+)
+
+
+def _manifest_rows(manifest: Path) -> list[tuple[str, str]]:
+    """The (image, mask) rows of a JSON or CSV manifest; anything else is one InputError."""
+    if not manifest.is_file():
+        raise InputError(f"manifest {manifest} does not exist", "check the path")
+    try:
+        text = manifest.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"manifest {manifest} is not a text file ({err})", MANIFEST_FIX) from err
+    rows: list[tuple[str, str]] = []
+    if manifest.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise InputError(
+                f"manifest {manifest} is not valid JSON ({err})", MANIFEST_FIX
+            ) from err
+        if not isinstance(data, list):
+            raise InputError(f"manifest {manifest} holds no list of pairs", MANIFEST_FIX)
+        for i, row in enumerate(data):
+            if not isinstance(row, dict) or not all(
+                isinstance(row.get(k), str) and row.get(k) for k in ("image", "mask")
+            ):
+                raise InputError(
+                    f"manifest {manifest} entry {i} has no image and mask paths ({row!r:.60})",
+                    MANIFEST_FIX,
+                )
+            rows.append((row["image"], row["mask"]))
+    else:
+        try:
+            records = [r for r in csv.reader(text.splitlines()) if any(v.strip() for v in r)]
+        except csv.Error as err:
+            raise InputError(f"manifest {manifest} is not valid CSV ({err})", MANIFEST_FIX) from err
+        for i, record in enumerate(records):
+            if i == 0 and record[:2] == ["image", "mask"]:
+                continue  # the header
+            if len(record) < 2 or not record[0].strip() or not record[1].strip():
+                raise InputError(
+                    f"manifest {manifest} row {i + 1} has no image and mask columns "
+                    f"({','.join(record)[:60]!r})",
+                    MANIFEST_FIX,
+                )
+            rows.append((record[0].strip(), record[1].strip()))
+    if not rows:
+        raise InputError(f"manifest {manifest} lists no image and mask pairs", MANIFEST_FIX)
+    return rows
 
 
 def load_pairs(
@@ -112,7 +159,8 @@ def load_pairs(
                 f"mask {mask_path.name} has {mask.num_channels} channels",
                 "save masks as single-channel integer images",
             )
-        pairs.append(Pair(image_path.name, image, mask, _rare_pixels(mask, num_classes, rng)))
+        positives = _rare_pixels(mask, num_classes, rng, name=mask_path.name)
+        pairs.append(Pair(image_path.name, image, mask, positives))
     return pairs
 
 
@@ -122,14 +170,29 @@ def _rare_pixels(
     rng: np.random.Generator,
     per_class: int = 2000,
     band: int = 1024,
+    name: str = "mask",
 ) -> np.ndarray:
     """(P, 3) rows ``(y, x, class)``: up to ``per_class`` sampled pixels of every class but the
-    most common one, read band by band."""
+    most common one, read band by band; a label outside ``0 .. num_classes - 1`` (and
+    ``IGNORE_INDEX``, unlabelled) is an InputError."""
     h, w = mask.shape_yx(0)
     found: dict[int, list[np.ndarray]] = {c: [] for c in range(num_classes)}
     counts = np.zeros(num_classes, np.int64)
     for y in range(0, h, band):
         labels = mask.read(0, y, 0, min(h, y + band), w)[0]
+        if labels.dtype.kind not in "biu":
+            raise InputError(
+                f"mask {name} holds {labels.dtype} values, not integer labels",
+                f"save masks as integer images of labels 0 .. {num_classes - 1}",
+            )
+        bad = (labels >= num_classes) | ((labels < 0) & (labels != IGNORE_INDEX))
+        if bad.any():
+            value = int(labels[bad].flat[0])
+            raise InputError(
+                f"mask {name} holds label {value} but the model has {num_classes} classes "
+                f"(labels 0 .. {num_classes - 1}, {IGNORE_INDEX} for unlabelled)",
+                "relabel the mask, or set head.num_classes in the model config to cover it",
+            )
         labelled = labels[labels >= 0].astype(np.int64)  # IGNORE_INDEX (-1): unlabelled
         counts += np.bincount(labelled, minlength=num_classes)[:num_classes]
         for c in range(num_classes):

@@ -7,7 +7,6 @@ cosine schedule, validation, checkpoints that carry their config, resume, seeded
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 
 from xt_engine.config import XTConfig
-from xt_engine.errors import ConfigError
+from xt_engine.errors import CheckpointError, ConfigError
 from xt_engine.models import XTModel, create_model
 from xt_engine.runtime.input_values import input_mapping
 from xt_engine.runtime.schedule import forward_regions
@@ -28,6 +27,7 @@ from xt_engine.tasks.base import masks_to_regions as masks_to_regions  # re-expo
 from xt_engine.train.config import TrainConfig
 from xt_engine.train.data import IGNORE_INDEX, Pair, sample_crop
 from xt_engine.train.distributed import average_gradients, barrier, broadcast_parameters, setup
+from xt_engine.train.state import check_train_output, load_state, save_pair
 from xt_engine.weights.checkpoint import read_checkpoint_config, save_checkpoint
 
 
@@ -135,12 +135,15 @@ def train(
     out: Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     device: str = "cpu",
 ) -> Iterator[TrainEvent]:
     """Train a segmentation or detection model (detection objects: the connected components of
     the masks, see :mod:`xt_engine.tasks.detection_training`); the loss is the task's
     (:meth:`xt_engine.tasks.Task.loss`); checkpoints go to ``out`` (``.safetensors``), the
-    optimizer state for ``resume`` beside it (``out`` + ``.trainstate.pt``)."""
+    optimizer state for ``resume`` beside it (``out`` + ``.trainstate.pt``), written as a pair;
+    an existing ``out`` needs ``resume`` or ``overwrite`` (:mod:`xt_engine.train.state`)."""
+    mode = check_train_output(out, resume=resume, overwrite=overwrite)
     task = task_for(model_config)
     if not task.trainable:
         raise task.untrainable()
@@ -164,10 +167,9 @@ def train(
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    state_path = out.with_name(out.name + ".trainstate.pt")
     start_step = 0
     rng = np.random.default_rng(cfg.seed + 1000 * ranks.rank)  # each rank its own crops
-    if resume and out.exists() and state_path.exists():
+    if mode == "resume":
         saved_config, _ = read_checkpoint_config(out)
         if saved_config != model_config:
             raise ConfigError(
@@ -176,13 +178,20 @@ def train(
             )
         from safetensors.torch import load_file
 
-        model.load_state_dict(load_file(str(out), device=str(dev)))
-        saved = torch.load(state_path, map_location=dev, weights_only=True)
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
+        saved = load_state(out, dev)  # checked against the checkpoint's SHA-256
+        try:
+            model.load_state_dict(load_file(str(out), device=str(dev)))
+            optimizer.load_state_dict(saved["optimizer"])
+            schedule.load_state_dict(saved["schedule"])
+            rng.bit_generator.state = saved["rng"]
+            torch.set_rng_state(saved["torch_rng"].cpu())
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+            raise CheckpointError(
+                f"the checkpoint or train state at {out} does not fit this model "
+                f"({type(err).__name__}: {str(err)[:80]})".replace("\n", " "),
+                "resume with the config it was trained with, or pass --overwrite",
+            ) from err
         start_step = int(saved["step"])
-        rng.bit_generator.state = saved["rng"]
-        torch.set_rng_state(saved["torch_rng"])
 
     val_rng = np.random.default_rng(cfg.seed + 1)
     val_batches = (
@@ -223,11 +232,10 @@ def train(
             barrier(ranks)  # wait for rank 0's validation and checkpoint
         elif done % cfg.val_every == 0 or done == cfg.max_steps:
             event.val = evaluate(model, val_batches, cfg) if val_batches else None
-            save_checkpoint(
-                model, out, extra={"step": done, "train": cfg.to_dict(), "val": event.val}
-            )
-            tmp = state_path.with_name(state_path.name + ".partial")
-            torch.save(
+            extra = {"step": done, "train": cfg.to_dict(), "val": event.val}
+            save_pair(
+                lambda path, extra=extra: save_checkpoint(model, path, extra=extra),
+                out,
                 {
                     "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
@@ -235,9 +243,7 @@ def train(
                     "rng": rng.bit_generator.state,
                     "torch_rng": torch.get_rng_state(),
                 },
-                tmp,
             )
-            os.replace(tmp, state_path)
             event.checkpoint = str(out)
             barrier(ranks)
         yield event
