@@ -104,6 +104,44 @@ def selective_scan_reference(
     return _output(y, u, D, z, u.dtype), h
 
 
+def selective_scan_sequential(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = True,
+    initial_state: torch.Tensor | None = None,
+    block: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CPU fast path: :func:`selective_scan_reference`'s recurrence, with the decays,
+    drives and read-outs of ``block`` timesteps computed at once (vectorised) and only the
+    ``h = decay * h + drive`` update left in the time loop. Memory: ``4 x batch x d_inner x
+    d_state x block`` floats. Same arguments and results as the reference (tested)."""
+    delta = _effective_delta(delta, delta_bias, delta_softplus)
+    A, B, C, uf = A.float(), B.float(), C.float(), u.float()
+    h = _start_state(initial_state, u, A.shape[1])  # (batch, d_inner, d_state)
+    length = u.shape[2]
+    y = uf.new_zeros(uf.shape)
+    for t0 in range(0, length, block):
+        t1 = min(t0 + block, length)
+        step = delta[:, :, t0:t1].transpose(1, 2)[..., None]  # (batch, T, d_inner, 1)
+        decay = torch.exp(step * A)  # (batch, T, d_inner, d_state)
+        drive = step * B[:, None, :, t0:t1].permute(0, 3, 1, 2) * uf[:, :, t0:t1].transpose(
+            1, 2
+        )[..., None]  # (batch, T, d_inner, d_state)
+        states = torch.empty_like(decay)
+        for t in range(t1 - t0):
+            h = decay[:, t] * h + drive[:, t]
+            states[:, t] = h
+        read = C[:, :, t0:t1].transpose(1, 2)[:, :, None, :]  # (batch, T, 1, d_state)
+        y[:, :, t0:t1] = (states * read).sum(dim=3).transpose(1, 2)
+    return _output(y, u, D, z, u.dtype), h
+
+
 def _causal_decay(log_decay: torch.Tensor) -> torch.Tensor:
     """The decay matrix of a chunk: ``log_decay`` (..., T) -> (..., T, T).
 
