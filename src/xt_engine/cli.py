@@ -246,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
         "from the model, so the result is the same for every batch size)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--threads",
+        default="auto",
+        help="CPU threads: auto (the cores other processes leave idle, sampled at start) or N",
+    )
     p.add_argument("--attention", action="store_true", help="also write a per-token attention map")
     p.add_argument(
         "--precision",

@@ -208,6 +208,11 @@ def _infer(args: argparse.Namespace) -> int:
         roi = box_at_level((y0, x0, y1, x1), (h / lh, w / lw), (lh, lw))
     if args.labels:
         _apply_labels(model, Path(args.labels))
+    device = _device(args.device)
+    if device.startswith("cpu"):
+        from xt_engine.runtime.threads import use_threads
+
+        use_threads(args.threads)
     finished = _progress(
         run_inference(
             source,
@@ -216,7 +221,7 @@ def _infer(args: argparse.Namespace) -> int:
             level=level,
             roi=roi,
             batch_size=args.batch_size,
-            device=_device(args.device),
+            device=device,
             attention=args.attention,
             resume=args.resume,
             overwrite=args.overwrite,
