@@ -23,7 +23,7 @@ import numpy as np
 
 from napari_xt._inputs import LAYER_META, as_dask
 from xt_engine.errors import XTError
-from xt_engine.io import TIFF_SUFFIXES, open_image
+from xt_engine.io import SLIDE_SUFFIXES, TIFF_SUFFIXES, is_dicom_folder, open_image
 from xt_engine.store.safety import read_store_attrs
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -38,7 +38,9 @@ def napari_get_reader(path: str | list[str]) -> Any:
     name = str(path).lower().rstrip("/")
     if name.endswith(".zarr") and read_store_attrs(Path(str(path))) is not None:
         return read_result_store
-    if name.endswith(TIFF_SUFFIXES) or name.endswith(".zarr"):
+    if name.endswith((*TIFF_SUFFIXES, *SLIDE_SUFFIXES, ".zarr")):
+        return read_image
+    if Path(str(path)).is_dir() and is_dicom_folder(Path(str(path))):
         return read_image
     return None
 

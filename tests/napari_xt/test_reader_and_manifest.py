@@ -200,3 +200,23 @@ def test_a_result_store_opens_as_its_result(tmp_path: Path) -> None:
     for _ in run_inference(image, model, output=partial, cancel=cancel):
         pass
     assert read_result_store(str(partial))[0][1]["name"] == "xT partial.zarr, incomplete"
+
+
+def test_the_reader_takes_every_slide_format_the_engine_opens(tmp_path: Path) -> None:
+    """napari_get_reader answers for the slide suffixes and DICOM folders, and a DICOM WSI
+    written by wsidicom opens as one RGB layer with the pixel size as scale."""
+    from napari_xt._reader import napari_get_reader, read_image
+    from xt_engine.io import SLIDE_SUFFIXES
+    from xt_engine.io.dicom_writer import write_dicom_wsi
+
+    for suffix in SLIDE_SUFFIXES:
+        assert napari_get_reader(str(tmp_path / f"slide{suffix}")) is read_image, suffix
+    image = np.random.default_rng(0).integers(0, 255, (256, 384, 3), dtype=np.uint8)
+    folder = tmp_path / "dicom"
+    write_dicom_wsi(image, folder, tile=128, mpp=0.25)
+    assert napari_get_reader(str(folder)) is read_image
+    ((data, kwargs, kind),) = read_image(str(folder))
+    level0 = data[0] if isinstance(data, list) else data
+    assert kind == "image" and kwargs.get("rgb") and tuple(level0.shape) == (256, 384, 3)
+    np.testing.assert_array_equal(np.asarray(level0[:16, :16]), image[:16, :16])
+    assert tuple(kwargs["scale"])[-2:] == (0.25, 0.25)
