@@ -242,3 +242,17 @@ def test_whole_sequence_models_get_one_chunk_or_a_clear_refusal() -> None:
     assert len(schedule.steps(1)) == 1
     with pytest.raises(InputError, match="max_sequence_tokens=640"):
         ContextSchedule.for_model(Whole(), 11)  # type: ignore[arg-type]
+
+
+def test_the_weights_hash_ignores_memory_format_and_reads_quantized_weights() -> None:
+    """Channels-last weights are the same weights (same hash); int8-quantized linears hash
+    (their integer values and scales) instead of failing on packed parameters."""
+    from xt_engine.runtime.provenance import weights_sha256
+
+    model = create_model("test_convnext_none").eval()
+    plain = weights_sha256(model)
+    assert weights_sha256(model.to(memory_format=torch.channels_last)) == plain
+    quantized = torch.ao.quantization.quantize_dynamic(
+        create_model("test_convnext_none").eval(), {torch.nn.Linear}, dtype=torch.qint8
+    )
+    assert len(weights_sha256(quantized)) == 64 and weights_sha256(quantized) != plain

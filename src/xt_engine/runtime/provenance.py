@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,8 +51,29 @@ def input_fingerprint(source: ImageSource, level: int, grid: RegionGrid) -> dict
 def weights_sha256(model: torch.nn.Module) -> str:
     """SHA-256 over every parameter and buffer (name, dtype, shape, bytes) in name order."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        value = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    for name, value in sorted(model.state_dict().items()):
+        _hash_value(digest, name, value)
     return digest.hexdigest()
+
+
+def _hash_value(digest: Any, name: str, value: object) -> None:
+    """A state-dict entry into ``digest``: tensors in any memory format (channels-last
+    included) and quantized tensors (their integer values, scales and zero points); tuples of
+    them (packed quantized parameters) item by item; anything else by its repr."""
+    if isinstance(value, tuple | list):
+        for i, item in enumerate(value):
+            _hash_value(digest, f"{name}.{i}", item)
+        return
+    if not isinstance(value, torch.Tensor):
+        digest.update(f"{name}:{value!r}".encode())
+        return
+    tensor = value.detach().cpu()
+    if tensor.is_quantized:
+        scales = tensor.q_per_channel_scales() if tensor.qscheme() in (
+            torch.per_channel_affine, torch.per_channel_symmetric
+        ) else torch.tensor([tensor.q_scale()])
+        _hash_value(digest, f"{name}.scale", scales)
+        tensor = tensor.int_repr()
+    tensor = tensor.clone(memory_format=torch.contiguous_format).reshape(-1)
+    digest.update(f"{name}:{tensor.dtype}:{tuple(value.shape)}".encode())
+    digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
