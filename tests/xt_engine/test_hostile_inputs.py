@@ -175,6 +175,166 @@ ZARR_CASES = [
     ),
 ]
 
+# ---- crafted headers: allocations bounded by the work, not by the header ---------------------
+
+
+def tiff_bytes(
+    width: int, height: int, rows: int, strips: list[bytes], bigtiff: bool = False
+) -> bytes:
+    """A grey uint8 deflate TIFF written byte by byte: ``width`` x ``height`` px claimed in
+    strips of ``rows`` rows whose data are ``strips`` (any length: the header decides)."""
+    import struct
+
+    n = len(strips)
+    unit, count_fmt, head = (
+        (8, "Q", b"II+\x00\x08\x00\x00\x00") if bigtiff else (4, "I", b"II*\x00")
+    )
+    entry = 20 if bigtiff else 12
+    ifd_at = 16 if bigtiff else 8
+    tags = 9
+    ifd_size = (8 if bigtiff else 2) + tags * entry + unit
+    arrays_at = ifd_at + ifd_size
+    data_at = arrays_at + (2 * n * unit if n > 1 else 0)
+    offsets, at = [], data_at
+    for strip in strips:
+        offsets.append(at)
+        at += len(strip)
+    long_type = 16 if bigtiff else 4
+
+    def array_or_value(values: list[int], where: int) -> tuple[int, bytes]:
+        if n == 1:
+            return long_type, struct.pack("<" + count_fmt, values[0])
+        return long_type, struct.pack("<" + count_fmt, where)
+
+    fields = [
+        (256, long_type, 1, struct.pack("<" + count_fmt, width)),
+        (257, long_type, 1, struct.pack("<" + count_fmt, height)),
+        (258, 3, 1, struct.pack("<H", 8)),
+        (259, 3, 1, struct.pack("<H", 8)),  # deflate
+        (262, 3, 1, struct.pack("<H", 1)),
+        (273, *array_or_value(offsets, arrays_at), n),
+        (277, 3, 1, struct.pack("<H", 1)),
+        (278, long_type, 1, struct.pack("<" + count_fmt, rows)),
+        (279, *array_or_value([len(x) for x in strips], arrays_at + n * unit), n),
+    ]
+    out = bytearray(head + struct.pack("<" + count_fmt, ifd_at))
+    out += struct.pack("<Q" if bigtiff else "<H", tags)
+    for field in fields:
+        code, kind = field[0], field[1]
+        count = field[3] if code in (273, 279) else field[2]
+        value = field[2] if code in (273, 279) else field[3]
+        fmt = "<HHQ" if bigtiff else "<HHI"
+        out += struct.pack(fmt, code, kind, count) + value.ljust(unit, b"\x00")
+    out += b"\x00" * unit  # no next IFD
+    if n > 1:
+        out += b"".join(struct.pack("<" + count_fmt, o) for o in offsets)
+        out += b"".join(struct.pack("<" + count_fmt, len(x)) for x in strips)
+    out += b"".join(strips)
+    return bytes(out)
+
+
+def _file(
+    name: str, content: Callable[[], bytes], command: str = "info"
+) -> Callable[[Path], list[str]]:
+    def make(tmp: Path) -> list[str]:
+        path = tmp / name
+        path.write_bytes(content())
+        if command == "info":
+            return ["info", str(path)]
+        return [
+            "infer",
+            str(path),
+            "--model",
+            "test_convnext_none",
+            "--allow-untrained",
+            "--out",
+            str(tmp / "out.zarr"),
+        ]
+
+    return make
+
+
+def _zlib(n: int = 4096) -> bytes:
+    import zlib
+
+    return zlib.compress(b"\x00" * n, 9)
+
+
+def _zarr_header(shape: list[int], chunks: list[int]) -> Callable[[Path], list[str]]:
+    """A zarr v3 array whose zarr.json claims ``shape`` in ``chunks`` (no chunk written)."""
+
+    def make(tmp: Path) -> list[str]:
+        path = tmp / "claim.zarr"
+        zarr.create_array(str(path), shape=(64, 64), chunks=(64, 64), dtype="uint8")
+        meta = json.loads((path / "zarr.json").read_text())
+        meta["shape"] = shape
+        meta["chunk_grid"]["configuration"]["chunk_shape"] = chunks
+        (path / "zarr.json").write_text(json.dumps(meta))
+        return [
+            "infer",
+            str(path),
+            "--model",
+            "test_convnext_none",
+            "--allow-untrained",
+            "--out",
+            str(tmp / "out.zarr"),
+        ]
+
+    return make
+
+
+BOUNDED_CASES = [
+    Case(
+        "tiff: 10^6 x 10^6 px in one zlib strip (infer)",
+        _file("strip.tif", lambda: tiff_bytes(10**6, 10**6, 10**6, [_zlib()]), "infer"),
+        "one strip of 1000000 x 1000000 decodes to",
+        bounded=True,
+    ),
+    Case(
+        "tiff: 10^6 x 10^6 px in one zlib strip (info)",
+        _file("strip.tif", lambda: tiff_bytes(10**6, 10**6, 10**6, [_zlib()])),
+        "above the 256 MiB bound on one decode",
+        bounded=True,
+    ),
+    Case(
+        "tiff: 10^6 x 10^6 px in 5000 strips of 200 MB, 20 bytes each",
+        _file("strips.tif", lambda: tiff_bytes(10**6, 10**6, 200, [_zlib()] * 5000), "infer"),
+        "the header claims 953,674 MiB of pixels but the file stores",
+        bounded=True,
+    ),
+    Case(
+        "bigtiff: 2^40 x 2^40 px header",
+        _file("big.tif", lambda: tiff_bytes(2**40, 2**40, 1, [_zlib()], bigtiff=True), "infer"),
+        "the header claims 1099511627776 x 1099511627776 px",
+        bounded=True,
+    ),
+    Case(
+        "zarr: 10^31 x 10^31 px header (10^62 px)",
+        _zarr_header([10**31, 10**31], [256, 256]),
+        "beyond the 1.76e+13 px",
+        bounded=True,
+    ),
+    Case(
+        "zarr: one 100000 x 100000 chunk",
+        _zarr_header([100_000, 100_000], [100_000, 100_000]),
+        "one chunk of 100000 x 100000 decodes to 9,537 MiB",
+        bounded=True,
+    ),
+    Case(
+        "tiff: 152 bytes of garbage",
+        _file("junk.tif", lambda: b"II*\x00" + b"\xff" * 148),
+        "no image directory can be read",
+        bounded=True,
+    ),
+    Case(
+        "tiff: truncated header",
+        _file("cut.tif", lambda: tiff_bytes(64, 64, 64, [_zlib()])[:30]),
+        "is not a readable TIFF",
+        bounded=True,
+    ),
+]
+
+
 # ---- xt train: manifests, train states, masks, --out ------------------------------------------
 
 TRAIN_CONFIG = {
@@ -286,7 +446,7 @@ TRAIN_CASES = [
     ),
 ]
 
-CASES = [*ZARR_CASES, *TRAIN_CASES]
+CASES = [*ZARR_CASES, *TRAIN_CASES, *BOUNDED_CASES]
 
 
 @pytest.fixture(scope="module")
@@ -349,3 +509,27 @@ def test_a_torn_detection_row_does_not_survive_the_resume_cleanup(
         handle.write(torn)  # the kill: no line end, fields missing
     OutputStore.resume(tmp_path / "det.zarr", **kw)
     assert table.read_text() == whole
+
+
+def test_the_decode_bound_is_documented_and_overridable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real 2048 x 2048 single-strip deflate TIFF (a 4 MiB strip) opens under the default
+    bound, is refused under XT_MAX_DECODE_MB=1 with the variable named, and a bad value is
+    refused naming it."""
+    import tifffile
+
+    from xt_engine import InputError, open_image
+    from xt_engine.io import limits
+
+    path = tmp_path / "one_strip.tif"
+    image = np.random.default_rng(0).integers(0, 255, (2048, 2048), np.uint8)
+    tifffile.imwrite(path, image, compression="zlib", rowsperstrip=2048)
+    assert limits.DEFAULT_MAX_DECODE_MB == 256 and limits.DECODE_ENV in limits.__doc__
+    np.testing.assert_array_equal(open_image(path).read(0, 0, 0, 8, 8)[0], image[:8, :8])
+    monkeypatch.setenv("XT_MAX_DECODE_MB", "1")
+    with pytest.raises(InputError, match="one strip of 2048 x 2048 decodes to 4 MiB.*XT_MAX_"):
+        open_image(path)
+    monkeypatch.setenv("XT_MAX_DECODE_MB", "lots")
+    with pytest.raises(InputError, match="XT_MAX_DECODE_MB='lots' is not a positive number"):
+        open_image(path)

@@ -34,6 +34,7 @@ import zarr
 from xt_engine.errors import InputError
 from xt_engine.io.gdal_levels import gdal_levels
 from xt_engine.io.geotiff import GeoInfo, is_geotiff, read_geotiff
+from xt_engine.io.limits import check_tiff_levels
 from xt_engine.io.metadata import ome_pixel_size, resolution_pixel_size, svs_mpp
 from xt_engine.io.source import CORRUPT_FIX, ImageSource, SqueezedArray
 
@@ -60,6 +61,7 @@ def open_tiff(path: Path) -> ImageSource:
             axes, index = _plan_axes(path, series.axes, series.shape)
             pyramid = _pyramid(tif)
             _check_complete(path, [level for _, _, level in pyramid])
+            check_tiff_levels(path.name, [level for _, _, level in pyramid])  # io/limits.py
             pixel_size = _pixel_size(tif, series)
             unit = "micrometer" if pixel_size else None
             if is_geotiff(_first_page(tif)):

@@ -29,6 +29,7 @@ import zarr
 
 from xt_engine.errors import InputError
 from xt_engine.io.array import guess_axes
+from xt_engine.io.limits import check_chunk, check_pixels
 from xt_engine.io.source import ImageSource, SqueezedArray
 
 
@@ -155,7 +156,17 @@ def _check_multiscale(path: Path, ms: dict[str, Any], attrs: dict[str, Any]) -> 
 
 
 def _bare(array: Any, name: str) -> ImageSource:
-    return ImageSource([array], guess_axes(array.shape), name=name, metadata={"format": "zarr"})
+    axes = guess_axes(array.shape)
+    _bounded(name, [array], axes.index("y"), axes.index("x"))
+    return ImageSource([array], axes, name=name, metadata={"format": "zarr"})
+
+
+def _bounded(name: str, arrays: list[Any], iy: int, ix: int) -> None:
+    """The header bounds of :mod:`xt_engine.io.limits`: level 0's pixels, every level's chunk
+    (for a sharded array the inner chunk, the unit zarr decodes)."""
+    check_pixels(name, (arrays[0].shape[iy], arrays[0].shape[ix]))
+    for array in arrays:
+        check_chunk(name, array.chunks, array.dtype.itemsize)
 
 
 def _open_multiscale(path: Path, node: Any, ms: dict[str, Any], attrs: dict) -> ImageSource:
@@ -193,6 +204,7 @@ def _open_multiscale(path: Path, node: Any, ms: dict[str, Any], attrs: dict) -> 
     index = tuple(slice(None) if i in keep else 0 for i in range(ndim))
     levels = [a if len(keep) == ndim else SqueezedArray(a, index) for a in arrays]
     iy, ix = roles.index("y"), roles.index("x")
+    _bounded(path.name, arrays, iy, ix)
     scale = _scale(datasets[0], ndim)
     overall = _scale(ms, ndim)
     pixel_size = None
