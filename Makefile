@@ -41,6 +41,7 @@ bench: setup
 	$(PY) benchmarks/throughput_breakdown.py --out out/bench
 	$(PY) benchmarks/seams.py --out out/bench
 	$(PY) benchmarks/tissue.py --out out/bench
+	$(PY) benchmarks/batch.py --out out/bench
 	$(PY) benchmarks/export_memory.py --out out/bench
 	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) benchmarks/napari_latency.py --out out/bench
 

@@ -109,6 +109,8 @@ def test_inputs_folders_globs_manifests_and_stable_names(tmp_path: Path) -> None
     out = root / "results"  # the output folder inside the input is never an input
     out.mkdir()
     zarr.create_group(store=str(out / "old.zarr"))
+    elsewhere = zarr.create_group(store=str(root / "case1" / "earlier.zarr"))  # a result store
+    elsewhere.attrs["xt"] = {"software": "napari-xt 0", "complete": True}
     names = {t.name: t.path for t in collect_inputs([str(root)], out)}
     assert sorted(names) == ["case1__slide", "case2__scene", "case2__slide", "top", "vms__a"]
     assert [t.name for t in collect_inputs([str(root / "case*" / "*.svs")])] == ["case2__slide"]
@@ -284,3 +286,24 @@ def test_two_batches_on_one_folder_at_once_corrupt_nothing(
         assert sorted(decoded) == sorted(set(decoded))  # each region decoded by one batch once
         ends = sorted(e["status"] for e in log if e["event"] == "end" and e["status"] != "busy")
         assert ends == ["done", "skipped"], ends  # one batch ran it, the other found it done
+
+
+def test_the_slurm_recipe_asks_for_one_gpu_per_worker() -> None:
+    """The documented dask-jobqueue recipe's job script (no Slurm needed to write it)."""
+    pytest.importorskip("dask_jobqueue")
+    from xt_engine.batch.slurm import slurm_cluster
+
+    cluster = slurm_cluster(
+        cores=8,
+        memory="64GB",
+        walltime="04:00:00",
+        queue="gpu",
+        scheduler_options={"dashboard_address": ":0"},
+    )
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH --gres=gpu:1" in script and "#SBATCH -p gpu" in script
+    assert "--resources GPU=1,image=1" in script and "--nthreads 8" in script
+    assert "MALLOC_TRIM" not in script and "PRE_SPAWN_ENVIRON" in script

@@ -10,6 +10,10 @@ threads (torch's thread count is the worker's).
 Worker deaths are retried by the batch itself (:mod:`xt_engine.batch.runner`), so the local
 scheduler gives a task up at its first worker death (``allowed-failures: 0``) and hands tasks
 out one per free thread (``worker-saturation: 1.0``: no task waits on a worker that may die).
+Worker processes start without dask's ``MALLOC_TRIM_THRESHOLD_=65536`` (setting it turns off
+glibc's dynamic mmap threshold, and torch's CPU work ran 20-50% slower with it in
+benchmarks/batch.py's serial loop on this 2-core machine); ``OMP/MKL/OPENBLAS_NUM_THREADS=1``
+stay (torch's threads are set per worker).
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ from typing import Any
 
 from xt_engine.errors import InputError
 
+#: the environment dask gives worker processes, less MALLOC_TRIM_THRESHOLD_
+WORKER_ENVIRON = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
 SCHEDULER_CONFIG = {
     "distributed.scheduler.allowed-failures": 0,
     "distributed.scheduler.worker-saturation": 1.0,
+    "distributed.nanny.pre-spawn-environ": WORKER_ENVIRON,
 }
 
 

@@ -4,8 +4,9 @@ An INPUT is
 
 * a folder: searched recursively for what :func:`xt_engine.io.open_image` reads, by suffix
   (``TIFF_SUFFIXES``, ``SLIDE_SUFFIXES``, ``.png/.jpg/.jpeg``), OME-Zarr / zarr folders and
-  DICOM WSI folders (each one image, not searched further); the output folder is left out, and
-  the ``.jpg`` parts beside a Hamamatsu ``.vms``/``.vmu`` are not images of their own;
+  DICOM WSI folders (each one image, not searched further); the output folder and result
+  stores of this tool are left out, and the ``.jpg`` parts beside a Hamamatsu ``.vms``/``.vmu``
+  are not images of their own;
 * a glob (``slides/**/*.svs``, quoted so that the shell leaves it alone);
 * a manifest, ``.csv`` (a header with ``path`` and optional ``roi``, ``level``, ``output``) or
   ``.json`` (a list of such objects, or ``{"images": [...]}``): ``roi`` is ``Y0 X0 Y1 X1`` in
@@ -32,6 +33,7 @@ from typing import Any
 
 from xt_engine.errors import InputError
 from xt_engine.io import SLIDE_SUFFIXES, TIFF_SUFFIXES, is_dicom_folder
+from xt_engine.store.safety import read_store_attrs
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
 ZARR_MARKERS = ("zarr.json", ".zattrs", ".zgroup", ".zarray")
@@ -101,6 +103,8 @@ def _scan(folder: Path, skip: Path | None) -> list[Path]:
         if not _outside(entry, skip) or entry.name.startswith("."):
             continue
         if entry.is_dir():
+            if read_store_attrs(entry) is not None:  # an earlier run's result, not an image
+                continue
             found += [entry] if _is_image_folder(entry) else _scan(entry, skip)
         elif _is_image_file(entry) and not (vms and entry.suffix.lower() in (".jpg", ".jpeg")):
             found.append(entry)
