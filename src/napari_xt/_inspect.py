@@ -20,7 +20,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QPushButton
 
-from napari_xt._view import labels_placement
+from napari_xt._view import labels_placement, result_units
 from xt_engine import XTError
 from xt_engine.io import ImageSource
 from xt_engine.models import XTModel
@@ -157,6 +157,7 @@ class AttentionInspector:
             opacity=0.7,
             scale=scale,
             translate=translate,
+            **result_units(ctx.image),
             contrast_limits=(0.0, top),
         )
         self.status.setText(f"Attention of region {result.region_index} (bright: attended)")

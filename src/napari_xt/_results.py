@@ -27,7 +27,7 @@ from qtpy.QtCore import QTimer
 
 from napari_xt._layers import label_layer_kwargs
 from napari_xt._napari_private import mark_painted, redraw
-from napari_xt._view import labels_placement
+from napari_xt._view import labels_placement, result_units
 from xt_engine import RegionDone
 from xt_engine.colors import class_colors
 from xt_engine.io import ImageSource
@@ -95,6 +95,7 @@ class RunLayers:
         while max(shape) / factor > PREVIEW_MAX_SIDE:
             factor *= 2
         self._factor, self._run = factor, (image, down, model)
+        units = result_units(image)  # the image's (a layer without them: napari drops all units)
         self._dirty, self._refreshed, self._partial = False, 0.0, True
         self._reveal = None
         for name in (ATTENTION_LAYER, DETECTIONS_LAYER):
@@ -117,6 +118,7 @@ class RunLayers:
                     visible=False,  # shown with the first results: its first draw is a later turn
                     scale=scale,
                     translate=translate,
+                    **units,
                     **label_layer_kwargs(model.config.head),
                 )
             )
@@ -126,7 +128,7 @@ class RunLayers:
             heat = np.zeros((-(-shape[0] // stride), -(-shape[1] // stride)), dtype=np.float32)
             scale, translate = labels_placement(image, (down[0] * stride, down[1] * stride))
             self._heat = heat  # painted from now on; the layer shows this very array
-            self._pending_attention = {"scale": scale, "translate": translate}
+            self._pending_attention = {"scale": scale, "translate": translate, **units}
             steps.append(self._add_attention)
         self.store = store
         if resume:
@@ -193,6 +195,7 @@ class RunLayers:
             name=DETECTIONS_LAYER,
             scale=scale,
             translate=translate,
+            **result_units(image),
             size=12,
             border_width=0.1,
             border_color="white",
@@ -274,6 +277,7 @@ class RunLayers:
                 opacity=0.6,
                 scale=scale,
                 translate=translate,
+                **result_units(image),
                 **label_layer_kwargs(model.config.head),
             )
         )
@@ -305,6 +309,8 @@ class RunLayers:
                 np.allclose(old.scale, layer.scale) and np.allclose(old.translate, layer.translate)
             ):
                 old.scale, old.translate = layer.scale, layer.translate
+            if old.units != layer.units:  # a run over an image in other units
+                old.units = layer.units
             if _legend(old) != _legend(layer):  # another model's classes
                 old.colormap = layer.colormap
                 old.features = layer.features

@@ -61,6 +61,14 @@ def labels_placement(layer: Any, downsample: tuple[float, float]) -> tuple[np.nd
     return scale, translate
 
 
+def result_units(layer: Any) -> dict[str, Any]:
+    """``{"units": ...}`` for a 2-D result layer over the image ``layer``: its (y, x) units (a
+    layer with other units makes napari drop units for every layer, with a warning); nothing
+    for a napari without layer units (< 0.6)."""
+    units = getattr(layer, "units", None)
+    return {"units": tuple(units[-2:])} if units is not None and len(units) >= 2 else {}
+
+
 def shapes_box(
     shapes: Any, layer: Any, shape_yx: tuple[int, int]
 ) -> tuple[int, int, int, int] | None:
@@ -91,6 +99,17 @@ def scope_roi(
 ) -> tuple[int, int, int, int] | None:
     """The ROI of a widget scope (one of :data:`SCOPES` or ``SHAPES_PREFIX + name``) as a
     ``level`` pixel box, ``None`` for the whole image."""
+    box0 = scope_box0(viewer, scope, layer, source)
+    if box0 is None:
+        return None
+    return box_at_level(box0, source.downsample(level), source.shape_yx(level))
+
+
+def scope_box0(
+    viewer: Any, scope: str, layer: Any, source: ImageSource
+) -> tuple[int, int, int, int] | None:
+    """The ROI of a widget scope as a level-0 pixel box (``xt infer --roi``), ``None`` for the
+    whole image (InputError for a Shapes layer with no shape over the image)."""
     if scope.startswith(SHAPES_PREFIX):
         name = scope.removeprefix(SHAPES_PREFIX)
         shapes = viewer.layers[name] if name in viewer.layers else None
@@ -100,8 +119,7 @@ def scope_roi(
                 f"the Shapes layer {name!r} has no shape over the image",
                 "draw a rectangle or polygon over the image, or pick another scope",
             )
-    elif scope == SCOPES[0]:
-        box0 = view_box(viewer, layer, source.shape_yx(0))
-    else:
-        return None
-    return box_at_level(box0, source.downsample(level), source.shape_yx(level))
+        return box0
+    if scope == SCOPES[0]:
+        return view_box(viewer, layer, source.shape_yx(0))
+    return None

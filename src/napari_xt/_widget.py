@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_xt._controls import button, hbox, wrapping_label
+from napari_xt._export_actions import ExportActions
 from napari_xt._image_picker import ImagePicker
 from napari_xt._inputs import check_channels
 from napari_xt._inspect import AttentionInspector, RunContext
@@ -110,6 +111,7 @@ class XTInferenceWidget(QWidget):
         self.status = wrapping_label("Ready")
 
         self.inspector = AttentionInspector(self.viewer, self.status)
+        self.exports = ExportActions(self)  # Export..., Copy command, Copy Slurm script
         form = QFormLayout()
         picker = self.model_picker
         for label, row in (
@@ -128,6 +130,7 @@ class XTInferenceWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(hbox(self.run_button, self.resume_button, self.cancel_button))
+        layout.addLayout(self.exports.row())
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addStretch(1)
@@ -403,4 +406,5 @@ class XTInferenceWidget(QWidget):
         self.images.channels.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         self.inspector.set_running(running)
+        self.exports.set_running(running)
         self.resume_button.setEnabled(not running and self._resumable())
