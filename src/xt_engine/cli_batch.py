@@ -36,7 +36,7 @@ def add_batch_parser(sub: Any) -> None:
         "--cluster",
         metavar="local[:N]",
         help="a local dask cluster (default): one worker per GPU, else N processes sharing "
-        "the cores (default N = cores // 4, at least 1)",
+        "the cores (default: one per core, at most one per 2 GiB of memory)",
     )
     where.add_argument("--scheduler", metavar="ADDRESS", help="an existing dask scheduler")
     where.add_argument(

@@ -307,3 +307,15 @@ def test_the_slurm_recipe_asks_for_one_gpu_per_worker() -> None:
     assert "#SBATCH --gres=gpu:1" in script and "#SBATCH -p gpu" in script
     assert "--resources GPU=1,image=1" in script and "--nthreads 8" in script
     assert "MALLOC_TRIM" not in script and "PRE_SPAWN_ENVIRON" in script
+
+
+def test_the_local_cluster_is_sized_to_the_machine() -> None:
+    from xt_engine.batch.cluster import local_sizes, parse_cluster
+
+    assert local_sizes(None, None, gpus=0, cores=2, memory_gib=8) == (2, 1)  # one per core
+    assert local_sizes(None, None, gpus=0, cores=16, memory_gib=16) == (8, 2)  # 2 GiB each
+    assert local_sizes(None, None, gpus=4, cores=16, memory_gib=128) == (4, 4)  # one per GPU
+    assert local_sizes(3, None, gpus=0, cores=16, memory_gib=128) == (3, 5)  # never > cores
+    assert parse_cluster("local") is None and parse_cluster("local:3") == 3
+    with pytest.raises(InputError, match="local or local:N"):
+        parse_cluster("local:0")

@@ -3,9 +3,11 @@
 ``local`` (:func:`local_cluster`): one worker process per GPU, each with
 ``CUDA_VISIBLE_DEVICES`` set to its own GPU and the worker resource ``GPU=1``; without GPUs,
 ``N`` worker processes sharing the cores (``cores // N`` threads each, never more threads than
-cores; default ``N = max(1, cores // 4)``). Every worker declares the resource ``image=1`` and
-every image asks for it (or for ``GPU=1``), so a worker runs one image at a time with all its
-threads (torch's thread count is the worker's).
+cores; default: one process per core, at most one per 2 GiB of memory: on this 2-core machine
+2 workers x 1 thread ran 1.5x the images/hour of 1 worker x 2 threads, benchmarks/batch.py).
+Every worker declares the resource ``image=1`` and every image asks for it (or for ``GPU=1``),
+so a worker runs one image at a time with all its threads (torch's thread count is the
+worker's).
 
 Worker deaths are retried by the batch itself (:mod:`xt_engine.batch.runner`), so the local
 scheduler gives a task up at its first worker death (``allowed-failures: 0``) and hands tasks
@@ -63,10 +65,25 @@ def parse_cluster(text: str) -> int | None:
     return int(match[1]) if match[1] else None
 
 
-def local_sizes(workers: int | None, threads: int | None, gpus: int, cores: int) -> tuple[int, int]:
+def machine_memory_gib() -> float:
+    """Physical memory, GiB."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 2.0
+
+
+def local_sizes(
+    workers: int | None,
+    threads: int | None,
+    gpus: int,
+    cores: int,
+    memory_gib: float | None = None,
+) -> tuple[int, int]:
     """(worker processes, threads each) for a local cluster (see the module docstring)."""
     if workers is None:
-        workers = gpus or max(1, cores // 4)
+        memory = machine_memory_gib() if memory_gib is None else memory_gib
+        workers = gpus or max(1, min(cores, int(memory // 2)))
     if threads is None:
         threads = max(1, cores // workers)
     return workers, threads
