@@ -335,6 +335,115 @@ BOUNDED_CASES = [
 ]
 
 
+# ---- crafted checkpoints and other inputs (fixed earlier in issue 17; kept in the table) ------
+
+TINY_MODEL = {
+    "tiling": {"region_size": 64},
+    "region_encoder": {"name": "test_convnext", "in_chans": 3},
+    "context_encoder": {"kind": "none", "dim": 32},
+    "head": {"task": "segmentation", "num_classes": 2},
+}
+
+
+def _infer_with(write: Callable[[Path], None]) -> Callable[[Path], list[str]]:
+    """``xt infer`` of a small RGB TIFF with the checkpoint ``write(path)`` makes."""
+
+    def make(tmp: Path) -> list[str]:
+        import tifffile
+
+        tifffile.imwrite(tmp / "rgb.tif", np.zeros((64, 64, 3), np.uint8))
+        write(tmp / "m.safetensors")
+        return [
+            "infer",
+            str(tmp / "rgb.tif"),
+            "--model",
+            str(tmp / "m.safetensors"),
+            "--out",
+            str(tmp / "out.zarr"),
+        ]
+
+    return make
+
+
+def _tensors(change: Callable[[dict], None] | None = None, config: dict | None = None):
+    def write(path: Path) -> None:
+        from safetensors.torch import save_file
+
+        from xt_engine.config import XTConfig
+        from xt_engine.models import create_model
+        from xt_engine.weights.checkpoint import FORMAT
+
+        state = {
+            k: v.contiguous()
+            for k, v in create_model(XTConfig.from_dict(TINY_MODEL)).state_dict().items()
+        }
+        if change is not None:
+            change(state)
+        meta = {"format": FORMAT, "xt_config": json.dumps(config or TINY_MODEL), "extra": "{}"}
+        save_file(state, str(path), metadata=meta)
+
+    return write
+
+
+def _reshape_first(state: dict) -> None:
+    key = next(iter(state))
+    state[key] = torch_zeros(state[key].numel() + 1)
+
+
+def _nan_first(state: dict) -> None:
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key].clone().fill_(float("nan"))
+
+
+def torch_zeros(n: int):
+    import torch
+
+    return torch.zeros(n)
+
+
+HUGE_MODEL = {
+    **TINY_MODEL,
+    "context_encoder": {"kind": "transformer_xl", "dim": 16384, "depth": 48, "num_heads": 128},
+}
+
+
+def _fifo(tmp: Path) -> list[str]:
+    os.mkfifo(tmp / "image.tif")
+    return ["info", str(tmp / "image.tif")]
+
+
+OTHER_CASES = [
+    Case(
+        "checkpoint: not a safetensors file",
+        _infer_with(lambda p: p.write_bytes(b"\x80\x04junk" * 20)),
+        "not a safetensors file",
+    ),
+    Case(
+        "checkpoint: 200-byte header naming a 100+ GB model",
+        _infer_with(_tensors(lambda s: [s.clear(), s.update(w=torch_zeros(1))], HUGE_MODEL)),
+        "lacks 545 tensor(s) its config needs",
+        bounded=True,
+    ),
+    Case(
+        "checkpoint: a tensor of the wrong shape",
+        _infer_with(_tensors(_reshape_first)),
+        "has shape [4] but its config",
+    ),
+    Case("checkpoint: NaN weights", _infer_with(_tensors(_nan_first)), "non-finite"),
+    Case("image: a FIFO", _fifo, "not a regular file", bounded=True),
+    Case(
+        "infer: --device tpu",
+        lambda tmp: [*_infer_with(_tensors())(tmp), "--device", "tpu"],
+        "--device tpu is not a device here",
+    ),
+    Case(
+        "demo: --size 0",
+        lambda tmp: ["demo", "--size", "0", "--out", str(tmp / "d")],
+        "--size 0 is too small",
+    ),
+]
+
+
 # ---- xt train: manifests, train states, masks, --out ------------------------------------------
 
 TRAIN_CONFIG = {
@@ -446,7 +555,7 @@ TRAIN_CASES = [
     ),
 ]
 
-CASES = [*ZARR_CASES, *TRAIN_CASES, *BOUNDED_CASES]
+CASES = [*ZARR_CASES, *TRAIN_CASES, *BOUNDED_CASES, *OTHER_CASES]
 
 
 @pytest.fixture(scope="module")
