@@ -245,13 +245,29 @@ def _file(
             "infer",
             str(path),
             "--model",
-            "test_convnext_none",
-            "--allow-untrained",
+            _gray_model(tmp),
             "--out",
             str(tmp / "out.zarr"),
         ]
 
     return make
+
+
+def _gray_model(tmp: Path) -> str:
+    """A tiny one-channel checkpoint: the crafted grey images reach the reads it would run."""
+    from xt_engine.config import XTConfig
+    from xt_engine.models import create_model
+    from xt_engine.weights.checkpoint import save_checkpoint
+
+    config = {
+        "tiling": {"region_size": 64},
+        "region_encoder": {"name": "test_convnext", "in_chans": 1},
+        "context_encoder": {"kind": "none", "dim": 32},
+        "head": {"task": "segmentation", "num_classes": 2},
+    }
+    path = tmp / "gray.safetensors"
+    save_checkpoint(create_model(XTConfig.from_dict(config)), path)
+    return str(path)
 
 
 def _zlib(n: int = 4096) -> bytes:
@@ -274,8 +290,7 @@ def _zarr_header(shape: list[int], chunks: list[int]) -> Callable[[Path], list[s
             "infer",
             str(path),
             "--model",
-            "test_convnext_none",
-            "--allow-untrained",
+            _gray_model(tmp),
             "--out",
             str(tmp / "out.zarr"),
         ]
