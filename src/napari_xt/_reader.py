@@ -69,6 +69,9 @@ def read_result_store(path: str | list[str]) -> list[LayerData]:
     scale = [float(v) for v in datasets[0]["coordinateTransformations"][0]["scale"]]
     down = [float(d) for d in xt["downsample"]]
     pixel = [s / d for s, d in zip(scale, down, strict=True)]  # level-0 pixel size
+    source = xt.get("source") or {}
+    # the image layer's units (read_image): a layer without them makes napari drop all units
+    units = {"units": source.get("unit") or "pixel"} if source.get("pixel_size") else {}
     state = "" if xt.get("complete") else ", incomplete"
     name = f"xT {root.name}{state}"
     table = root / DETECTIONS_FILE
@@ -79,11 +82,11 @@ def read_result_store(path: str | list[str]) -> list[LayerData]:
             "class": [r["class_name"] for r in rows],
             "score": [float(r["score"]) for r in rows],
         }
-        kwargs = {"name": name, "scale": tuple(pixel), "features": features, "size": 12}
+        kwargs = {"name": name, "scale": tuple(pixel), "features": features, "size": 12, **units}
         return [(points, kwargs, "points")]
     levels = [labels[d["path"]] for d in datasets]
     translate = tuple((d - 1) / 2 * p for d, p in zip(down, pixel, strict=True))
-    meta: dict[str, Any] = {"name": name, "scale": tuple(scale), "translate": translate}
+    meta: dict[str, Any] = {"name": name, "scale": tuple(scale), "translate": translate, **units}
     meta |= {"opacity": 0.6, **label_layer_kwargs(head)}
     if len(levels) > 1:
         meta["multiscale"] = True

@@ -231,6 +231,14 @@ def test_export_copy_command_and_units_after_a_geotiff_run(
     assert (batch.precision, batch.overlap, batch.foreground) == ("fp32", 16, "none")
     assert "# the widget's ROI (level-0 Y0 X0 Y1 X1: 2 3 91 121)" in script
 
+    # the store opened again (File > Open) is in the image's units too
+    seen = len(notification_manager.records)
+    reopened = viewer.open(str(store), plugin="napari-xt")[0]
+    qtbot.wait(200)
+    assert reopened.units == image.units[-2:] and viewer.layers.extent.units is not None
+    messages = [str(n.message) for n in notification_manager.records[seen:]]
+    assert not [m for m in messages if "units" in m.lower()], messages
+
 
 @pytest.mark.gui
 def test_copied_commands_name_what_has_no_file(make_napari_viewer, qtbot) -> None:
