@@ -3,8 +3,10 @@
 ``--images`` synthetic RGB TIFFs of ``--side`` px through ``--model`` (default: the tiny
 untrained ``test_convnext_none``, 64 px regions), on the CPU:
 
-* ``serial``: this process, torch at ``--threads`` threads, the model loaded, then
-  ``run_inference`` image after image into stores;
+* ``serial``: a fresh process (not this one, which hosts the clusters' schedulers), torch at
+  ``--threads`` threads, warmed up on one image (the workers are warm after the first round),
+  then timed inside that process: the model loaded, ``run_inference`` image after image into
+  stores;
 * ``batch 1xT``: :func:`xt_engine.batch.run_batch` on a LocalCluster of one worker process with
   ``--threads`` threads (the same work, through dask: the overhead);
 * ``--splits`` as WORKERSxTHREADS (default ``2x1`` and ``1x2``): images/hour.
@@ -12,8 +14,10 @@ untrained ``test_convnext_none``, 64 px regions), on the CPU:
 Each cluster starts once (``start_s``, reported apart: a fixed cost per batch, not per image);
 a batch is timed from the ready cluster to its last result, model loading on the workers
 included as the serial loop's is. ``--repeats`` rounds, each running every configuration in
-turn; the best round of each counts (the machine may be shared). Target: ``batch 1xT`` within
-5% of ``serial``. Prints a table and writes ``batch.json`` to ``--out``.
+turn; ``run_s`` is each configuration's best round, ``vs serial`` the median over the rounds
+of its time / that round's serial time (pairs taken close together: a shared machine's load
+drifts). Target: ``batch 1xT`` within 5% of ``serial``. Prints a table and writes
+``batch.json`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -60,6 +66,15 @@ def serial(images: list[Path], model_name: str, out: Path, batch_size: int) -> f
     return time.perf_counter() - start
 
 
+def serial_elsewhere(folder: Path, out: Path, args: argparse.Namespace) -> float:
+    """:func:`serial` in a fresh process; its own timing."""
+    command = [sys.executable, __file__, "--serial-run", str(folder), str(out)]
+    command += ["--model", args.model, "--batch-size", str(args.batch_size)]
+    command += ["--threads", str(args.threads)]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def batch(images: list[Path], model_name: str, out: Path, client: Any, batch_size: int) -> float:
     start = time.perf_counter()
     tasks = collect_inputs([str(images[0].parent)], out)
@@ -84,14 +99,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="serial and batch 1xT threads")
     parser.add_argument("--splits", nargs="*", default=["2x1", "1x2"])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
+    parser.add_argument("--serial-run", nargs=2, metavar=("IMAGES", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serial_run:  # the serial loop's own process: print its seconds
+        torch.set_num_threads(args.threads)
+        folder, out = (Path(v) for v in args.serial_run)
+        images = sorted(folder.glob("*.tif"))
+        serial(images[:1], args.model, out / "warm-up", args.batch_size)  # as warm as a worker
+        print(serial(images, args.model, out, args.batch_size))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     cores = machine_cores()
     torch.set_num_threads(args.threads)
     splits = [f"1x{args.threads}", *[s for s in args.splits if s != f"1x{args.threads}"]]
     best: dict[str, float] = {}
+    ratios: dict[str, list[float]] = {}
     starts: dict[str, float] = {"serial": 0.0}
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         folder = Path(tmp) / "images"
@@ -109,24 +133,25 @@ def main() -> None:
             starts[f"batch {split}"] = time.perf_counter() - began
         for repeat in range(args.repeats):
             out = Path(tmp) / f"serial-{repeat}"
-            times = {"serial": serial(images, args.model, out, args.batch_size)}
+            times = {"serial": serial_elsewhere(folder, out, args)}
             for split, client in clients.items():
                 out = Path(tmp) / f"batch-{split}-{repeat}"
                 times[f"batch {split}"] = batch(images, args.model, out, client, args.batch_size)
             for run, seconds in times.items():
                 best[run] = min(best.get(run, float("inf")), seconds)
+                ratios.setdefault(run, []).append(seconds / times["serial"])
             shutil.rmtree(Path(tmp) / f"serial-{repeat}", ignore_errors=True)
-    base = best["serial"]
     rows = [
         {"run": run, "start_s": starts[run], "run_s": seconds, "done": args.images}
         for run, seconds in best.items()
     ]
     for row in rows:
         row["images_per_hour"] = 3600.0 * row["done"] / row["run_s"]
-        row["overhead"] = row["run_s"] / base - 1.0
+        row["overhead"] = float(np.median(ratios[row["run"]])) - 1.0
+        row["ratios"] = ratios[row["run"]]
     print(
         f"{args.images} images of {args.side}^2 px, {args.model}, {cores} cores, "
-        f"best of {args.repeats}"
+        f"{args.repeats} rounds"
     )
     print(f"{'run':12s} {'start s':>8s} {'run s':>8s} {'images/h':>9s} {'vs serial':>9s}")
     for row in rows:

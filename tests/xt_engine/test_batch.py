@@ -319,3 +319,29 @@ def test_the_local_cluster_is_sized_to_the_machine() -> None:
     assert parse_cluster("local") is None and parse_cluster("local:3") == 3
     with pytest.raises(InputError, match="local or local:N"):
         parse_cluster("local:0")
+
+
+def test_progress_two_bars_on_a_terminal_one_line_per_image_elsewhere() -> None:
+    import io
+
+    from xt_engine.batch.progress import BatchProgress
+    from xt_engine.batch.report import ImageResult
+
+    done = ImageResult("a.tif", "a.zarr", "done", seconds=1.5)
+    failed = ImageResult("b.tif", "b.zarr", "failed", error="b.tif is damaged")
+    tty = io.StringIO()
+    bars = BatchProgress(2, tty, tty=True)
+    bars("image", "a", 3, 6)
+    bars("finished", done)
+    bars("finished", failed)
+    assert "regions [###############...............] 3/6 a" in tty.getvalue()
+    assert f"images  [{'#' * 30}] 2/2, 1 failed" in tty.getvalue().split("\x1b[2F")[-1]
+    log = io.StringIO()
+    lines = BatchProgress(2, log, tty=False)
+    lines("image", "a", 3, 6)
+    lines("finished", done)
+    lines("finished", failed)
+    assert log.getvalue().splitlines() == [
+        "xt batch: [1/2] done a.zarr (1.5 s)",
+        "xt batch: [2/2] failed b.zarr: b.tif is damaged",
+    ]
