@@ -4,7 +4,7 @@
 ``CUDA_VISIBLE_DEVICES`` set to its own GPU and the worker resource ``GPU=1``; without GPUs,
 ``N`` worker processes sharing the cores (``cores // N`` threads each, never more threads than
 cores; default: one process per core, at most one per 2 GiB of memory: on this 2-core machine
-2 workers x 1 thread ran 1.5x the images/hour of 1 worker x 2 threads, benchmarks/batch.py).
+2 workers x 1 thread ran 1.02-1.67x the images/hour of 1 x 2 in 7 runs, benchmarks/batch.py).
 Every worker declares the resource ``image=1`` and every image asks for it (or for ``GPU=1``),
 so a worker runs one image at a time with all its threads (torch's thread count is the
 worker's).
@@ -13,7 +13,7 @@ Worker deaths are retried by the batch itself (:mod:`xt_engine.batch.runner`), s
 scheduler gives a task up at its first worker death (``allowed-failures: 0``) and hands tasks
 out one per free thread (``worker-saturation: 1.0``: no task waits on a worker that may die).
 Worker processes start without dask's ``MALLOC_TRIM_THRESHOLD_=65536`` (setting it turns off
-glibc's dynamic mmap threshold, and torch's CPU work ran 20-50% slower with it in
+glibc's dynamic mmap threshold, and torch's CPU work ran 22-70% slower with it in
 benchmarks/batch.py's serial loop on this 2-core machine); ``OMP/MKL/OPENBLAS_NUM_THREADS=1``
 stay (torch's threads are set per worker).
 """
