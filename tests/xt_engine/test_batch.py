@@ -345,3 +345,43 @@ def test_progress_two_bars_on_a_terminal_one_line_per_image_elsewhere() -> None:
         "xt batch: [1/2] done a.zarr (1.5 s)",
         "xt batch: [2/2] failed b.zarr: b.tif is damaged",
     ]
+
+
+def test_a_complete_store_of_another_run_needs_overwrite(
+    images: list[Path], serial: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copytree(serial["img0"], out / "img0.zarr")  # written by xt infer, not by a batch
+    argv = ["batch", str(images[0]), *MODEL, "--out-dir", str(out), "--shard", "0/1"]
+    assert main(argv) == 1
+    (row,) = read_report(out / "report.shard-0-of-1.csv")[:1]
+    assert row["status"] == "failed" and "complete result of another run" in row["error"]
+    assert "--overwrite" in row["error"]
+    assert main([*argv, "--overwrite"]) == 0
+    assert read_report(out / "report.shard-0-of-1.csv")[0]["status"] == "done"
+    _assert_same_store(out / "img0.zarr", serial["img0"])
+    assert main(argv) == 0  # now a batch's store: the next batch skips it
+    assert read_report(out / "report.shard-0-of-1.csv")[0]["status"] == "skipped"
+
+
+@pytest.mark.slow
+def test_local_gpu_workers_each_see_their_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One worker per visible GPU, CUDA_VISIBLE_DEVICES set per worker process (checked on a
+    CPU machine: the variable and the resources, not a GPU)."""
+    from distributed import Client
+
+    from xt_engine.batch.cluster import local_cluster, task_resources
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    cluster = local_cluster(threads=1, dashboard_address=None)
+    try:
+        with Client(cluster, timeout="60s") as c:
+            c.wait_for_workers(2, timeout=120)
+            seen = c.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+            assert sorted(seen.values()) == ["3", "5"]
+            assert task_resources(c, None) == {"GPU": 1}
+    finally:
+        cluster.close(timeout=30)
