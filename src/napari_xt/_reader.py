@@ -46,8 +46,27 @@ def napari_get_reader(path: str | list[str]) -> Any:
 
 
 def read_result_store(path: str | list[str]) -> list[LayerData]:
-    """A result store as its segmentation (lazy label pyramid) or detections (points), placed
-    over its image (level-0 pixels, or the pixel size the store records)."""
+    """A result store as its source image (when the file it recorded, ``xt.source_path``, is
+    still there) under its segmentation (lazy label pyramid) or detections (points), placed
+    over the image (level-0 pixels, or the pixel size the store records)."""
+    root = Path(str(path[0] if isinstance(path, list) else path).rstrip("/"))
+    return [*_source_layers(root), *_result_layers(root)]
+
+
+def _source_layers(root: Path) -> list[LayerData]:
+    """The image the run read, as read_image gives it; nothing when it is gone, was an
+    in-memory array, or no longer opens."""
+    xt = read_store_attrs(root) or {}
+    source_path = xt.get("source_path")
+    if not isinstance(source_path, str) or not Path(source_path).exists():
+        return []
+    try:
+        return read_image(source_path)
+    except Exception:  # noqa: BLE001 - the result still opens without its image
+        return []
+
+
+def _result_layers(root: Path) -> list[LayerData]:
     import csv
 
     import zarr
@@ -56,7 +75,6 @@ def read_result_store(path: str | list[str]) -> list[LayerData]:
     from xt_engine.config import XTConfig
     from xt_engine.store.result_store import DETECTIONS_FILE, LABELS_PATH
 
-    root = Path(str(path[0] if isinstance(path, list) else path).rstrip("/"))
     xt = read_store_attrs(root)
     if xt is None:
         raise ValueError(f"{root} is not a napari-xt result store")

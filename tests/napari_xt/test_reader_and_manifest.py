@@ -220,3 +220,24 @@ def test_the_reader_takes_every_slide_format_the_engine_opens(tmp_path: Path) ->
     assert kind == "image" and kwargs.get("rgb") and tuple(level0.shape) == (256, 384, 3)
     np.testing.assert_array_equal(np.asarray(level0[:16, :16]), image[:16, :16])
     assert tuple(kwargs["scale"])[-2:] == (0.25, 0.25)
+
+
+def test_a_result_store_opens_over_its_source_image(tmp_path: Path) -> None:
+    """A store of a run on a file opens as that image and, on top, the labels."""
+    import tifffile
+
+    from napari_xt._reader import read_result_store
+    from xt_engine import run_inference
+    from xt_engine.weights.loading import load_model
+
+    image = np.random.default_rng(6).integers(0, 255, (256, 256), dtype=np.uint8)
+    tif = tmp_path / "scene.tif"
+    tifffile.imwrite(tif, image)
+    store = tmp_path / "run.zarr"
+    list(run_inference(str(tif), load_model("xt_demo_sar"), output=store))
+    layers = read_result_store(str(store))
+    assert [kind for _, _, kind in layers] == ["image", "labels"]
+    data = layers[0][0]
+    np.testing.assert_array_equal(np.asarray((data[0] if isinstance(data, list) else data)[:]), image)
+    tif.unlink()  # the image gone: the result still opens, alone
+    assert [kind for _, _, kind in read_result_store(str(store))] == ["labels"]

@@ -79,7 +79,7 @@ def _run(widget, qtbot) -> bool:
 def _store_labels(store: Path) -> np.ndarray:
     from napari_xt._reader import read_result_store
 
-    data = read_result_store(str(store))[0][0]
+    data = read_result_store(str(store))[-1][0]  # the image (when its file exists) comes first
     return np.asarray((data[0] if isinstance(data, list) else data)[:])
 
 
