@@ -107,6 +107,7 @@ def test_geotiff_carries_the_crs_transform_and_values(tmp_path: Path) -> None:
         np.testing.assert_array_equal(src.read(1), labels)
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert src.block_shapes == [(256, 256)] and src.tags()["XT_SOURCE_NODATA"] == "0.0"
+        assert src.nodata == 0.0  # the source's nodata (0), which a label can hold
     with pytest.raises(Exception, match="no georeference"):
         export_store(_store(tmp_path / "slide.zarr", labels), "geotiff", tmp_path / "s.tif")
 

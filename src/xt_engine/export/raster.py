@@ -21,8 +21,9 @@ TILE = 256
 
 def write_geotiff(result: ResultView, out: Path) -> dict[str, Any]:
     """A tiled, deflate-compressed COG of the labels with overviews, carrying the source's CRS
-    and geotransform (scaled to the inference level); the source's nodata is kept as the
-    ``XT_SOURCE_NODATA`` tag (label 0 is background, not nodata). Returns what was written."""
+    and geotransform (scaled to the inference level) and its nodata: as the band's nodata when
+    a uint8 label can hold it (e.g. 0, where pixels without data are labelled 0), always as the
+    ``XT_SOURCE_NODATA`` tag. Returns what was written."""
     import rasterio
     from rasterio.crs import CRS
     from rasterio.enums import Resampling
@@ -42,6 +43,9 @@ def write_geotiff(result: ResultView, out: Path) -> dict[str, Any]:
     nodata = result.xt.get("source", {}).get("nodata")
     if nodata is not None:
         tags["XT_SOURCE_NODATA"] = str(nodata)
+    # pixels without data are labelled 0 (background); a source nodata that a label can hold
+    # (e.g. 0) becomes the band's nodata, so GIS tools show those pixels (and background) empty
+    label_nodata = _label_nodata(nodata)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         plain = Path(tmp) / "labels.tif"
         profile = {
@@ -56,6 +60,7 @@ def write_geotiff(result: ResultView, out: Path) -> dict[str, Any]:
             "compress": "deflate",
             "transform": Affine(a, b, c, d, e, f),
             "crs": crs,
+            "nodata": label_nodata,
         }
         with rasterio.open(plain, "w", **profile) as dst:
             for top, band in _bands(labels):
@@ -68,6 +73,15 @@ def write_geotiff(result: ResultView, out: Path) -> dict[str, Any]:
         rio_copy(plain, out, driver="COG", compress="DEFLATE", blocksize=TILE,
                  overview_resampling="nearest")
     return {"shape": [h, w], "crs": crs.to_string() if crs else None}
+
+
+def _label_nodata(nodata: object) -> int | None:
+    """The source's nodata as a uint8 label value, when it is one (else None)."""
+    try:
+        value = float(nodata)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return int(value) if value.is_integer() and 0 <= value <= 255 else None
 
 
 def _colormap(dst: Any, result: ResultView) -> None:
