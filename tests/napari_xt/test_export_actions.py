@@ -233,7 +233,7 @@ def test_export_copy_command_and_units_after_a_geotiff_run(
 
     # the store opened again (File > Open) is in the image's units too
     seen = len(notification_manager.records)
-    reopened = viewer.open(str(store), plugin="napari-xt")[0]
+    reopened = viewer.open(str(store), plugin="napari-xt")[-1]  # over its source image
     qtbot.wait(200)
     assert reopened.units == image.units[-2:] and viewer.layers.extent.units is not None
     messages = [str(n.message) for n in notification_manager.records[seen:]]
