@@ -17,6 +17,7 @@ import numpy as np
 from xt_engine.export.result import ResultView
 
 TILE = 256
+GDAL_CACHE_MB = 64
 
 
 def write_geotiff(result: ResultView, out: Path) -> dict[str, Any]:
@@ -46,7 +47,10 @@ def write_geotiff(result: ResultView, out: Path) -> dict[str, Any]:
     # pixels without data are labelled 0 (background); a source nodata that a label can hold
     # (e.g. 0) becomes the band's nodata, so GIS tools show those pixels (and background) empty
     label_nodata = _label_nodata(nodata)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    # GDAL's block cache defaults to 5% of the RAM: bounded here, so memory follows the band
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), tempfile.TemporaryDirectory(
+        dir=out.parent
+    ) as tmp:
         plain = Path(tmp) / "labels.tif"
         profile = {
             "driver": "GTiff",
