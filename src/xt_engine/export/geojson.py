@@ -28,7 +28,8 @@ from shapely import affinity
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.ops import unary_union
 
-from xt_engine.export.result import DETECTIONS_FILE, ResultView, crs_name, dumps
+from xt_engine.export.result import ResultView, crs_name, dumps
+from xt_engine.store.detections import DETECTIONS_FILE
 
 BAND_TILES = 1  # tile rows traced at once
 

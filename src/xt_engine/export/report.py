@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from xt_engine.export.result import DETECTIONS_FILE, ResultView
+from xt_engine.export.result import ResultView
+from xt_engine.store.detections import DETECTIONS_FILE
 
 TOP_K = 5
 REPORT_COLUMNS = (
@@ -125,7 +126,7 @@ def write_report(result: ResultView, out: Path) -> dict[str, Any]:
     return report
 
 
-DETECTION_COLUMNS = ("y", "x", "class", "class_name", "score", "height", "width")
+TABLE_COLUMNS = ("y", "x", "class", "class_name", "score", "height", "width")
 
 
 def write_detections(result: ResultView, out: Path) -> dict[str, Any]:
@@ -140,7 +141,7 @@ def write_detections(result: ResultView, out: Path) -> dict[str, Any]:
     table: list[dict[str, Any]] = []
     for row in rows:
         y, x = float(row["y"]), float(row["x"])
-        entry: dict[str, Any] = {k: row[k] for k in DETECTION_COLUMNS}
+        entry: dict[str, Any] = {k: row[k] for k in TABLE_COLUMNS}
         if result.georeference is not None:
             a, b, c, d, e, f = result.georeference["transform"]
             entry["crs_x"], entry["crs_y"] = a * x + b * y + c, d * x + e * y + f
@@ -151,7 +152,7 @@ def write_detections(result: ResultView, out: Path) -> dict[str, Any]:
         _write_parquet(table, out)
     else:
         with out.open("w", newline="") as handle:
-            fields = list(table[0]) if table else list(DETECTION_COLUMNS)
+            fields = list(table[0]) if table else list(TABLE_COLUMNS)
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             writer.writerows(table)

@@ -19,9 +19,7 @@ from xt_engine.colors import class_colors
 from xt_engine.config import XTConfig
 from xt_engine.errors import InputError
 from xt_engine.store.provenance import xt_attrs
-
-LABELS_PATH = "labels/segmentation"
-DETECTIONS_FILE = "detections.csv"
+from xt_engine.store.result_store import LABELS_PATH
 
 
 @dataclass

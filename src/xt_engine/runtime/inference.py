@@ -6,9 +6,7 @@ the image: pixels are read per region from the source, outputs go straight to th
 
 from __future__ import annotations
 
-import errno
 import os
-import resource
 import shutil
 import time
 from collections.abc import Iterator
@@ -38,8 +36,10 @@ from xt_engine.runtime.passes import (
     mask_missing,
     two_pass,
 )
+from xt_engine.runtime.precision import PRECISIONS, resolve_precision
 from xt_engine.runtime.provenance import input_fingerprint, run_determinants
 from xt_engine.runtime.resolution import plan_resolution
+from xt_engine.runtime.resources import peak_rss_mb, write_error
 from xt_engine.runtime.schedule import ContextSchedule, two_pass_model
 from xt_engine.runtime.writer import BackgroundWriter
 from xt_engine.store.result_store import DETECTIONS_FILE, OutputStore, xt_attrs
@@ -283,13 +283,13 @@ def run_inference(
     except Cancelled:
         cancelled = True
     except OSError as err:
-        raise _write_error(err, output) from err
+        raise write_error(err, output) from err
     finally:
         if writer is not None:
             try:
                 writer.close()  # everything yielded so far is on disk before the store is marked
             except OSError as err:
-                raise _write_error(err, output) from err
+                raise write_error(err, output) from err
     image_class = probs = None
     if classify and final and not cancelled:
         with torch.inference_mode(), autocast():
@@ -323,29 +323,6 @@ def _report(path: Path) -> dict[str, Any]:
     return measure(open_result(path, partial=True))
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
-
-
-def _write_error(err: OSError, output: object) -> Exception:
-    """A full disk (of the store or of the temporary folder holding a two-pass token cache),
-    a read-only or forbidden location: one line and the fix; the store stays resumable (only
-    regions wholly written are recorded as done). Other OS errors pass through unchanged."""
-    if err.errno not in _WRITE_ERRNOS:
-        return err
-    where = err.filename or output or "the temporary folder"
-    problem = (
-        "no space left on the device"
-        if err.errno in (errno.ENOSPC, errno.EDQUOT)
-        else err.strerror or "cannot write"
-    )
-    return InputError(
-        f"{problem} while writing {where}",
-        "free space or choose another --out (TMPDIR for the token cache), then run again "
-        "with --resume",
-    )
-
-
 def _check_overlap(overlap: int, token_stride: int, attention: bool) -> None:
     """Overlapping regions must keep token positions on the grid (and attention tiles whole)."""
     unit = token_stride if attention else max(1, token_stride // 2)
@@ -356,37 +333,6 @@ def _check_overlap(overlap: int, token_stride: int, attention: bool) -> None:
             f"(token stride {token_stride} px)",
             f"use an overlap of 0, {unit}, {2 * unit}, ... px",
         )
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32)."""
-    if precision not in PRECISIONS:
-        raise ConfigError(
-            f"precision {precision!r} is unknown", f"use one of {', '.join(PRECISIONS)}"
-        )
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError(
-            "fp16 autocast needs a CUDA device", "use --precision fp32 or bf16 on CPU"
-        )
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB: Linux's ``VmHWM`` (it starts fresh
-    at ``exec``, unlike ``ru_maxrss``, which a child inherits from a larger parent), else
-    ``ru_maxrss`` (KiB on Linux)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _region_events(
@@ -433,3 +379,6 @@ def _region_events(
             )
         )
     return out
+
+
+__all__ = ["PRECISIONS", "peak_rss_mb", "resolve_precision", "run_inference"]

@@ -34,8 +34,6 @@ levels are built from the finer ones as their chunks' regions complete
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from datetime import UTC, datetime
@@ -50,6 +48,7 @@ from xt_engine.config import XTConfig
 from xt_engine.errors import InputError
 from xt_engine.io.source import ImageSource
 from xt_engine.store.chunk_files import ChunkFiles
+from xt_engine.store.detections import DETECTIONS_FILE, append_detections, drop_unfinished_rows
 from xt_engine.store.ngff import (
     ATTENTION_PATH,
     NGFF_VERSION,
@@ -65,9 +64,7 @@ from xt_engine.tiling import Region, RegionGrid
 LABELS_GROUP = "labels"
 LABEL_NAME = "segmentation"
 LABELS_PATH = f"{LABELS_GROUP}/{LABEL_NAME}"
-DETECTIONS_FILE = "detections.csv"
 FOREGROUND_PATH = "xt_foreground"
-DETECTION_COLUMNS = ("region", "y", "x", "class", "class_name", "score", "height", "width")
 
 
 def _pyramid_depth(shape_yx: tuple[int, int]) -> int:
@@ -89,6 +86,9 @@ class OutputStore:
         self.grid = grid
         xt = xt_attrs(root)
         self.labels = [_array(root, f"{LABELS_PATH}/{k}") for k in range(xt["label_levels"])]
+        # read once here, not per region: the detections table scales and names its rows
+        self._downsample = (float(xt["downsample"][0]), float(xt["downsample"][1]))
+        self._class_names = list(xt["model_config"]["head"].get("class_names") or [])
         self.done = _array(root, "xt_done")
         self._done_flags = np.asarray(self.done[:], dtype=bool)  # the record, held here too
         self.pyramid = LabelPyramid(self.labels, grid, self._done_flags)  # (copies it)
@@ -334,53 +334,13 @@ class OutputStore:
         self.attention[ay : ay + attention.shape[0], ax : ax + attention.shape[1]] = attention
 
     def _append_detections(self, region: Region, rows: np.ndarray) -> None:
-        xt = xt_attrs(self.root)
-        dy, dx = xt["downsample"]
-        names = xt["model_config"]["head"].get("class_names") or []
-        path = self.path / DETECTIONS_FILE
-        text = io.StringIO()  # the region's rows, written in one call (whole rows)
-        writer = csv.writer(text)
-        if not path.exists():
-            writer.writerow(DETECTION_COLUMNS)
-        for y, x, cls, score, h, w in rows.tolist():
-            name = names[int(cls)] if int(cls) < len(names) else f"class_{int(cls)}"
-            writer.writerow(
-                [
-                    region.index,
-                    f"{y * dy:.2f}",
-                    f"{x * dx:.2f}",
-                    int(cls),
-                    name,
-                    f"{score:.4f}",
-                    f"{h * dy:.2f}",
-                    f"{w * dx:.2f}",
-                ]
-            )
-        with path.open("a", newline="") as handle:
-            handle.write(text.getvalue())
+        append_detections(
+            self.path / DETECTIONS_FILE, region, rows, self._downsample, self._class_names
+        )
 
     def drop_detections_of_unfinished_regions(self) -> None:
-        """On resume: rows of regions not recorded as done were written by an interrupted batch;
-        a torn last row (a kill mid-write: no line end, or fields missing) goes too. The table
-        is rewritten as a temporary file renamed over the old one, so a kill here loses nothing.
-        """
-        path = self.path / DETECTIONS_FILE
-        if not path.exists():
-            return
-        done = self.done_regions()
-        with path.open(newline="") as handle:
-            text = handle.read()
-        if text and not text.endswith("\n"):
-            text = text[: text.rfind("\n") + 1]  # the torn last row
-        kept = [r for r in list(csv.reader(io.StringIO(text)))[1:] if _whole_row(r, done)]
-        tmp = path.with_name(DETECTIONS_FILE + ".partial")
-        with tmp.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(DETECTION_COLUMNS)
-            writer.writerows(kept)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        """On resume: drop the rows of regions not recorded as done (and a torn last row)."""
+        drop_unfinished_rows(self.path / DETECTIONS_FILE, self.done_regions())
 
     def write_classification(self, probabilities: tuple[float, ...]) -> None:
         """The image-level result of a classification model, in the ``xt`` attributes."""
@@ -424,18 +384,6 @@ class OutputStore:
     @property
     def complete(self) -> bool:
         return bool(xt_attrs(self.root).get("complete", False))
-
-
-def _whole_row(row: list[str], done: set[int]) -> bool:
-    """A detections row with every column, numbers where numbers belong, of a done region."""
-    if len(row) != len(DETECTION_COLUMNS):
-        return False
-    try:
-        region, cls = int(row[0]), int(row[3])
-        [float(v) for v in (row[1], row[2], row[5], row[6], row[7])]
-    except ValueError:
-        return False
-    return region in done and cls >= 0
 
 
 def _array(root: zarr.Group, path: str) -> zarr.Array:
