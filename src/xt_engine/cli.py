@@ -119,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from xt_engine.errors import ConfigError
     from xt_engine.train.config import TrainConfig
     from xt_engine.train.data import find_pairs, load_pairs, split_pairs
-    from xt_engine.train.recipes import recipe, write_demo_data
+    from xt_engine.train.recipes import recipe, write_context_task_data, write_demo_data
     from xt_engine.train.state import check_train_output
     from xt_engine.train.trainer import train
 
@@ -137,9 +137,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         data = dict(recipe(args.recipe))
         spec = data.pop("data")
         if images is None and args.manifest is None:
-            images, masks = write_demo_data(
-                out.with_name(out.stem + "-data"), spec["scenes"], spec["size"], spec["vessels"]
-            )
+            folder = out.with_name(out.stem + "-data")
+            if "task" in spec:  # a context task of the suite
+                images, masks = write_context_task_data(
+                    folder, spec["task"], spec["scenes"], spec["size"], spec["region"]
+                )
+            else:
+                images, masks = write_demo_data(
+                    folder, spec["scenes"], spec["size"], spec["vessels"]
+                )
     elif args.config:
         data = _read_config_file(Path(args.config))
     else:
@@ -349,7 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--manifest", help="JSON/CSV list of image, mask pairs (instead of folders)")
     p.add_argument("--config", help="JSON/YAML: model config sections plus a 'train' section")
-    p.add_argument("--recipe", help="a recipe kept in the repository, e.g. demo-sar")
+    p.add_argument(
+        "--recipe",
+        help="a recipe kept in the repository: demo-sar, or a context task of the suite "
+        "(context-near-cue, context-global-cue, context-offset, context-count)",
+    )
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--val-fraction", type=float, default=0.2)

@@ -170,7 +170,10 @@ class ContextEncoderConfig:
     Conventions that differ between this project's models and imported xT checkpoints:
     ``norm_eps`` (RMSNorm eps of transformer_xl layers; xT: 1e-5), ``mlp_activation`` of the
     gated MLP (``silu``; xT: ``gelu``), ``position_order`` of the 2-D sin-cos embedding's halves
-    (``row_col``; xT/MAE: ``col_row``, the first half encodes the column), ``token_order``
+    (``row_col``; xT/MAE: ``col_row``, the first half encodes the column), ``position_scale``
+    (the embedding's factor before it is added to the tokens; 1 in xT; its unit-amplitude
+    sin-cos otherwise outweighs an untrained encoder's tokens several times, and attention
+    starts out positional), ``token_order``
     (``region``: region by region in raster order, streamable; ``image``: xT's row-major order
     over the stitched token map of the whole image, which needs the whole sequence in one call).
     ``max_sequence_tokens``: the longest sequence a whole-sequence model (``token_order`` image,
@@ -196,6 +199,7 @@ class ContextEncoderConfig:
     norm_eps: float = 1e-6
     mlp_activation: str = "silu"
     position_order: str = "row_col"
+    position_scale: float = 1.0
     token_order: str = "region"
     max_sequence_tokens: int = 65536
     hyper_exact_threshold: int = 1024
@@ -260,6 +264,11 @@ class ContextEncoderConfig:
                 raise ConfigError(
                     f"context_encoder.{name} must be >= 1", f"set {name} to 1 or more"
                 )
+        if not 0.0 <= self.position_scale <= 10.0:
+            raise ConfigError(
+                f"context_encoder.position_scale={self.position_scale} is not in [0, 10]",
+                "use 1 (xT) or e.g. 0.1",
+            )
         if self.distance_bias and self.kind != "transformer_xl":
             raise ConfigError(
                 f"context_encoder.distance_bias is not available for kind {self.kind!r}",

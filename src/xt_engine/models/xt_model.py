@@ -157,9 +157,11 @@ class XTModel(nn.Module):
         tokens = self.input_proj(deepest.flatten(2).transpose(1, 2))  # (B*N, gh*gw, D)
         tokens = tokens.reshape(b, n * gh * gw, -1)
         positions = _token_positions(region_rc, gh, gw, step_tokens)
-        order = self.config.context_encoder.position_order
-        pos = sincos_position_embedding(positions, tokens.shape[-1], order).to(tokens.dtype)
-        return features, tokens + pos[None], positions
+        ctx = self.config.context_encoder
+        pos = sincos_position_embedding(positions, tokens.shape[-1], ctx.position_order)
+        if ctx.position_scale != 1.0:
+            pos = pos * ctx.position_scale
+        return features, tokens + pos.to(tokens.dtype)[None], positions
 
     def contextualize(
         self, tokens: torch.Tensor, positions: torch.Tensor, state: Any, need_attention: bool

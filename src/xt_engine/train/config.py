@@ -22,6 +22,12 @@ class TrainConfig:
     crop's region grid positions by a random offset of up to ``position_jitter`` regions per
     axis, so the model sees the token positions of a whole large image (up to R x jitter px),
     not only those of one crop, and learns to use them relatively (0: no shift).
+    ``context_aux_weight`` weighs the deep supervision of the context tokens
+    (:mod:`xt_engine.train.context_probe`; 0: off; dense tasks with a context encoder only).
+    ``augment``: random 90-degree rotations and flips of the crops; switch it off where the
+    labels depend on direction ("the marker lies above"), which a rotation would break.
+    ``balance_classes``: batches that mix images of the classes some images hold and others do
+    not (:class:`~xt_engine.train.data.ClassBalancer`).
     """
 
     crop_size: int = 1024
@@ -39,6 +45,9 @@ class TrainConfig:
     val_crops: int = 8
     seed: int = 0
     position_jitter: int = 256
+    context_aux_weight: float = 0.0
+    augment: bool = True
+    balance_classes: bool = False
 
     def validate(self, region_size: int) -> None:
         if self.crop_size < region_size or self.crop_size % region_size:
@@ -54,6 +63,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1", f"set train.{name} to 1 or more")
         if not 0.0 <= self.positive_ratio <= 1.0:
             raise ConfigError("train.positive_ratio must be in [0, 1]", "use e.g. 0.5")
+        if self.context_aux_weight < 0:
+            raise ConfigError("train.context_aux_weight must be >= 0", "use 0 to switch it off")
         if self.lr <= 0:
             raise ConfigError("train.lr must be > 0", "use e.g. 1e-3")
 

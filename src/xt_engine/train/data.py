@@ -159,12 +159,12 @@ def load_pairs(
                 f"mask {mask_path.name} has {mask.num_channels} channels",
                 "save masks as single-channel integer images",
             )
-        positives = _rare_pixels(mask, num_classes, rng, name=mask_path.name)
+        positives = rare_pixels(mask, num_classes, rng, name=mask_path.name)
         pairs.append(Pair(image_path.name, image, mask, positives))
     return pairs
 
 
-def _rare_pixels(
+def rare_pixels(
     mask: ImageSource,
     num_classes: int,
     rng: np.random.Generator,
@@ -213,15 +213,59 @@ def _pick_positive(positives: np.ndarray, rng: np.random.Generator) -> tuple[int
     return int(y), int(x)
 
 
+class ClassBalancer:
+    """Batches that hold images of different classes (``train.balance_classes``).
+
+    Where a class is present in some training images but not in others (e.g. "every object is A"
+    in half the scenes, "B" in the rest), a batch drawn at random often holds one kind only, and
+    the cheapest way to lower its loss is to guess that kind for the whole batch: the gradient
+    that would teach the context to tell the images apart is buried under that guess, step after
+    step. The balancer gives crop ``i`` of a batch the class ``order[i % n]`` of a fresh random
+    order of those classes, picks an image holding it, and centres positive crops on it; so with
+    two such classes and batches of two, every batch holds one image of each and the guess
+    cancels. Classes present in every image (or none) need no balancing; with fewer than two
+    classes to balance, images are drawn uniformly as without it.
+    """
+
+    def __init__(self, pairs: list[Pair]) -> None:
+        present = [set(np.unique(p.positives[:, 2]).tolist()) for p in pairs]
+        classes = sorted(set().union(*present)) if present else []
+        self.holders = {
+            c: [i for i, held in enumerate(present) if c in held]
+            for c in classes
+            if 0 < sum(c in held for held in present) < len(pairs)
+        }
+        self.classes = sorted(self.holders) if len(self.holders) >= 2 else []
+
+    def batch_classes(self, batch_size: int, rng: np.random.Generator) -> list[int | None]:
+        """The class of each crop of one batch (None: draw the image uniformly)."""
+        if not self.classes:
+            return [None] * batch_size
+        order = rng.permutation(self.classes)
+        return [int(order[i % len(order)]) for i in range(batch_size)]
+
+    def pick(self, cls: int, rng: np.random.Generator) -> int:
+        """The index of a random image that holds ``cls``."""
+        holders = self.holders[cls]
+        return holders[int(rng.integers(len(holders)))]
+
+
 def sample_crop(
-    pair: Pair, size: int, positive: bool, rng: np.random.Generator
+    pair: Pair,
+    size: int,
+    positive: bool,
+    rng: np.random.Generator,
+    augment: bool = True,
+    cls: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A (C, size, size) image crop and its (size, size) mask (``IGNORE_INDEX`` past the image
-    edges, where the image is zero-padded), with a
-    random flip / 90-degree rotation. Positive crops are centred near a rare-class pixel."""
+    edges, where the image is zero-padded), with a random flip / 90-degree rotation if
+    ``augment``. Positive crops are centred near a rare-class pixel (of class ``cls`` if
+    given)."""
     h, w = pair.image.shape_yx(0)
     if positive and len(pair.positives):
-        cy, cx = _pick_positive(pair.positives, rng)
+        rows = pair.positives if cls is None else pair.positives[pair.positives[:, 2] == cls]
+        cy, cx = _pick_positive(rows if len(rows) else pair.positives, rng)
         jitter = rng.integers(-size // 4, size // 4 + 1, size=2)
         y0 = int(np.clip(cy - size // 2 + jitter[0], 0, max(0, h - size)))
         x0 = int(np.clip(cx - size // 2 + jitter[1], 0, max(0, w - size)))
@@ -232,10 +276,12 @@ def sample_crop(
     mask = pair.mask.read_padded(0, y0, x0, size)[0].astype(np.int64)
     mask[min(size, h - y0) :, :] = IGNORE_INDEX  # padding past the image edge
     mask[:, min(size, w - x0) :] = IGNORE_INDEX
-    k = int(rng.integers(4))
-    image, mask = np.rot90(image, k, axes=(1, 2)), np.rot90(mask, k)
-    if rng.random() < 0.5:
-        image, mask = image[:, :, ::-1], mask[:, ::-1]
+    k = int(rng.integers(4))  # drawn either way: the crops do not depend on ``augment``
+    flip = rng.random() < 0.5
+    if augment:
+        image, mask = np.rot90(image, k, axes=(1, 2)), np.rot90(mask, k)
+        if flip:
+            image, mask = image[:, :, ::-1], mask[:, ::-1]
     return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
 

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tifffile
 
 from xt_engine.errors import ConfigError
+from xt_engine.io import source_from_arrays
 from xt_engine.synthetic import SAR_CLASS_COLORS, SAR_CLASS_NAMES, make_sar_scene
+from xt_engine.synthetic.context_tasks import (
+    CONTEXT_TASK_CLASS_COLORS,
+    CONTEXT_TASK_CLASS_NAMES,
+    CONTEXT_TASKS,
+    make_context_scene,
+)
+from xt_engine.train.data import Pair, rare_pixels
 
 # The demo model: 1-channel SAR, 128 px regions, a tiny ConvNeXt, a bidirectional
 # Transformer-XL (land that decides a vessel's class may lie after it in raster order) with the
@@ -78,4 +88,82 @@ def write_demo_data(
         )
         tifffile.imwrite(images / name, image, tile=(256, 256), compression="zlib")
         tifffile.imwrite(masks / name, mask, tile=(256, 256), compression="zlib")
+    return images, masks
+
+
+# The context task suite (xt_engine.synthetic.context_tasks): a tiny ConvNeXt on 64 px regions
+# of 512 px scenes (8 x 8 regions, 2 x 2 tokens each), one crop covering the scene, the context
+# over the whole scene (memory >= its 256 tokens); no rotations or flips ("offset" is about
+# what lies above).
+def context_task_recipe(task: str) -> dict[str, Any]:
+    """The suite recipe of ``task`` (one of :data:`~xt_engine.synthetic.CONTEXT_TASKS`)."""
+    if task not in CONTEXT_TASKS:
+        raise ConfigError(f"no context task {task!r}", f"use one of {', '.join(CONTEXT_TASKS)}")
+    return {
+        "tiling": {"region_size": 64},
+        "region_encoder": {"name": "test_convnext", "in_chans": 1},
+        "context_encoder": {
+            "kind": "transformer_xl",
+            "dim": 64,
+            "depth": 2,
+            "num_heads": 4,
+            "bidirectional": True,
+            "memory_tokens": 1024,
+            "chunk_regions": 8,
+        },
+        "head": {
+            "task": "segmentation",
+            "num_classes": 4,
+            "class_names": list(CONTEXT_TASK_CLASS_NAMES),
+            "class_colors": list(CONTEXT_TASK_CLASS_COLORS),
+            "decoder_dim": 32,
+        },
+        "train": {
+            "crop_size": 512,
+            "batch_size": 2,
+            "lr": 2e-3,
+            "max_steps": 300,
+            "warmup_steps": 30,
+            "positive_ratio": 0.0,
+            "class_weights": [1.0, 4.0, 4.0, 2.0],
+            "val_every": 100,
+            "val_crops": 2,
+            "seed": 0,
+            "position_jitter": 256,
+            "augment": False,
+        },
+        "data": {"task": task, "scenes": 200, "size": 512, "region": 64},
+    }
+
+
+for _task in CONTEXT_TASKS:
+    RECIPES[f"context-{_task.replace('_', '-')}"] = context_task_recipe(_task)
+
+
+def context_task_pairs(task: str, seeds: Iterable[int], spec: dict[str, Any]) -> list[Pair]:
+    """Training pairs of ``task``'s scenes, in memory, one per seed (``spec``: a recipe's
+    ``data``)."""
+    pairs = []
+    for seed in seeds:
+        scene = make_context_scene(task, spec["size"], spec["region"], seed=seed)
+        mask = source_from_arrays(scene.mask)
+        positives = rare_pixels(mask, len(CONTEXT_TASK_CLASS_NAMES), np.random.default_rng(seed))
+        pairs.append(Pair(f"{task}-{seed}", source_from_arrays(scene.image), mask, positives))
+    return pairs
+
+
+def write_context_task_data(
+    folder: Path, task: str, scenes: int, size: int, region: int, seed: int = 1000
+) -> tuple[Path, Path]:
+    """``task``'s scenes and masks as TIFFs in ``folder/images`` and ``folder/masks``."""
+    images, masks = folder / "images", folder / "masks"
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    for i in range(scenes):
+        name = f"{task}{i:03d}.tif"
+        if (images / name).exists() and (masks / name).exists():
+            continue
+        scene = make_context_scene(task, size, region, seed=seed + i)
+        tifffile.imwrite(images / name, scene.image, compression="zlib")
+        tifffile.imwrite(masks / name, scene.mask, compression="zlib")
     return images, masks

@@ -25,7 +25,8 @@ from xt_engine.tasks import task_for
 from xt_engine.tasks.base import crops_to_regions
 from xt_engine.tasks.base import masks_to_regions as masks_to_regions  # re-exported
 from xt_engine.train.config import TrainConfig
-from xt_engine.train.data import IGNORE_INDEX, Pair, sample_crop
+from xt_engine.train.context_probe import ContextProbe, probe_loss, token_targets
+from xt_engine.train.data import IGNORE_INDEX, ClassBalancer, Pair, sample_crop
 from xt_engine.train.distributed import average_gradients, barrier, broadcast_parameters, setup
 from xt_engine.train.state import check_train_output, load_state, save_pair
 from xt_engine.weights.checkpoint import read_checkpoint_config, save_checkpoint
@@ -54,18 +55,17 @@ def forward_crops(
     rc: torch.Tensor,
     valid: torch.Tensor | None = None,
     truncate: bool = False,
+    with_tokens: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Head outputs for regions (B, N, C, R, R) through the inference schedule's chunk
     functions (:func:`xt_engine.runtime.schedule.forward_regions`: the context over the model's
     ``chunk_regions`` chunks, both directions for bidirectional models, padded tokens left
     out), the state detached between chunks if ``truncate``: ``logits`` (B * N, K, R, R) for
-    segmentation, ``heatmap`` / ``log_size`` (B * N, ., R/s, R/s) for detection."""
+    segmentation, ``heatmap`` / ``log_size`` (B * N, ., R/s, R/s) for detection; with
+    ``with_tokens`` also ``tokens`` (B, N * gh * gw, D), the contextualised tokens."""
     out = forward_regions(model, pixels, rc, valid, truncate)
-    return {
-        key: getattr(out, key)
-        for key in ("logits", "heatmap", "log_size")
-        if getattr(out, key) is not None
-    }
+    keys = ("logits", "heatmap", "log_size") + (("tokens",) if with_tokens else ())
+    return {key: getattr(out, key) for key in keys if getattr(out, key) is not None}
 
 
 def content_to_tokens(content: torch.Tensor, model: XTModel) -> torch.Tensor:
@@ -86,14 +86,18 @@ def _batch(
     rng: np.random.Generator,
     device: torch.device,
     model_config: XTConfig,
+    balancer: ClassBalancer | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Crops (B, C, S, S) scaled as inference scales them (``region_encoder.input_scaling``),
     pixels past the image edge set to ``tiling.pad_value``; masks (B, S, S); content masks
-    (B, S, S) bool (False on that padding)."""
+    (B, S, S) bool (False on that padding). With a ``balancer``, class-balanced batches."""
     crops, masks = [], []
-    for _ in range(cfg.batch_size):
-        pair = pairs[int(rng.integers(len(pairs)))]
-        image, mask = sample_crop(pair, cfg.crop_size, rng.random() < cfg.positive_ratio, rng)
+    classes = balancer.batch_classes(cfg.batch_size, rng) if balancer else [None] * cfg.batch_size
+    for cls in classes:
+        index = balancer.pick(cls, rng) if balancer and cls is not None else None
+        pair = pairs[int(rng.integers(len(pairs))) if index is None else index]
+        positive = rng.random() < cfg.positive_ratio
+        image, mask = sample_crop(pair, cfg.crop_size, positive, rng, cfg.augment, cls)
         scale, offset = input_mapping(image.dtype, model_config.region_encoder)
         crop = image.astype(np.float32) * scale + offset
         crop[:, mask == IGNORE_INDEX] = model_config.tiling.pad_value  # only padding is ignored
@@ -158,7 +162,17 @@ def train(
     enable = getattr(model.region_encoder.backbone, "set_grad_checkpointing", None)
     if cfg.grad_checkpointing and callable(enable):
         enable(True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    probe = None  # deep supervision of the context tokens (training only, see context_probe)
+    params = list(model.parameters())
+    if (
+        cfg.context_aux_weight > 0
+        and task.pixel_outputs
+        and model_config.context_encoder.kind != "none"
+    ):
+        probe = ContextProbe(model_config.context_encoder.dim, model_config.head.num_classes)
+        probe = probe.to(dev).train()
+        params += list(probe.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def lr_factor(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -181,6 +195,8 @@ def train(
         saved = load_state(out, dev)  # checked against the checkpoint's SHA-256
         try:
             model.load_state_dict(load_file(str(out), device=str(dev)))
+            if probe is not None:
+                probe.load_state_dict(saved["probe"])
             optimizer.load_state_dict(saved["optimizer"])
             schedule.load_state_dict(saved["schedule"])
             rng.bit_generator.state = saved["rng"]
@@ -202,18 +218,28 @@ def train(
         if val_pairs
         else []
     )
+    balancer = ClassBalancer(train_pairs) if cfg.balance_classes else None
     weights = torch.tensor(cfg.class_weights, device=dev) if cfg.class_weights else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
     started = time.perf_counter()
     r = model_config.tiling.region_size
     for step in range(start_step, cfg.max_steps):
-        crops, masks, content = _batch(train_pairs, cfg, rng, dev, model_config)
+        crops, masks, content = _batch(train_pairs, cfg, rng, dev, model_config, balancer)
         pixels, rc = crops_to_regions(crops, r)
         rc = rc + torch.from_numpy(rng.integers(0, cfg.position_jitter + 1, 2)).to(rc)
         valid = content_to_tokens(content, model)
         with autocast:
-            outputs = forward_crops(model, pixels, rc, valid, cfg.truncate_context)
+            outputs = forward_crops(
+                model, pixels, rc, valid, cfg.truncate_context, probe is not None
+            )
             loss = model.task.loss(model, outputs, masks, cfg, weights)
+            if probe is not None:
+                tokens = outputs["tokens"]
+                presence, real = token_targets(
+                    masks, r, model.token_grid, model_config.head.num_classes
+                )
+                aux = probe_loss(probe(tokens.reshape(-1, tokens.shape[-1])), presence, real)
+                loss = loss + cfg.context_aux_weight * aux
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(model, ranks)
@@ -238,6 +264,7 @@ def train(
                 out,
                 {
                     "optimizer": optimizer.state_dict(),
+                    **({"probe": probe.state_dict()} if probe is not None else {}),
                     "schedule": schedule.state_dict(),
                     "step": done,
                     "rng": rng.bit_generator.state,
