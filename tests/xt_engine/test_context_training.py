@@ -140,3 +140,20 @@ def test_suite_recipes_are_valid_configs():
         XTConfig.from_dict(data)
     with pytest.raises(ConfigError, match="no context task"):
         context_task_recipe("nope")
+
+
+def test_class_balancer_mixes_the_classes_some_images_hold():
+    from xt_engine.train.data import ClassBalancer
+
+    pairs = context_task_pairs("global_cue", range(12), {"size": 256, "region": 64})
+    balancer = ClassBalancer(pairs)
+    assert balancer.classes == [1, 2]  # the cue (3) is in every scene: nothing to balance
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        classes = balancer.batch_classes(2, rng)
+        assert sorted(classes) == [1, 2]
+        for cls in classes:
+            assert cls in set(pairs[balancer.pick(cls, rng)].positives[:, 2].tolist())
+    # every scene of near_cue holds both A and B: images are drawn uniformly
+    near = ClassBalancer(context_task_pairs("near_cue", range(4), {"size": 512, "region": 64}))
+    assert near.batch_classes(3, rng) == [None, None, None]
