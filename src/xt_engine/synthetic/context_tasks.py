@@ -83,7 +83,9 @@ class _Canvas:
         y0, x0 = max(0, y - pad), max(0, x - pad)
         return not self.mask[y0 : y + h + pad, x0 : x + w + pad].any()
 
-    def place_in_region(self, row: int, col: int, h: int, w: int, margin: int = 3):
+    def place_in_region(
+        self, row: int, col: int, h: int, w: int, margin: int = 3
+    ) -> tuple[int, int] | None:
         """A free (y, x) for an h x w box inside region (row, col), or None."""
         r = self.region
         for _ in range(20):
@@ -116,7 +118,7 @@ def _random_cue(canvas: _Canvas, shape: np.ndarray) -> tuple[int, int]:
         row, col = (int(v) for v in canvas.rng.integers(0, g, 2))
         spot = canvas.place_in_region(row, col, *shape.shape)
         if spot is not None:
-            canvas.draw_cue(*spot, shape)
+            canvas.draw_cue(spot[0], spot[1], shape)
             return spot[0] + shape.shape[0] // 2, spot[1] + shape.shape[1] // 2
 
 
