@@ -163,6 +163,8 @@ class ContextEncoderConfig:
     to every attention score ``-slope_h * distance`` between query and key tokens in the 2-D
     token grid, one learned slope per head and layer (a 2-D ALiBi): heads start local to global
     (e-fold fall-off at 2 ... 128 tokens), so "what lies within k regions" is easy to learn.
+    ``relative_range`` K (transformer_xl only; 0: off) adds a learned bias per head, layer and
+    (row, col) offset between query and key tokens, offsets clipped to [-K, K].
 
     ``chunk_regions`` alone cuts the region sequence into context chunks (never the batch size,
     the device or a resume point), so a model gives one answer per input.
@@ -196,6 +198,7 @@ class ContextEncoderConfig:
     final_norm: bool = True
     layout: str = "prenorm"
     distance_bias: bool = False
+    relative_range: int = 0
     norm_eps: float = 1e-6
     mlp_activation: str = "silu"
     position_order: str = "row_col"
@@ -268,6 +271,12 @@ class ContextEncoderConfig:
             raise ConfigError(
                 f"context_encoder.position_scale={self.position_scale} is not in [0, 10]",
                 "use 1 (xT) or e.g. 0.1",
+            )
+        if self.relative_range and (self.kind != "transformer_xl" or self.relative_range < 0):
+            raise ConfigError(
+                f"context_encoder.relative_range={self.relative_range} is not available for "
+                f"kind {self.kind!r}",
+                "set relative_range to 0, or use kind 'transformer_xl' with a range >= 1",
             )
         if self.distance_bias and self.kind != "transformer_xl":
             raise ConfigError(

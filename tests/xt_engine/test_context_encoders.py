@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from xt_engine.config import ContextEncoderConfig
+from xt_engine.errors import ConfigError
 from xt_engine.models.context import build_context_encoder, sincos_position_embedding
 
 
@@ -13,9 +14,9 @@ def _sequence(length: int = 48, dim: int = 32) -> tuple[torch.Tensor, torch.Tens
     return tokens, positions
 
 
-@pytest.mark.parametrize("distance_bias", [False, True])
+@pytest.mark.parametrize("bias", ["none", "distance", "relative", "both"])
 @pytest.mark.parametrize("chunk", [1, 5, 16, 48])
-def test_transformer_xl_chunks_with_memory_equal_whole(chunk: int, distance_bias: bool) -> None:
+def test_transformer_xl_chunks_with_memory_equal_whole(chunk: int, bias: str) -> None:
     encoder = build_context_encoder(
         ContextEncoderConfig(
             kind="transformer_xl",
@@ -23,9 +24,14 @@ def test_transformer_xl_chunks_with_memory_equal_whole(chunk: int, distance_bias
             depth=2,
             num_heads=4,
             memory_tokens=64,
-            distance_bias=distance_bias,
+            distance_bias=bias in ("distance", "both"),
+            relative_range=3 if bias in ("relative", "both") else 0,
         )
     ).eval()
+    with torch.no_grad():  # non-zero relative biases, so the offsets' indexing is exercised
+        for name, param in encoder.named_parameters():
+            if name.endswith("relative_bias"):
+                param.copy_(torch.randn_like(param))
     tokens, positions = _sequence()
     whole, _ = encoder(tokens, positions, encoder.init_state(2, tokens.device, tokens.dtype))
     state = encoder.init_state(2, tokens.device, tokens.dtype)
@@ -147,3 +153,24 @@ def test_bidirectional_context_reaches_earlier_tokens_from_later_ones() -> None:
         a, _ = encoder(tokens, positions, None)
         b, _ = encoder(changed, positions, None)
         assert bool((a[:, 0] - b[:, 0]).abs().max() > 1e-4) is expect_change
+
+
+def test_relative_bias_reads_the_entry_of_each_offset() -> None:
+    from xt_engine.models.context.transformer_xl import CausalMemoryAttention
+
+    attn = CausalMemoryAttention(8, 1, relative_range=2).eval()
+    with torch.no_grad():
+        attn.qkv.weight.zero_()  # equal scores: the attention is the softmax of the bias alone
+        attn.qkv.bias.zero_()
+        attn.relative_bias.zero_()
+        attn.relative_bias[0, 2 + 2, 2 + 0] = 30.0  # the key 2 rows above the query (dy = +2)
+    positions = torch.tensor([[0, 0], [1, 0], [2, 0], [5, 0]])
+    offsets = positions[:, None] - positions[None]
+    x = torch.randn(1, 4, 8)
+    _, weights = attn(x, x[:, :0], need_weights=True, offsets=offsets)
+    assert weights is not None
+    assert weights[0, 2, 0] > 0.99  # row 2 attends to row 0
+    # row 5: offsets 5, 4, 3 (to rows 0-2) clip to 2 and share that entry; 0 to itself
+    torch.testing.assert_close(weights[0, 3, :3], torch.full((3,), weights[0, 3, 0].item()))
+    with pytest.raises(ConfigError, match="relative_range"):
+        ContextEncoderConfig(kind="mamba", relative_range=2).validate()

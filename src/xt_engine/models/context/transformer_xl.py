@@ -15,7 +15,10 @@ models; ``gelu``, exact erf GELU, xT's ``LlamaMLP``) and ``config.norm_eps`` the
 
 With ``distance_bias`` every score gets ``-slope * distance`` between the query's and the key's
 (row, col) in the image's token grid, a learned slope per head and layer (2-D ALiBi); the memory
-then carries its tokens' positions too.
+then carries its tokens' positions too. With ``relative_range`` K > 0 every score also gets a
+learned bias per head and layer indexed by the query-minus-key (row, col) offset, clipped to
+[-K, K] (offsets beyond share the edge entries; zero at initialisation): "what lies exactly k
+tokens above".
 
 State: :class:`XLState`, one tensor (B, M, D) per layer and the (M, 2) positions of those tokens,
 M <= memory_tokens (empty before the first chunk).
@@ -52,12 +55,19 @@ def initial_slopes(num_heads: int) -> torch.Tensor:
 class CausalMemoryAttention(nn.Module):
     """Multi-head attention of ``x`` over ``[memory, x]``, causal in absolute token order."""
 
-    def __init__(self, dim: int, num_heads: int, distance_bias: bool = False) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, distance_bias: bool = False, relative_range: int = 0
+    ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.log_slopes = nn.Parameter(initial_slopes(num_heads).log()) if distance_bias else None
+        self.relative_range = relative_range
+        side = 2 * relative_range + 1
+        self.relative_bias = (
+            nn.Parameter(torch.zeros(num_heads, side, side)) if relative_range else None
+        )
 
     def forward(
         self,
@@ -65,10 +75,12 @@ class CausalMemoryAttention(nn.Module):
         memory: torch.Tensor,
         need_weights: bool = False,
         distance: torch.Tensor | None = None,
+        offsets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` (B, L, D) normalised, ``memory`` (B, M, D) normalised, ``distance`` (L, M + L)
-        token-grid distances (used with ``distance_bias``) -> (B, L, D), and with
-        ``need_weights`` the head-averaged attention (B, L, M + L)."""
+        token-grid distances (used with ``distance_bias``), ``offsets`` (L, M + L, 2) long
+        query-minus-key (row, col) offsets (used with ``relative_range``) -> (B, L, D), and
+        with ``need_weights`` the head-averaged attention (B, L, M + L)."""
         b, length, dim = x.shape
         heads = self.num_heads
         mem = memory.shape[1]
@@ -80,6 +92,11 @@ class CausalMemoryAttention(nn.Module):
         bias = None
         if self.log_slopes is not None and distance is not None:
             bias = -self.log_slopes.exp()[:, None, None] * distance[None]  # (H, L, M + L)
+        if self.relative_bias is not None and offsets is not None:
+            reach = self.relative_range
+            dy, dx = (offsets.clamp(-reach, reach) + reach).unbind(-1)
+            table = self.relative_bias[:, dy, dx]  # (H, L, M + L): offsets beyond k share the edge
+            bias = table if bias is None else bias + table
         out, weights = masked_attention(q, k, v, allowed, need_weights, bias)
         return self.proj(out.transpose(1, 2).reshape(b, length, dim)), weights
 
@@ -112,10 +129,11 @@ class XLBlock(nn.Module):
         distance_bias: bool = False,
         norm_eps: float = 1e-6,
         mlp_activation: str = "silu",
+        relative_range: int = 0,
     ) -> None:
         super().__init__()
         self.input_layernorm = nn.RMSNorm(dim, eps=norm_eps)
-        self.attn = CausalMemoryAttention(dim, num_heads, distance_bias)
+        self.attn = CausalMemoryAttention(dim, num_heads, distance_bias, relative_range)
         self.post_attention_layernorm = nn.RMSNorm(dim, eps=norm_eps)
         self.mlp = GatedMLP(dim, int(dim * mlp_ratio), mlp_activation)
 
@@ -125,9 +143,10 @@ class XLBlock(nn.Module):
         memory: torch.Tensor,
         need_weights: bool = False,
         distance: torch.Tensor | None = None,
+        offsets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attended, weights = self.attn(
-            self.input_layernorm(x), self.input_layernorm(memory), need_weights, distance
+            self.input_layernorm(x), self.input_layernorm(memory), need_weights, distance, offsets
         )
         x = x + attended
         return x + self.mlp(self.post_attention_layernorm(x)), weights
@@ -141,6 +160,7 @@ class TransformerXL(ContextEncoder):
         super().__init__()
         self.memory_tokens = config.memory_tokens
         self.distance_bias = config.distance_bias
+        self.relative_range = config.relative_range
         self.layers = nn.ModuleList(
             XLBlock(
                 config.dim,
@@ -149,6 +169,7 @@ class TransformerXL(ContextEncoder):
                 config.distance_bias,
                 config.norm_eps,
                 config.mlp_activation,
+                config.relative_range,
             )
             for _ in range(config.depth)
         )
@@ -173,15 +194,15 @@ class TransformerXL(ContextEncoder):
         x = tokens
         keep = self.memory_tokens
         key_positions = torch.cat([state.positions, positions.to(state.positions.device)])
-        distance = None
-        if self.distance_bias:
-            offsets = positions[:, None, :] - key_positions[None, :, :]
-            distance = offsets.float().norm(dim=-1)  # (L, M + L), in tokens
+        distance = offsets = None
+        if self.distance_bias or self.relative_range:
+            offsets = positions[:, None, :] - key_positions[None, :, :]  # (L, M + L, 2)
+            distance = offsets.float().norm(dim=-1) if self.distance_bias else None
         memories = []
         weights = None
         for index, (layer, memory) in enumerate(zip(self.layers, state.memory, strict=True)):
             memories.append(torch.cat([memory, x], dim=1)[:, -keep:] if keep else memory[:, :0])
             last = index == len(self.layers) - 1
-            x, weights = layer(x, memory, need_weights and last, distance)
+            x, weights = layer(x, memory, need_weights and last, distance, offsets)
         next_positions = key_positions[-keep:] if keep else key_positions[:0]
         return self.norm(x), XLState(memories, next_positions), weights
