@@ -58,6 +58,8 @@ def run_cell(task: str, kind: str, seed: int, steps: int, scenes: int, tmp: Path
     spec = recipe.pop("data")
     base, _, mode = kind.partition(":")
     recipe["context_encoder"] |= {"kind": base, "bidirectional": mode == "bi"}
+    if base != "transformer_xl":  # the 2-D position biases exist for transformer_xl only
+        recipe["context_encoder"] |= {"distance_bias": False, "relative_range": 0}
     cfg = TrainConfig.from_dict(
         {**recipe.pop("train"), "max_steps": steps, "val_every": steps, "seed": seed}
     )

@@ -94,7 +94,9 @@ def write_demo_data(
 # The context task suite (xt_engine.synthetic.context_tasks): a tiny ConvNeXt on 64 px regions
 # of 512 px scenes (8 x 8 regions, 2 x 2 tokens each), one crop covering the scene, the context
 # over the whole scene (memory >= its 256 tokens); no rotations or flips ("offset" is about
-# what lies above).
+# what lies above). What made context learn the suite (docs/benchmarks.md, context task
+# suite): the token probe (context_aux_weight), batches mixing A and B scenes
+# (balance_classes), the 2-D distance bias, and a position embedding at 0.1.
 def context_task_recipe(task: str) -> dict[str, Any]:
     """The suite recipe of ``task`` (one of :data:`~xt_engine.synthetic.CONTEXT_TASKS`)."""
     if task not in CONTEXT_TASKS:
@@ -110,6 +112,8 @@ def context_task_recipe(task: str) -> dict[str, Any]:
             "bidirectional": True,
             "memory_tokens": 1024,
             "chunk_regions": 8,
+            "distance_bias": True,
+            "position_scale": 0.1,
         },
         "head": {
             "task": "segmentation",
@@ -131,6 +135,8 @@ def context_task_recipe(task: str) -> dict[str, Any]:
             "seed": 0,
             "position_jitter": 256,
             "augment": False,
+            "context_aux_weight": 1.0,
+            "balance_classes": True,
         },
         "data": {"task": task, "scenes": 200, "size": 512, "region": 64},
     }
