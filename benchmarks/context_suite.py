@@ -53,8 +53,34 @@ def evaluate(ckpt: Path, task: str, size: int, region: int, scenes: int) -> dict
     return {"accuracy": context_accuracy(total), "missed": total["missed"] / max(hard, 1)}
 
 
-def run_cell(task: str, kind: str, seed: int, steps: int, scenes: int, tmp: Path) -> dict:
+def parse_overrides(items: list[str]) -> dict[str, dict[str, object]]:
+    """``SECTION.KEY=JSON`` items (``train.lr=1e-3``) -> {section: {key: value}}."""
+    out: dict[str, dict[str, object]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise SystemExit(f"--set {item!r}: write SECTION.KEY=VALUE, e.g. train.lr=1e-3")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(section, {})[name] = parsed
+    return out
+
+
+def run_cell(
+    task: str,
+    kind: str,
+    seed: int,
+    steps: int,
+    scenes: int,
+    tmp: Path,
+    overrides: dict[str, dict[str, object]] | None = None,
+) -> dict:
     recipe = copy.deepcopy(context_task_recipe(task))
+    for section, values in (overrides or {}).items():
+        recipe[section] |= values
     spec = recipe.pop("data")
     base, _, mode = kind.partition(":")
     recipe["context_encoder"] |= {"kind": base, "bidirectional": mode == "bi"}
@@ -71,7 +97,11 @@ def run_cell(task: str, kind: str, seed: int, steps: int, scenes: int, tmp: Path
     for _ in train(config, cfg, train_pairs, val_pairs, ckpt):
         pass
     seconds = time.perf_counter() - started
-    row = {"task": task, "kind": kind, "seed": seed, "steps": steps, "train_s": seconds}
+    options = " ".join(
+        f"{s}.{k}={json.dumps(v)}" for s, kv in (overrides or {}).items() for k, v in kv.items()
+    )
+    row = {"task": task, "kind": kind, "options": options, "seed": seed, "steps": steps}
+    row["train_s"] = seconds
     return row | evaluate(ckpt, task, spec["size"], spec["region"], scenes)
 
 
@@ -82,6 +112,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300, help="training steps per cell")
     parser.add_argument("--eval-scenes", type=int, default=16)
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override the recipe in every cell (JSON values), e.g. train.lr=1e-3",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--out", default="out/bench")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="tabulate earlier runs only")
@@ -90,6 +127,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
+    overrides = parse_overrides(args.set)
     rows: list[dict] = []
     if args.merge:
         for path in args.merge:
@@ -100,24 +138,30 @@ def main() -> None:
         for task in args.tasks:
             for kind in args.kinds:
                 for seed in args.seeds:
-                    rows.append(run_cell(task, kind, seed, args.steps, args.eval_scenes, Path(tmp)))
+                    rows.append(
+                        run_cell(
+                            task, kind, seed, args.steps, args.eval_scenes, Path(tmp), overrides
+                        )
+                    )
                     print(json.dumps(rows[-1]), flush=True)
                     (out / "context_suite.json").write_text(json.dumps({"rows": rows}, indent=1))
     report(rows, out)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Rows of cells -> one row per (task, kind, steps): mean / std / n of the accuracy."""
+    """Rows of cells -> one row per (task, kind, options, steps): mean / std / n of the
+    accuracy."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["task"], r["kind"], r["steps"]), []).append(r)
+        groups.setdefault((r["task"], r["kind"], r.get("options", ""), r["steps"]), []).append(r)
     table = []
-    for (task, kind, steps), cells in groups.items():
+    for (task, kind, options, steps), cells in groups.items():
         acc = np.array([c["accuracy"] for c in cells])
         table.append(
             {
                 "task": task,
                 "kind": kind,
+                "options": options,
                 "steps": steps,
                 "seeds": len(cells),
                 "accuracy_mean": float(acc.mean()),
@@ -129,17 +173,21 @@ def summarise(rows: list[dict]) -> list[dict]:
     return table
 
 
+def label(t: dict) -> str:
+    return f"{t['kind']} {t['options']}".strip()
+
+
 def report(rows: list[dict], out: Path) -> None:
     table = summarise(rows)
     print(
         f"\n{'task':11s} {'context':20s} {'steps':>6s} {'seeds':>5s} {'accuracy':>15s} "
-        f"{'missed':>7s} {'train s':>8s}"
+        f"{'missed':>7s} {'train s':>8s}  options"
     )
     for t in table:
         print(
             f"{t['task']:11s} {t['kind']:20s} {t['steps']:6d} {t['seeds']:5d} "
             f"{t['accuracy_mean']:8.3f} +- {t['accuracy_std']:.3f} {t['missed']:7.3f} "
-            f"{t['train_s']:8.1f}"
+            f"{t['train_s']:8.1f}  {t['options']}"
         )
     (out / "context_suite.json").write_text(json.dumps({"rows": rows, "table": table}, indent=1))
     try:
@@ -150,12 +198,12 @@ def report(rows: list[dict], out: Path) -> None:
     except ImportError:
         return
     tasks = list(dict.fromkeys(t["task"] for t in table))
-    kinds = list(dict.fromkeys(t["kind"] for t in table))
+    kinds = list(dict.fromkeys(label(t) for t in table))
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / max(1, len(kinds))
     for i, kind in enumerate(kinds):
         cells = [
-            next((t for t in table if t["task"] == task and t["kind"] == kind), None)
+            next((t for t in table if t["task"] == task and label(t) == kind), None)
             for task in tasks
         ]
         x = np.arange(len(tasks)) + (i - (len(kinds) - 1) / 2) * width

@@ -110,6 +110,7 @@ def test_training_with_the_probe_saves_a_plain_model_and_resumes(tmp_path: Path)
         "val_crops": 2,
         "context_aux_weight": 1.0,
         "augment": False,
+        "balance_classes": False,
     }
     config = XTConfig.from_dict(MODEL)
 
@@ -130,6 +131,20 @@ def test_training_with_the_probe_saves_a_plain_model_and_resumes(tmp_path: Path)
     resumed = load_checkpoint(tmp_path / "split.safetensors").state_dict()
     for key, value in model.state_dict().items():
         torch.testing.assert_close(resumed[key], value)
+    # resuming with the probe or class balancing switched is another run: refused by name
+    for change, named in (
+        ({"context_aux_weight": 0.0}, "probe"),
+        ({"balance_classes": True}, "balance"),
+    ):
+        c = TrainConfig.from_dict(cfg | {"max_steps": 6} | change)
+        with pytest.raises(ConfigError, match=named):
+            next(
+                iter(
+                    train(
+                        config, c, pairs[:3], pairs[3:], tmp_path / "split.safetensors", resume=True
+                    )
+                )
+            )
 
 
 def test_suite_recipes_are_valid_configs():

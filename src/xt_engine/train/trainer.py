@@ -131,6 +131,32 @@ def evaluate(
     return task.val_scores(counts)
 
 
+# train options that change what a run draws or optimises, with their values in runs recorded
+# before the option existed
+_PATH_OPTIONS = {"balance_classes": False, "augment": True}
+
+
+def _check_same_path(
+    out: Path, cfg: TrainConfig, recorded: dict, has_probe: bool, saved_probe: bool
+) -> None:
+    """Refuses to resume ``out`` with options that would make the run another one than the
+    uninterrupted run (the token probe on or off, class balancing, augmentation)."""
+    if has_probe != saved_probe:
+        state = "with" if saved_probe else "without"
+        raise ConfigError(
+            f"--resume: {out} was trained {state} the context probe",
+            f"resume with train.context_aux_weight {'> 0' if saved_probe else '0'}, "
+            "or write to a new --out",
+        )
+    for key, legacy in _PATH_OPTIONS.items():
+        before = recorded.get(key, legacy)
+        if before != getattr(cfg, key):
+            raise ConfigError(
+                f"--resume: {out} was trained with train.{key} {before}",
+                f"resume with train.{key} {before}, or write to a new --out",
+            )
+
+
 def train(
     model_config: XTConfig,
     cfg: TrainConfig,
@@ -184,7 +210,7 @@ def train(
     start_step = 0
     rng = np.random.default_rng(cfg.seed + 1000 * ranks.rank)  # each rank its own crops
     if mode == "resume":
-        saved_config, _ = read_checkpoint_config(out)
+        saved_config, extra = read_checkpoint_config(out)
         if saved_config != model_config:
             raise ConfigError(
                 f"{out} was trained with another model config",
@@ -193,6 +219,7 @@ def train(
         from safetensors.torch import load_file
 
         saved = load_state(out, dev)  # checked against the checkpoint's SHA-256
+        _check_same_path(out, cfg, extra.get("train", {}), probe is not None, "probe" in saved)
         try:
             model.load_state_dict(load_file(str(out), device=str(dev)))
             if probe is not None:

@@ -17,7 +17,8 @@ With ``distance_bias`` every score gets ``-slope * distance`` between the query'
 (row, col) in the image's token grid, a learned slope per head and layer (2-D ALiBi); the memory
 then carries its tokens' positions too. With ``relative_range`` K > 0 every score also gets a
 learned bias per head and layer indexed by the query-minus-key (row, col) offset, clipped to
-[-K, K] (offsets beyond share the edge entries; zero at initialisation): "what lies exactly k
+[-K, K] (offsets beyond share the edge entries; zero at initialisation, scaled by
+:data:`RELATIVE_BIAS_GAIN` so that it learns at the pace of the rest): "what lies exactly k
 tokens above".
 
 State: :class:`XLState`, one tensor (B, M, D) per layer and the (M, 2) positions of those tokens,
@@ -43,6 +44,12 @@ class XLState:
 
     memory: list[torch.Tensor]
     positions: torch.Tensor
+
+
+# The relative bias table is scaled by this gain: Adam moves a parameter by ~lr a step, so an
+# unscaled zero-initialised table needs thousands of steps before one offset stands out of the
+# 256+ keys (a logit gap of ~log 256 = 5.5); the gain is that many times faster.
+RELATIVE_BIAS_GAIN = 8.0
 
 
 def initial_slopes(num_heads: int) -> torch.Tensor:
@@ -95,7 +102,8 @@ class CausalMemoryAttention(nn.Module):
         if self.relative_bias is not None and offsets is not None:
             reach = self.relative_range
             dy, dx = (offsets.clamp(-reach, reach) + reach).unbind(-1)
-            table = self.relative_bias[:, dy, dx]  # (H, L, M + L): offsets beyond k share the edge
+            # (H, L, M + L): offsets beyond k share the edge
+            table = RELATIVE_BIAS_GAIN * self.relative_bias[:, dy, dx]
             bias = table if bias is None else bias + table
         out, weights = masked_attention(q, k, v, allowed, need_weights, bias)
         return self.proj(out.transpose(1, 2).reshape(b, length, dim)), weights
