@@ -173,6 +173,32 @@ def summarise(rows: list[dict]) -> list[dict]:
     return table
 
 
+def targets(table: list[dict]) -> list[dict]:
+    """Per task and budget: the best context kind's mean accuracy against region-only
+    (issue target: >= 0.8 and >= 0.15 above region-only)."""
+    verdicts = []
+    for task, steps in dict.fromkeys((t["task"], t["steps"]) for t in table):
+        cells = [t for t in table if t["task"] == task and t["steps"] == steps]
+        none = [t for t in cells if t["kind"] == "none"]
+        context = [t for t in cells if t["kind"] != "none"]
+        if not none or not context:
+            continue
+        best = max(context, key=lambda t: t["accuracy_mean"])
+        gain = best["accuracy_mean"] - none[0]["accuracy_mean"]
+        verdicts.append(
+            {
+                "task": task,
+                "steps": steps,
+                "best": label(best),
+                "best_accuracy": best["accuracy_mean"],
+                "none_accuracy": none[0]["accuracy_mean"],
+                "gain": gain,
+                "pass": bool(best["accuracy_mean"] >= 0.8 and gain >= 0.15),
+            }
+        )
+    return verdicts
+
+
 def label(t: dict) -> str:
     return f"{t['kind']} {t['options']}".strip()
 
@@ -189,7 +215,16 @@ def report(rows: list[dict], out: Path) -> None:
             f"{t['accuracy_mean']:8.3f} +- {t['accuracy_std']:.3f} {t['missed']:7.3f} "
             f"{t['train_s']:8.1f}  {t['options']}"
         )
-    (out / "context_suite.json").write_text(json.dumps({"rows": rows, "table": table}, indent=1))
+    verdicts = targets(table)
+    for v in verdicts:
+        print(
+            f"target {v['task']:11s} best {v['best']} {v['best_accuracy']:.3f} (>= 0.8), "
+            f"region-only {v['none_accuracy']:.3f}, gain {v['gain']:+.3f} (>= 0.15): "
+            f"{'PASS' if v['pass'] else 'FAIL'}"
+        )
+    (out / "context_suite.json").write_text(
+        json.dumps({"rows": rows, "table": table, "targets": verdicts}, indent=1)
+    )
     try:
         import matplotlib
 

@@ -96,7 +96,8 @@ def write_demo_data(
 # over the whole scene (memory >= its 256 tokens); no rotations or flips ("offset" is about
 # what lies above). What made context learn the suite (docs/benchmarks.md, context task
 # suite): the token probe (context_aux_weight), batches mixing A and B scenes
-# (balance_classes), the 2-D distance bias, and a position embedding at 0.1.
+# (balance_classes), the 2-D distance bias, the 2-D relative bias over +-6 tokens (+-3 regions:
+# "exactly 2 regions above"), and a position embedding at 0.1.
 def context_task_recipe(task: str) -> dict[str, Any]:
     """The suite recipe of ``task`` (one of :data:`~xt_engine.synthetic.CONTEXT_TASKS`)."""
     if task not in CONTEXT_TASKS:
@@ -113,6 +114,7 @@ def context_task_recipe(task: str) -> dict[str, Any]:
             "memory_tokens": 1024,
             "chunk_regions": 8,
             "distance_bias": True,
+            "relative_range": 6,
             "position_scale": 0.1,
         },
         "head": {
