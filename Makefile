@@ -8,7 +8,7 @@ STAMP := $(VENV)/.napari-xt-installed
 # breaks it; this pair is the one that works together (and lies on this machine's disk).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test napari bench bench-context lint typecheck clean check-minimum
+.PHONY: setup demo test napari bench bench-context bench-suite lint typecheck clean check-minimum
 
 setup: $(STAMP)
 
@@ -49,6 +49,9 @@ bench: setup
 
 bench-context: setup
 	$(PY) benchmarks/context_task.py --out out/bench
+
+bench-suite: setup
+	$(PY) benchmarks/context_suite.py --kinds none transformer_xl:bi --steps 1000 --out out/bench
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks scripts
