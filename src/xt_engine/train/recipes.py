@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -71,24 +71,39 @@ def recipe(name: str) -> dict[str, Any]:
     return RECIPES[name]
 
 
+def _write_scenes(
+    folder: Path,
+    names: list[str],
+    make: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    **tiff: Any,
+) -> tuple[Path, Path]:
+    """``make(i)``'s (image, mask) as TIFFs ``names[i]`` in ``folder/images`` and
+    ``folder/masks`` (kept when already there)."""
+    images, masks = folder / "images", folder / "masks"
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        if (images / name).exists() and (masks / name).exists():
+            continue
+        image, mask = make(i)
+        tifffile.imwrite(images / name, image, compression="zlib", **tiff)
+        tifffile.imwrite(masks / name, mask, compression="zlib", **tiff)
+    return images, masks
+
+
 def write_demo_data(
     folder: Path, scenes: int, size: int, vessels: int, seed: int = 100
 ) -> tuple[Path, Path]:
     """Synthetic SAR scenes and masks as TIFFs in ``folder/images`` and ``folder/masks``
     (kept when already there)."""
-    images, masks = folder / "images", folder / "masks"
-    images.mkdir(parents=True, exist_ok=True)
-    masks.mkdir(parents=True, exist_ok=True)
-    for i in range(scenes):
-        name = f"scene{i:02d}.tif"
-        if (images / name).exists() and (masks / name).exists():
-            continue
-        image, mask = make_sar_scene(
+    return _write_scenes(
+        folder,
+        [f"scene{i:02d}.tif" for i in range(scenes)],
+        lambda i: make_sar_scene(
             (size, size), seed=seed + i, num_vessels=vessels, near_shore_px=DEMO_SAR_NEAR_SHORE_PX
-        )
-        tifffile.imwrite(images / name, image, tile=(256, 256), compression="zlib")
-        tifffile.imwrite(masks / name, mask, tile=(256, 256), compression="zlib")
-    return images, masks
+        ),
+        tile=(256, 256),
+    )
 
 
 # The context task suite (xt_engine.synthetic.context_tasks): a tiny ConvNeXt on 64 px regions
@@ -104,25 +119,14 @@ def context_task_recipe(task: str) -> dict[str, Any]:
         raise ConfigError(f"no context task {task!r}", f"use one of {', '.join(CONTEXT_TASKS)}")
     return {
         "tiling": {"region_size": 64},
-        "region_encoder": {"name": "test_convnext", "in_chans": 1},
-        "context_encoder": {
-            "kind": "transformer_xl",
-            "dim": 64,
-            "depth": 2,
-            "num_heads": 4,
-            "bidirectional": True,
-            "memory_tokens": 1024,
-            "chunk_regions": 8,
-            "distance_bias": True,
-            "relative_range": 6,
-            "position_scale": 0.1,
-        },
-        "head": {
-            "task": "segmentation",
-            "num_classes": 4,
+        "region_encoder": dict(DEMO_SAR["region_encoder"]),
+        # the demo model's context (bidirectional, distance bias, memory over the whole scene)
+        "context_encoder": DEMO_SAR["context_encoder"]
+        | {"relative_range": 6, "position_scale": 0.1},
+        "head": DEMO_SAR["head"]
+        | {
             "class_names": list(CONTEXT_TASK_CLASS_NAMES),
             "class_colors": list(CONTEXT_TASK_CLASS_COLORS),
-            "decoder_dim": 32,
         },
         "train": {
             "crop_size": 512,
@@ -164,14 +168,9 @@ def write_context_task_data(
     folder: Path, task: str, scenes: int, size: int, region: int, seed: int = 1000
 ) -> tuple[Path, Path]:
     """``task``'s scenes and masks as TIFFs in ``folder/images`` and ``folder/masks``."""
-    images, masks = folder / "images", folder / "masks"
-    images.mkdir(parents=True, exist_ok=True)
-    masks.mkdir(parents=True, exist_ok=True)
-    for i in range(scenes):
-        name = f"{task}{i:03d}.tif"
-        if (images / name).exists() and (masks / name).exists():
-            continue
+
+    def make(i: int) -> tuple[np.ndarray, np.ndarray]:
         scene = make_context_scene(task, size, region, seed=seed + i)
-        tifffile.imwrite(images / name, scene.image, compression="zlib")
-        tifffile.imwrite(masks / name, scene.mask, compression="zlib")
-    return images, masks
+        return scene.image, scene.mask
+
+    return _write_scenes(folder, [f"{task}{i:03d}.tif" for i in range(scenes)], make)
