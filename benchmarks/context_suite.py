@@ -100,8 +100,14 @@ def run_cell(
     options = " ".join(
         f"{s}.{k}={json.dumps(v)}" for s, kv in (overrides or {}).items() for k, v in kv.items()
     )
-    row = {"task": task, "kind": kind, "options": options, "seed": seed, "steps": steps}
-    row["train_s"] = seconds
+    row = {
+        "task": task,
+        "kind": kind,
+        "options": options,
+        "seed": seed,
+        "steps": steps,
+        "train_s": seconds,
+    }
     return row | evaluate(ckpt, task, spec["size"], spec["region"], scenes)
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -172,5 +174,16 @@ def test_relative_bias_reads_the_entry_of_each_offset() -> None:
     assert weights[0, 2, 0] > 0.99  # row 2 attends to row 0
     # row 5: offsets 5, 4, 3 (to rows 0-2) clip to 2 and share that entry; 0 to itself
     torch.testing.assert_close(weights[0, 3, :3], torch.full((3,), weights[0, 3, 0].item()))
+    # the table is scaled by RELATIVE_BIAS_GAIN: an entry of ln(3) / gain makes one of two keys
+    # three times as likely as the other (hand-derived: e^ln3 / (e^ln3 + 1) = 0.75)
+    from xt_engine.models.context.transformer_xl import RELATIVE_BIAS_GAIN
+
+    with torch.no_grad():
+        attn.relative_bias.zero_()
+        attn.relative_bias[0, 2 + 1, 2 + 0] = math.log(3) / RELATIVE_BIAS_GAIN
+    two = torch.tensor([[0, 0], [1, 0]])
+    _, weights = attn(x[:, :2], x[:, :0], need_weights=True, offsets=two[:, None] - two[None])
+    assert weights is not None
+    torch.testing.assert_close(weights[0, 1], torch.tensor([0.75, 0.25]))
     with pytest.raises(ConfigError, match="relative_range"):
         ContextEncoderConfig(kind="mamba", relative_range=2).validate()

@@ -135,6 +135,7 @@ def test_training_with_the_probe_saves_a_plain_model_and_resumes(tmp_path: Path)
     for change, named in (
         ({"context_aux_weight": 0.0}, "probe"),
         ({"balance_classes": True}, "balance"),
+        ({"augment": True}, "augment"),
     ):
         c = TrainConfig.from_dict(cfg | {"max_steps": 6} | change)
         with pytest.raises(ConfigError, match=named):
