@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from context_suite import parse_overrides  # benchmarks/ is on sys.path when run as a script
 from xt_engine import RegionDone, XTConfig, run_inference
 from xt_engine.synthetic import make_sar_scene
 from xt_engine.train.config import TrainConfig
@@ -116,9 +117,18 @@ def main() -> None:
         "--keep-checkpoints", action="store_true", help="copy each trained model to --out"
     )
     parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override the demo recipe for every kind (JSON values), e.g. "
+        "context_encoder.relative_range=6",
+    )
+    parser.add_argument(
         "--merge", nargs="+", metavar="JSON", help="only tabulate and plot earlier runs' JSON"
     )
     args = parser.parse_args()
+    overrides = parse_overrides(args.set)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.merge:
@@ -133,6 +143,8 @@ def main() -> None:
         for kind in args.kinds:
             recipe = copy.deepcopy(DEMO_SAR)
             recipe.pop("data")
+            for section, values in overrides.items():
+                recipe[section] |= values
             cfg = TrainConfig.from_dict(
                 {**recipe.pop("train"), "max_steps": args.steps, "val_every": args.steps}
             )
@@ -152,6 +164,7 @@ def main() -> None:
                 pass
             row = {
                 "kind": kind,
+                "options": " ".join(args.set),
                 "train_s": time.perf_counter() - started,
                 **evaluate(ckpt, args.eval_seeds, spec["size"], spec["vessels"]),
                 **memory_per_region(config.to_dict()),
@@ -171,7 +184,7 @@ def report(rows: list[dict], out: Path, steps: int) -> None:
     )
     for r in rows:
         print(
-            f"{r['kind']:24s} {r['f1_near_shore']:8.3f} {r['f1_offshore']:8.3f} "
+            f"{_label(r):24s} {r['f1_near_shore']:8.3f} {r['f1_offshore']:8.3f} "
             f"{r['vessel_macro_f1']:7.3f} {r['hard_vessel_accuracy']:9.3f} {r['params_m']:9.2f} "
             f"{r['per_region_mb']:11.2f} {r['regions_per_s']:10.1f}"
         )
@@ -192,12 +205,17 @@ def report(rows: list[dict], out: Path, steps: int) -> None:
         0.4,
         label="accuracy, land outside the region",
     )
-    ax.set_xticks(x, [r["kind"].replace("+", "\n+") for r in rows])
+    ax.set_xticks(x, [_label(r).replace("+", "\n+").replace(" ", "\n") for r in rows])
     ax.set_ylim(0, 1)
     ax.set_title(f"context benchmark: same backbone, data and budget ({steps} steps)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "context_task.png", dpi=120)
+
+
+def _label(row: dict) -> str:
+    """The row's kind, with its ``--set`` options when it had any."""
+    return f"{row['kind']} {row['options']}" if row.get("options") else row["kind"]
 
 
 def merge(paths: list[str], out: Path) -> None:
