@@ -239,13 +239,17 @@ def report(rows: list[dict], out: Path) -> None:
     except ImportError:
         return
     tasks = list(dict.fromkeys(t["task"] for t in table))
-    kinds = list(dict.fromkeys(label(t) for t in table))
-    fig, ax = plt.subplots(figsize=(9, 4))
+    budgets = len({t["steps"] for t in table}) > 1
+
+    def bar(t: dict) -> str:  # one bar per kind, options and (when they differ) budget
+        return f"{label(t)} ({t['steps']} steps)" if budgets else label(t)
+
+    kinds = list(dict.fromkeys(bar(t) for t in table))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / max(1, len(kinds))
     for i, kind in enumerate(kinds):
         cells = [
-            next((t for t in table if t["task"] == task and label(t) == kind), None)
-            for task in tasks
+            next((t for t in table if t["task"] == task and bar(t) == kind), None) for task in tasks
         ]
         x = np.arange(len(tasks)) + (i - (len(kinds) - 1) / 2) * width
         ax.bar(
@@ -255,6 +259,15 @@ def report(rows: list[dict], out: Path) -> None:
             yerr=[c["accuracy_std"] if c else 0 for c in cells],
             label=kind,
         )
+        for xi, c in zip(x, cells, strict=True):  # each seed, to show the bimodal cells
+            if c is None:
+                continue
+            seeds = [
+                r["accuracy"]
+                for r in rows
+                if r["task"] == c["task"] and bar({**r, "options": r.get("options", "")}) == kind
+            ]
+            ax.scatter([xi] * len(seeds), seeds, s=8, color="black", zorder=3)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.axhline(0.8, color="green", lw=0.8, ls=":")
     ax.set_xticks(np.arange(len(tasks)), tasks)
