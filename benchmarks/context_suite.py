@@ -172,6 +172,7 @@ def summarise(rows: list[dict]) -> list[dict]:
                 "seeds": len(cells),
                 "accuracy_mean": float(acc.mean()),
                 "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+                "accuracy_min": float(acc.min()),
                 "missed": float(np.mean([c["missed"] for c in cells])),
                 "train_s": float(np.mean([c["train_s"] for c in cells])),
             }
@@ -181,12 +182,18 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 def targets(table: list[dict]) -> list[dict]:
     """Per task and budget: the best context kind's mean accuracy against region-only
-    (issue target: >= 0.8 and >= 0.15 above region-only)."""
+    (issue target: >= 0.8 and >= 0.15 above region-only). Region-only is taken at the same
+    budget, or, where that budget has no region-only cells, at the budget whose region-only
+    mean is highest (a region alone cannot tell A from B, so its accuracy is chance at any
+    budget; the highest measured mean is the conservative baseline)."""
     verdicts = []
     for task, steps in dict.fromkeys((t["task"], t["steps"]) for t in table):
         cells = [t for t in table if t["task"] == task and t["steps"] == steps]
-        none = [t for t in cells if t["kind"] == "none"]
         context = [t for t in cells if t["kind"] != "none"]
+        none = [t for t in cells if t["kind"] == "none"] or sorted(
+            (t for t in table if t["task"] == task and t["kind"] == "none"),
+            key=lambda t: -t["accuracy_mean"],
+        )
         if not none or not context:
             continue
         best = max(context, key=lambda t: t["accuracy_mean"])
@@ -196,8 +203,11 @@ def targets(table: list[dict]) -> list[dict]:
                 "task": task,
                 "steps": steps,
                 "best": label(best),
+                "best_seeds": best["seeds"],
                 "best_accuracy": best["accuracy_mean"],
+                "best_min": best["accuracy_min"],
                 "none_accuracy": none[0]["accuracy_mean"],
+                "none_steps": none[0]["steps"],
                 "gain": gain,
                 "pass": bool(best["accuracy_mean"] >= 0.8 and gain >= 0.15),
             }
@@ -224,8 +234,10 @@ def report(rows: list[dict], out: Path) -> None:
     verdicts = targets(table)
     for v in verdicts:
         print(
-            f"target {v['task']:11s} best {v['best']} {v['best_accuracy']:.3f} (>= 0.8), "
-            f"region-only {v['none_accuracy']:.3f}, gain {v['gain']:+.3f} (>= 0.15): "
+            f"target {v['task']:11s} {v['steps']:5d} steps: best {v['best']} "
+            f"{v['best_accuracy']:.3f} over {v['best_seeds']} seeds (>= 0.8; lowest seed "
+            f"{v['best_min']:.3f}), region-only {v['none_accuracy']:.3f} "
+            f"({v['none_steps']} steps), gain {v['gain']:+.3f} (>= 0.15): "
             f"{'PASS' if v['pass'] else 'FAIL'}"
         )
     (out / "context_suite.json").write_text(
