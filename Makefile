@@ -51,7 +51,7 @@ bench-context: setup
 	$(PY) benchmarks/context_task.py --out out/bench
 
 bench-suite: setup
-	$(PY) benchmarks/context_suite.py --kinds none transformer_xl:bi --steps 1000 --out out/bench
+	$(PY) benchmarks/context_suite.py --kinds none transformer_xl:bi --steps 2500 --out out/bench
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks scripts

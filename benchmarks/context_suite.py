@@ -73,7 +73,7 @@ def run_cell(
     task: str,
     kind: str,
     seed: int,
-    steps: int,
+    steps: int | None,
     scenes: int,
     tmp: Path,
     overrides: dict[str, dict[str, object]] | None = None,
@@ -86,8 +86,10 @@ def run_cell(
     recipe["context_encoder"] |= {"kind": base, "bidirectional": mode == "bi"}
     if base != "transformer_xl":  # the 2-D position biases exist for transformer_xl only
         recipe["context_encoder"] |= {"distance_bias": False, "relative_range": 0}
+    train_spec = recipe.pop("train")
+    steps = steps or train_spec["max_steps"]
     cfg = TrainConfig.from_dict(
-        {**recipe.pop("train"), "max_steps": steps, "val_every": steps, "seed": seed}
+        {**train_spec, "max_steps": steps, "val_every": steps, "seed": seed}
     )
     config = XTConfig.from_dict(recipe)
     train_pairs = context_task_pairs(task, range(1000, 1000 + spec["scenes"]), spec)
@@ -116,7 +118,9 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(CONTEXT_TASKS))
     parser.add_argument("--kinds", nargs="+", default=list(KINDS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=300, help="training steps per cell")
+    parser.add_argument(
+        "--steps", type=int, help="training steps per cell (default: the recipe's max_steps)"
+    )
     parser.add_argument("--eval-scenes", type=int, default=16)
     parser.add_argument(
         "--set",
