@@ -287,10 +287,11 @@ def report(rows: list[dict], out: Path) -> None:
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.axhline(0.8, color="green", lw=0.8, ls=":")
     ax.set_xticks(np.arange(len(tasks)), tasks)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.22)  # headroom for the legend above the bars
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("context-dependent accuracy")
     ax.set_title("context task suite (mean +- std over seeds; chance 0.5, target 0.8)")
-    ax.legend(fontsize=7, ncol=3)
+    ax.legend(fontsize=7, ncol=3, loc="upper center")
     fig.tight_layout()
     fig.savefig(out / "context_suite.png", dpi=120)
 
