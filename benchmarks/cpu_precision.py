@@ -1,5 +1,7 @@
 """CPU options against eager fp32: bf16 autocast (AVX512-BF16 / AMX), channels-last, int8
-dynamic quantisation of the linear layers; throughput and label agreement with fp32.
+dynamic quantisation of the linear layers, ``torch.compile`` (inductor) of the region encoder,
+input projection and head (timed after one warm-up pass over the scene, which holds the
+compilation); throughput and label agreement with fp32.
 
 Each model (``--models``, default: the bundled demo model and two untrained architectures for
 speed only) runs over a synthetic SAR scene (``--side`` px) in one process, options alternated,
@@ -22,7 +24,8 @@ from xt_engine import RegionDone, run_inference
 from xt_engine.synthetic import make_sar_scene
 from xt_engine.weights.loading import load_model
 
-OPTIONS = ("fp32", "bf16", "channels_last", "int8_linear")
+OPTIONS = ("fp32", "bf16", "channels_last", "int8_linear", "compile")
+COMPILED = ("region_encoder", "input_proj", "head")  # the context encoder carries state
 
 
 def prepare(name: str, option: str) -> tuple[torch.nn.Module, str]:
@@ -32,6 +35,9 @@ def prepare(name: str, option: str) -> tuple[torch.nn.Module, str]:
         model = model.to(memory_format=torch.channels_last)
     if option == "int8_linear":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    if option == "compile":
+        for part in COMPILED:
+            setattr(model, part, torch.compile(getattr(model, part), dynamic=False))
     return model, precision
 
 
@@ -67,6 +73,8 @@ def main() -> None:
             for option in OPTIONS if repeat % 2 == 0 else OPTIONS[::-1]:
                 try:
                     model, precision = prepare(name, option)
+                    if option == "compile":
+                        run(model, image, precision)  # warm-up: compiles every batch shape
                     rate, labels = run(model, image, precision)
                 except Exception as err:  # noqa: BLE001 - an option a backbone cannot take
                     rows[option] = {"error": str(err)[:80]}  # type: ignore[dict-item]
@@ -86,8 +94,10 @@ def main() -> None:
                 continue
             speed = entry["regions_per_s"] / base
             agree = entry.get("agreement", float("nan"))
-            print(f"{'':{len(name) + 2}s}{option:14s} {entry['regions_per_s']:10.1f} "
-                  f"{speed:7.2f} {agree:7.4f}")
+            print(
+                f"{'':{len(name) + 2}s}{option:14s} {entry['regions_per_s']:10.1f} "
+                f"{speed:7.2f} {agree:7.4f}"
+            )
     (out / "cpu_precision.json").write_text(json.dumps(table, indent=2))
 
 
