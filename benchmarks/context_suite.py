@@ -187,21 +187,21 @@ def summarise(rows: list[dict]) -> list[dict]:
 def targets(table: list[dict]) -> list[dict]:
     """Per task and budget: the best context kind's mean accuracy against region-only
     (issue target: >= 0.8 and >= 0.15 above region-only). Region-only is taken at the same
-    budget, or, where that budget has no region-only cells, at the budget whose region-only
-    mean is highest (a region alone cannot tell A from B, so its accuracy is chance at any
+    budget (its highest mean), or, where that budget has no region-only cells, at the budget
+    whose region-only mean is highest (a region alone cannot tell A from B, so its accuracy is chance at any
     budget; the highest measured mean is the conservative baseline)."""
     verdicts = []
     for task, steps in dict.fromkeys((t["task"], t["steps"]) for t in table):
         cells = [t for t in table if t["task"] == task and t["steps"] == steps]
         context = [t for t in cells if t["kind"] != "none"]
-        none = [t for t in cells if t["kind"] == "none"] or sorted(
-            (t for t in table if t["task"] == task and t["kind"] == "none"),
-            key=lambda t: -t["accuracy_mean"],
-        )
+        none = [t for t in cells if t["kind"] == "none"] or [
+            t for t in table if t["task"] == task and t["kind"] == "none"
+        ]
         if not none or not context:
             continue
         best = max(context, key=lambda t: t["accuracy_mean"])
-        gain = best["accuracy_mean"] - none[0]["accuracy_mean"]
+        baseline = max(none, key=lambda t: t["accuracy_mean"])
+        gain = best["accuracy_mean"] - baseline["accuracy_mean"]
         verdicts.append(
             {
                 "task": task,
@@ -210,8 +210,8 @@ def targets(table: list[dict]) -> list[dict]:
                 "best_seeds": best["seeds"],
                 "best_accuracy": best["accuracy_mean"],
                 "best_min": best["accuracy_min"],
-                "none_accuracy": none[0]["accuracy_mean"],
-                "none_steps": none[0]["steps"],
+                "none_accuracy": baseline["accuracy_mean"],
+                "none_steps": baseline["steps"],
                 "gain": gain,
                 "pass": bool(best["accuracy_mean"] >= 0.8 and gain >= 0.15),
             }

@@ -3,8 +3,8 @@ dynamic quantisation of the linear layers, ``torch.compile`` (inductor) of the r
 input projection and head (timed after one warm-up pass over the scene, which holds the
 compilation); throughput and label agreement with fp32.
 
-Each model (``--models``, default: the bundled demo model and two untrained architectures for
-speed only) runs over a synthetic SAR scene (``--side`` px) in one process, options alternated,
+Each model (``--models``, default: the bundled demo model; untrained architectures may be
+named for speed only) runs over a synthetic SAR scene (``--side`` px) in one process, options alternated,
 best of ``--repeats``. Agreement: the share of label pixels equal to the fp32 run (meaningful
 for the trained demo model; the untrained rows are speed only). Prints a table and writes
 ``cpu_precision.json`` to ``--out``. Needs an otherwise quiet machine.
