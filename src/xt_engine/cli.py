@@ -160,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="autocast dtype (auto: bf16/fp16 on CUDA, fp32 on CPU)",
     )
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the region encoder, input projection and head (faster once "
+        "compiled; the first batches pay the compilation; needs a C++ compiler on CPU)",
+    )
+    p.add_argument(
         "--probabilities",
         action="store_true",
         help="also write float16 per-class probabilities (segmentation models)",

@@ -66,6 +66,9 @@ def add_batch_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="regions per model call")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (on each worker)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument(
+        "--compile", action="store_true", help="as for xt infer (compiled once per worker)"
+    )
     p.add_argument("--foreground", default="auto", metavar="auto|none|otsu|nodata")
     p.add_argument("--overlap", type=int, default=0, help="as for xt infer")
     p.add_argument("--no-blend", dest="blend", action="store_false")
@@ -126,6 +129,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         precision=args.precision,
+        compile=args.compile,
         foreground=str(Path(args.foreground).resolve())
         if Path(args.foreground).is_file()
         else args.foreground,

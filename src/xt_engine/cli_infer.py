@@ -229,6 +229,7 @@ def _infer(args: argparse.Namespace) -> int:
             foreground=args.foreground,
             provenance=_model_provenance(args.model),
             precision=args.precision,
+            compile=args.compile,
             overlap=args.overlap,
             probabilities=args.probabilities,
             blend=args.blend,

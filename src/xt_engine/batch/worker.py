@@ -60,6 +60,7 @@ class RunOptions:
     batch_size: int = 8
     device: str = "auto"
     precision: str = "auto"
+    compile: bool = False
     foreground: str = "auto"
     overlap: int = 0
     blend: bool = True
@@ -215,6 +216,7 @@ def _run(
         foreground=options.foreground,
         provenance=model_info | {"batch": batch_record},
         precision=options.precision,
+        compile=options.compile,
         overlap=options.overlap,
         probabilities=options.probabilities,
         blend=options.blend,

@@ -21,6 +21,7 @@ from xt_engine.io import open_image
 from xt_engine.models import RegionOutputs, XTModel, XTState
 from xt_engine.runtime.blending import SeamBlender
 from xt_engine.runtime.cancel import CancelToken
+from xt_engine.runtime.compiled import compiled_view
 from xt_engine.runtime.events import Event, Finished, Progress, RegionDone, Started
 from xt_engine.runtime.foreground import plan_foreground
 from xt_engine.runtime.input_values import (
@@ -70,6 +71,7 @@ def run_inference(
     foreground: object = "auto",
     pixel_size: float | None = None,
     pixel_unit: str | None = None,
+    compile: bool = False,
 ) -> Iterator[Event]:
     """Yield events while running ``model`` over ``image`` (a path, array or ImageSource).
 
@@ -108,6 +110,10 @@ def run_inference(
         provenance: extra entries for the store's ``xt`` attributes (e.g. checkpoint hash).
         precision: ``auto`` (bf16 autocast on CUDA where supported, else fp16; fp32 on CPU),
             ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
+        compile: run the region encoder, input projection and head through ``torch.compile``
+            (:mod:`xt_engine.runtime.compiled`): faster once compiled (the first batches of
+            each shape pay the compilation), the same labels as eager up to fp32 rounding;
+            the model passed is not changed.
         overlap: px of real neighbouring pixels each region reads on every side beyond the tile
             it outputs (see :mod:`xt_engine.tiling`): no seams at region borders, at a cost of
             ``(R / (R - 2 overlap))^2`` times the regions. A multiple of half the token stride
@@ -227,9 +233,10 @@ def run_inference(
     bidirectional = two_pass_model(model)
     context_done = 0  # regions through the first (context) pass of a two-pass run
     final: list[XTState] = []  # the classification state after the last region
+    runner = compiled_view(model) if compile else model
     passes = (
         two_pass(
-            model,
+            runner,
             reader,
             steps,
             batch_size,
@@ -241,7 +248,7 @@ def run_inference(
         )
         if bidirectional
         else causal_pass(
-            model,
+            runner,
             reader,
             steps,
             batch_size,

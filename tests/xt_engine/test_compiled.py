@@ -1,0 +1,86 @@
+"""``compile=True`` (xt_engine.runtime.compiled): the same answer as eager, the caller's model
+untouched, a compile failure reported as a ConfigError naming --compile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xt_engine import ConfigError, RegionDone, create_model, run_inference
+from xt_engine.models import model_config
+from xt_engine.runtime import compiled
+
+
+def _model(name: str, **head: object) -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = model_config(name).to_dict()
+    cfg["head"] |= head
+    return create_model(cfg).eval()
+
+
+def _image() -> np.ndarray:
+    return np.random.default_rng(0).random((300, 260, 3)).astype(np.float32)
+
+
+def _run(model, **kw) -> dict[int, RegionDone]:
+    events = run_inference(_image(), model, batch_size=3, foreground="none", **kw)
+    return {e.region.index: e for e in events if isinstance(e, RegionDone)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["test_convnext_txl", "test_convnext_txl_bidir"])
+def test_compiled_segmentation_equals_eager(name: str) -> None:
+    model = _model(name)
+    eager = _run(model, probabilities=True)
+    fast = _run(model, probabilities=True, compile=True)
+    assert eager.keys() == fast.keys() and len(eager) == 25
+    for index, done in eager.items():
+        np.testing.assert_array_equal(fast[index].labels, done.labels)
+        assert done.probabilities is not None and fast[index].probabilities is not None
+        np.testing.assert_allclose(
+            fast[index].probabilities.astype(np.float32),
+            done.probabilities.astype(np.float32),
+            atol=2e-3,  # float16 probabilities: one step of their rounding
+        )
+
+
+@pytest.mark.slow
+def test_compiled_detection_equals_eager() -> None:
+    model = _model("test_convnext_txl_det", detection_threshold=0.01)  # untrained: low scores
+    eager, fast = _run(model), _run(model, compile=True)
+    assert sum(len(done.detections) for done in eager.values()) > 0
+    for index, done in eager.items():
+        a, b = done.detections, fast[index].detections
+        assert a is not None and b is not None  # (M, 6): y, x, class, score, height, width
+        assert a.shape == b.shape
+        np.testing.assert_allclose(b, a, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_model_unchanged_and_view_shared() -> None:
+    model = _model("test_convnext_txl")
+    keys = list(model.state_dict())
+    parts = {name: getattr(model, name) for name in compiled.COMPILED_PARTS}
+    _run(model, compile=True)
+    assert list(model.state_dict()) == keys
+    assert all(getattr(model, name) is part for name, part in parts.items())
+    view = compiled.compiled_view(model)
+    assert compiled.compiled_view(model) is view  # cached: a second run reuses the code
+    assert view.region_encoder.part is model.region_encoder
+    assert view.context_encoder is model.context_encoder  # left eager
+    # the view shares the weights: a change to the model is a change to the view
+    with torch.no_grad():
+        model.input_proj.bias.add_(1.0)
+    assert view.input_proj.part.bias is model.input_proj.bias
+
+
+def test_compile_failure_is_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_backend(graph, example_inputs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(compiled, "BACKEND", failing_backend)
+    model = _model("test_convnext_none")
+    with pytest.raises(ConfigError, match="--compile") as info:
+        _run(model, compile=True)
+    assert "region_encoder" in str(info.value)
