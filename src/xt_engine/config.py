@@ -293,7 +293,9 @@ class HeadConfig:
     run through the context encoder after the last region (the released xT layout; for
     whole-sequence models it is appended to the same call as the regions' tokens).
     ``detection_threshold``: minimum centre score of a decoded detection;
-    ``max_detections``: the most detections decoded per region; ``border_iou``: two
+    ``max_detections``: the most detections decoded per region; ``fusion_level``
+    (segmentation): the feature level the head fuses the context on (0: the finest; 1 runs its
+    convolutions on 4x fewer pixels, the light head); ``border_iou``: two
     detections of one class from neighbouring regions whose boxes overlap by more than this
     IoU are one object straddling the border, reported once, by the earlier region in raster
     order (:class:`xt_engine.tasks.detection.BorderSuppression`).
@@ -304,6 +306,7 @@ class HeadConfig:
     class_names: tuple[str, ...] | None = None
     class_colors: tuple[str, ...] | None = None
     decoder_dim: int = 64
+    fusion_level: int = 0
     pool: str = "mean"
     detection_threshold: float = 0.3
     max_detections: int = 100
@@ -321,6 +324,12 @@ class HeadConfig:
             )
         if self.num_classes < 1:
             raise ConfigError(f"head.num_classes={self.num_classes} < 1", "use 2 or more")
+        if self.fusion_level < 0 or (self.fusion_level and self.task != "segmentation"):
+            raise ConfigError(
+                f"head.fusion_level={self.fusion_level} is not available for a "
+                f"{self.task} head",
+                "use fusion_level 0, or 1 or more with a segmentation head",
+            )
         if self.max_detections < 1:
             raise ConfigError(
                 f"head.max_detections={self.max_detections} < 1", "use e.g. 100 per region"

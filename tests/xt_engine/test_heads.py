@@ -93,7 +93,7 @@ def test_segmentation_labels_equal_argmax_including_ties() -> None:
 def test_fusion_trunk_runs_channels_last_with_the_same_values() -> None:
     """NCHW features (ViT / Swin) are fused channels-last (the fast CPU layout); same values."""
     torch.manual_seed(0)
-    trunk = FusionTrunk(context_dim=8, finest_channels=6, width=16).eval()
+    trunk = FusionTrunk(context_dim=8, detail_channels=6, width=16).eval()
     context = torch.randn(2, 8, 4, 4)
     features = [torch.randn(2, 6, 16, 16)]
     assert features[0].is_contiguous()
@@ -106,3 +106,39 @@ def test_fusion_trunk_runs_channels_last_with_the_same_values() -> None:
         reference = torch.nn.functional.gelu(trunk.fuse(detail + ctx))
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(out, reference, atol=1e-5)
+
+
+def test_light_head_fuses_on_a_coarser_level() -> None:
+    """``head.fusion_level`` 1: the trunk's convolutions run on the stride-8 map (4x fewer
+    pixels than level 0), the logits still cover the whole region; fewer multiply-adds."""
+    from xt_engine.errors import ConfigError
+
+    cfg = model_config("test_convnext_none").to_dict()
+    finest = create_model(cfg).eval()
+    cfg["head"]["fusion_level"] = 1
+    light = create_model(cfg).eval()
+    r = light.region_size
+    channels = light.region_encoder.channels
+    assert light.head.trunk.detail_proj.in_channels == channels[1]
+    assert finest.head.trunk.detail_proj.in_channels == channels[0]
+    pixels = torch.rand(1, 2, 3, r, r)
+    rc = torch.tensor([[0, 0], [0, 1]])
+    seen: dict[str, tuple[int, ...]] = {}
+    for name, model in (("finest", finest), ("light", light)):
+        hook = model.head.trunk.fuse.register_forward_hook(
+            lambda _m, _i, out, name=name: seen.__setitem__(name, tuple(out.shape))
+        )
+        with torch.no_grad():
+            outputs, _ = model(pixels, rc, model.init_state(1))
+        hook.remove()
+        assert outputs.logits is not None and outputs.logits.shape == (2, cfg["head"]["num_classes"], r, r)
+    reductions = light.region_encoder.reductions
+    assert seen["finest"][-2:] == (r // reductions[0],) * 2
+    assert seen["light"][-2:] == (r // reductions[1],) * 2
+    cfg["head"]["fusion_level"] = 9
+    with pytest.raises(ConfigError, match="fusion_level=9"):
+        create_model(cfg)
+    det = model_config("test_convnext_txl_det").to_dict()
+    det["head"]["fusion_level"] = 1
+    with pytest.raises(ConfigError, match="fusion_level=1 is not available for a detection"):
+        create_model(det)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xt_engine.config import HeadConfig
+from xt_engine.errors import ConfigError
 from xt_engine.tasks.base import IGNORE_INDEX, RegionResult, Task, masks_to_regions
 from xt_engine.tasks.trunk import FusionTrunk
 
@@ -49,7 +50,14 @@ class SegmentationHead(nn.Module):
     ) -> None:
         super().__init__()
         self.region_size = region_size
-        self.trunk = FusionTrunk(context_dim, feature_channels[0], config.decoder_dim)
+        level = config.fusion_level
+        if level >= len(feature_channels):
+            raise ConfigError(
+                f"head.fusion_level={level} is beyond this region encoder's "
+                f"{len(feature_channels)} feature levels",
+                f"use a level from 0 to {len(feature_channels) - 1}",
+            )
+        self.trunk = FusionTrunk(context_dim, feature_channels[level], config.decoder_dim, level)
         self.classify = nn.Conv2d(config.decoder_dim, config.num_classes, 1)
 
     def forward(
