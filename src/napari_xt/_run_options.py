@@ -18,6 +18,7 @@ from napari_xt._view import SCOPES, SHAPES_PREFIX
 from xt_engine import run_inference
 from xt_engine.io import ImageSource
 from xt_engine.models import XTModel
+from xt_engine.runtime.precision import slow_precision_note
 from xt_engine.store.safety import read_store_attrs
 
 
@@ -31,8 +32,11 @@ class RunOptions:
             ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())],
             "auto: the first CUDA GPU when there is one, else the CPU",
         )
+        slow_bf16 = slow_precision_note("bf16", "cpu")
         self.precision_combo = combo(
-            ["auto", "fp32", "bf16", "fp16"], "auto: bf16/fp16 autocast on CUDA, fp32 on CPU"
+            ["auto", "fp32", "bf16", "fp16"],
+            "auto: bf16/fp16 autocast on CUDA, fp32 on CPU"
+            + (f". bf16 on the CPU: {slow_bf16}" if slow_bf16 else ""),
         )
         self.batch_spin = spin(1, 256, 8)
         self.overlap_spin = spin(

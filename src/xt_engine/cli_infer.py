@@ -210,9 +210,13 @@ def _infer(args: argparse.Namespace) -> int:
         _apply_labels(model, Path(args.labels))
     device = _device(args.device)
     if device.startswith("cpu"):
+        from xt_engine.runtime.precision import slow_precision_note
         from xt_engine.runtime.threads import use_threads
 
         use_threads(args.threads)
+        note = slow_precision_note(args.precision, device)
+        if note:
+            print(f"xt infer: {note}", file=sys.stderr)
     finished = _progress(
         run_inference(
             source,

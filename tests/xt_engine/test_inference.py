@@ -283,6 +283,24 @@ def test_precision_choices(rgb_image: np.ndarray) -> None:
         next(run_inference(rgb_image, model, precision="fp16"))
 
 
+def test_bf16_on_a_cpu_without_bf16_hardware_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xt_engine.runtime import precision as prec
+
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    sapphire = "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    assert prec.cpu_has_fast_bf16(avx2) is False
+    assert prec.cpu_has_fast_bf16(sapphire) is True
+    assert prec.cpu_has_fast_bf16("model name\t: ?\n") is None  # no flags line: unknown
+    monkeypatch.setattr(prec, "cpu_has_fast_bf16", lambda: False)
+    note = prec.slow_precision_note("bf16", "cpu")
+    assert note is not None and "--precision fp32" in note
+    assert prec.slow_precision_note("fp32", "cpu") is None
+    assert prec.slow_precision_note("auto", "cpu") is None
+    assert prec.slow_precision_note("bf16", "cuda") is None
+    monkeypatch.setattr(prec, "cpu_has_fast_bf16", lambda: True)
+    assert prec.slow_precision_note("bf16", "cpu") is None
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_bf16_agrees_with_cpu_fp32(rgb_image: np.ndarray) -> None:
