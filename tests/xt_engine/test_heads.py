@@ -131,7 +131,8 @@ def test_light_head_fuses_on_a_coarser_level() -> None:
         with torch.no_grad():
             outputs, _ = model(pixels, rc, model.init_state(1))
         hook.remove()
-        assert outputs.logits is not None and outputs.logits.shape == (2, cfg["head"]["num_classes"], r, r)
+        assert outputs.logits is not None
+        assert outputs.logits.shape == (2, cfg["head"]["num_classes"], r, r)
     reductions = light.region_encoder.reductions
     assert seen["finest"][-2:] == (r // reductions[0],) * 2
     assert seen["light"][-2:] == (r // reductions[1],) * 2
