@@ -84,3 +84,23 @@ def test_compile_failure_is_config_error(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(ConfigError, match="--compile") as info:
         _run(model, compile=True)
     assert "region_encoder" in str(info.value)
+
+
+@pytest.mark.slow
+def test_compiled_run_follows_a_change_of_the_weights() -> None:
+    """Frozen (constant-folded) weights must not outlive an in-place change of the model's."""
+    model = _model("test_convnext_txl")
+    _run(model, compile=True)
+    with torch.no_grad():
+        for parameter in model.head.parameters():
+            parameter.mul_(-1.5)
+        for parameter in model.region_encoder.parameters():
+            parameter.mul_(0.5)
+    eager, fast = _run(model, probabilities=True), _run(model, probabilities=True, compile=True)
+    for index, done in eager.items():
+        np.testing.assert_array_equal(fast[index].labels, done.labels)
+        np.testing.assert_allclose(
+            fast[index].probabilities.astype(np.float32),
+            done.probabilities.astype(np.float32),
+            atol=2e-3,
+        )
