@@ -1,8 +1,7 @@
 """CPU options against eager fp32: bf16 autocast (AVX512-BF16 / AMX), channels-last, int8
-dynamic quantisation of the linear layers, ``compile`` (``run_inference(compile=True)``:
-inductor on the region encoder, input projection and head) and ``compile_frozen`` (the same with
-inductor's ``freezing``: weights folded in as constants, oneDNN weight prepacking), both timed
-after one warm-up pass over the scene, which holds the compilation; throughput and label
+dynamic quantisation of the linear layers and ``compile`` (``xt infer --compile``: inductor on
+the region encoder, input projection and head, weights frozen), timed after one warm-up pass
+over the scene, which holds the compilation; throughput and label
 agreement with fp32, and each option against the eager backbone ceiling (the region encoder
 alone on in-memory batches: issue 16's target 1 asks >= 1.3x of it).
 
@@ -23,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch._dynamo
-import torch._inductor.config
 
 from xt_engine import RegionDone, run_inference
 from xt_engine.synthetic import make_sar_scene
 from xt_engine.weights.loading import load_model
 
-OPTIONS = ("fp32", "bf16", "channels_last", "int8_linear", "compile", "compile_frozen")
+OPTIONS = ("fp32", "bf16", "channels_last", "int8_linear", "compile")
 TARGET = 1.3  # x the eager backbone ceiling, with agreement >= AGREEMENT
 AGREEMENT = 0.995
 BATCH = 8
@@ -42,9 +40,8 @@ def prepare(name: str, option: str) -> tuple[torch.nn.Module, str]:
         model = model.to(memory_format=torch.channels_last)
     if option == "int8_linear":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    if option.startswith("compile"):
-        torch._dynamo.reset()  # each compiled option compiles afresh (no code of another)
-        torch._inductor.config.freezing = option == "compile_frozen"
+    if option == "compile":
+        torch._dynamo.reset()  # compiles afresh in every repeat (the warm-up pays it)
     return model, precision
 
 
@@ -101,7 +98,7 @@ def main() -> None:
             for option in OPTIONS if repeat % 2 == 0 else OPTIONS[::-1]:
                 try:
                     model, precision = prepare(name, option)
-                    compiled = option.startswith("compile")
+                    compiled = option == "compile"
                     if compiled:  # warm-up: compiles every batch shape
                         run(model, image, precision, compile=True)
                     rate, labels = run(model, image, precision, compile=compiled)
@@ -114,7 +111,6 @@ def main() -> None:
                 entry["regions_per_s"] = max(entry["regions_per_s"], round(rate, 2))
                 if reference is not None:
                     entry["agreement"] = round(float((labels == reference).mean()), 5)
-        torch._inductor.config.freezing = False
         rows["backbone (eager, in memory)"] = {"regions_per_s": round(ceiling, 2)}
         table[name] = rows
         report(name, rows, ceiling)

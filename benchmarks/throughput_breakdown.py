@@ -43,10 +43,20 @@ def main() -> None:
     parser.add_argument("--out", default="out/bench")
     parser.add_argument("--model", default="xt_convnext_atto_none", help="a registered model")
     parser.add_argument("--seconds", type=float, default=8.0, help="per in-memory ceiling")
+    parser.add_argument(
+        "--head",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="head config overrides (ints), e.g. decoder_dim=32 fusion_level=1 (the light head)",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     config = model_config(args.model)
     config.region_encoder.in_chans = 1
+    for item in args.head:
+        key, _, value = item.partition("=")
+        setattr(config.head, key, int(value))
     model = create_model(config).eval()
     r, batch = model.region_size, args.batch_size
     x = torch.rand(1, batch, 1, r, r)
@@ -79,16 +89,17 @@ def main() -> None:
         rows["run_inference, TIFF, OME-Zarr store"] = run(str(path), Path(tmp) / "out.zarr")
     model_rate = rows["whole model (in memory)"]
     encoder_rate = rows["region encoder alone (in memory)"]
-    print(f"{args.model}, {r} px regions, batch {batch}, {args.side}^2 image")
+    head = " ".join(args.head)
+    print(f"{args.model} {head}, {r} px regions, batch {batch}, {args.side}^2 image")
     print(f"{'step':40s} {'regions/s':>10s} {'/ encoder':>10s} {'/ model':>8s}")
     for name, value in rows.items():
         print(f"{name:40s} {value:10.1f} {value / encoder_rate:10.2f} {value / model_rate:8.2f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.model == "xt_convnext_atto_none" else f"_{args.model}"
-    (out / f"throughput_breakdown{suffix}.json").write_text(
-        json.dumps({"model": args.model, "side": args.side, "regions_per_s": rows}, indent=2)
-    )
+    suffix += "".join(f"_{item.replace('=', '')}" for item in args.head)
+    record = {"model": args.model, "head": head, "side": args.side, "regions_per_s": rows}
+    (out / f"throughput_breakdown{suffix}.json").write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":
