@@ -295,7 +295,8 @@ class HeadConfig:
     ``detection_threshold``: minimum centre score of a decoded detection;
     ``max_detections``: the most detections decoded per region; ``fusion_level``
     (segmentation): the feature level the head fuses the context on (0: the finest; 1 runs its
-    convolutions on 4x fewer pixels, the light head); ``border_iou``: two
+    convolutions on 4x fewer pixels, but loses small objects: -0.17 vessel macro-F1 on the
+    demo-sar recipe, docs/benchmarks.md); ``border_iou``: two
     detections of one class from neighbouring regions whose boxes overlap by more than this
     IoU are one object straddling the border, reported once, by the earlier region in raster
     order (:class:`xt_engine.tasks.detection.BorderSuppression`).
