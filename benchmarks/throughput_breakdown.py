@@ -22,6 +22,7 @@ import numpy as np
 import tifffile
 import torch
 
+from context_suite import parse_overrides  # benchmarks/ is on sys.path when run as a script
 from xt_engine import Finished, create_model, run_inference
 from xt_engine.models import model_config
 from xt_engine.models.heads import segmentation_labels
@@ -48,15 +49,16 @@ def main() -> None:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="head config overrides (ints), e.g. decoder_dim=32 fusion_level=1 (the light head)",
+        help="head config overrides (JSON values), e.g. decoder_dim=16 (the light head)",
     )
     args = parser.parse_args()
     torch.manual_seed(0)
     config = model_config(args.model)
     config.region_encoder.in_chans = 1
-    for item in args.head:
-        key, _, value = item.partition("=")
-        setattr(config.head, key, int(value))
+    for key, value in (
+        parse_overrides([f"head.{item}" for item in args.head]).get("head", {}).items()
+    ):
+        setattr(config.head, key, value)
     model = create_model(config).eval()
     r, batch = model.region_size, args.batch_size
     x = torch.rand(1, batch, 1, r, r)

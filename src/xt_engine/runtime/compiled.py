@@ -3,16 +3,15 @@
 The region encoder, the input projection and the head run the same computation on every batch
 of regions, so they compile once per batch shape (``dynamic=False``: a run has at most a few
 shapes, a full batch and the last one) and are reused. Inductor's ``freezing`` folds the weights
-in as constants (oneDNN prepacks them); a change to the weights in place is followed
-(``tests/xt_engine/test_compiled.py``). The context encoder is left eager: its
-state (memory) grows from chunk to chunk and it holds the Python control flow of the carried
-memory. A compiled part computes what the eager part does up to fp32 rounding (fused kernels
-sum in another order), so labels agree with eager runs (``tests/test_compiled.py``).
+in as constants (oneDNN prepacks them). The context encoder is left eager: its state (memory)
+grows from chunk to chunk and it holds the Python control flow of the carried memory. A
+compiled part computes what the eager part does up to fp32 rounding (fused kernels sum in
+another order), so labels agree with eager runs, also after the weights change in place
+(``tests/xt_engine/test_compiled.py``).
 
 The compiled parts live in a *view* of the model (:func:`compiled_view`): a shallow copy that
 shares every parameter and buffer with the model and owns only its table of submodules, so the
-model the caller holds is never changed and the view follows the model's weights (moved,
-trained or loaded later). Views are cached per model: a second run over the same model reuses
+model the caller holds is never changed. Views are cached per model: a second run over the same model reuses
 the compiled code. Compiling needs a C++ compiler on CPU (inductor); where it fails, the run
 stops with a :class:`~xt_engine.errors.ConfigError` that names ``--compile``.
 """
@@ -43,7 +42,7 @@ class CompiledPart(nn.Module):
         self.part = part
         self.name = name
         # freezing: the weights are folded in as constants and prepacked for oneDNN (inference
-        # only, which a view is); 1.7x eager on a tiny ConvNeXt here against 0.95x without
+        # only, which a view is); figures in docs/benchmarks.md (CPU precision options)
         options: dict[str, Any] | None = {"freezing": True} if BACKEND == "inductor" else None
         self._compiled = torch.compile(part, dynamic=False, backend=BACKEND, options=options)
 

@@ -27,7 +27,9 @@ class FusionTrunk(nn.Module):
         )
 
     def forward(self, context: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
-        detail = self.detail_proj(features[self.level].contiguous(memory_format=torch.channels_last))
+        detail = self.detail_proj(
+            features[self.level].contiguous(memory_format=torch.channels_last)
+        )
         ctx = F.interpolate(
             self.context_proj(context), size=detail.shape[-2:], mode="bilinear", align_corners=False
         )
