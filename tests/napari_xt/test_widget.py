@@ -424,12 +424,14 @@ def test_untrained_architectures_sit_in_a_labelled_section_and_need_weights(
     qtbot.waitUntil(lambda: "without trained weights" in widget.model_summary.text())
 
 
-def test_precision_tooltip_names_slow_bf16_on_this_cpu(make_napari_viewer, monkeypatch) -> None:
+def test_precision_tooltip_names_slow_bf16_on_this_cpu(
+    make_napari_viewer, qtbot, monkeypatch
+) -> None:
     from xt_engine.runtime import precision
 
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
-    slow = _dock(make_napari_viewer()).precision_combo.toolTip()
+    slow = _dock(make_napari_viewer(), qtbot).precision_combo.toolTip()  # (model loaded)
     assert "bf16 runs emulated" in slow and "--precision fp32" in slow
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
-    fast = _dock(make_napari_viewer()).precision_combo.toolTip()  # a new viewer, a new dock
+    fast = _dock(make_napari_viewer(), qtbot).precision_combo.toolTip()  # a new dock
     assert "emulated" not in fast and fast.startswith("auto: bf16/fp16 autocast on CUDA")
