@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from qtpy.QtCore import QSize
 from qtpy.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -31,15 +32,35 @@ def narrow_combo(box: QComboBox, chars: int = 16) -> QComboBox:
     return box
 
 
-def wrapping_label(text: str = "") -> QLabel:
+class WrappingLabel(QLabel):
     """A word-wrapped label that takes the width it is given instead of asking for its text's
-    (a long summary or error message arriving later would widen the dock)."""
-    label = QLabel(text)
-    label.setWordWrap(True)
-    policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-    policy.setHeightForWidth(True)
-    label.setSizePolicy(policy)
-    return label
+    (a long summary or error message arriving later would widen the dock), and asks for at
+    least ``lines`` lines, or all of its text's at its width: a longer text arriving later
+    neither moves the rows below nor is clipped by a dock squeezed to its minimum. Measured
+    when asked, in the font napari's stylesheet gave it."""
+
+    def __init__(self, text: str = "", lines: int = 1) -> None:
+        super().__init__(text)
+        self.lines = lines
+        self.setWordWrap(True)
+        policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        policy.setHeightForWidth(True)
+        self.setSizePolicy(policy)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        hint = super().minimumSizeHint()
+        reserved = self.lines * self.fontMetrics().lineSpacing()
+        needed = self.heightForWidth(self.width()) if self.width() > 0 else 0
+        return QSize(hint.width(), max(hint.height(), reserved, needed))
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt's name)
+        super().setText(text)
+        self.updateGeometry()  # the new text may need another line: the layout asks again
+
+
+def wrapping_label(text: str = "", lines: int = 1) -> QLabel:
+    """A :class:`WrappingLabel`."""
+    return WrappingLabel(text, lines)
 
 
 def spin(

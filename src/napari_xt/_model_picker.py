@@ -43,9 +43,7 @@ class ModelPicker:
             "Context + head weights...",
             "The context encoder and head weights of the chosen architecture",
         )
-        self.summary = wrapping_label()
-        # two lines kept for it: the summary arriving after "loading..." does not move the rows
-        self.summary.setMinimumHeight(2 * self.summary.fontMetrics().lineSpacing())
+        self.summary = wrapping_label(lines=2)  # a 2-line summary replaces "loading..."
         self._loader: Any = None  # the worker loading a model
         self._wanted: ModelKey | None = None  # the choice whose model is to be loaded
         self._loaded_last: ModelKey | None = None  # the choice the last finished load was for
@@ -53,6 +51,9 @@ class ModelPicker:
         # told the chosen model whenever it is there (loaded now, or already), e.g. for the
         # level list's pixel size
         self.on_model: Callable[[XTModel], None] | None = None
+        # the dock may close (and Qt delete its labels) while a load runs: its outcome is dropped
+        self._gone = False
+        self.summary.destroyed.connect(self._forget)
 
         self.browse_button.clicked.connect(self._browse_checkpoint)
         self.region_weights_button.clicked.connect(lambda: self._browse_weights("region"))
@@ -101,8 +102,16 @@ class ModelPicker:
         self._loader = worker
         worker.start()
 
+    def _forget(self, *_: object) -> None:
+        """The widget is gone: nothing is shown or handed over any more."""
+        self._gone = True
+        self._waiting = None
+        self.on_model = None
+
     def _on_loaded(self, key: ModelKey, outcome: LoadOutcome) -> None:
         self._loaded_last = key
+        if self._gone:
+            return  # the dock closed while the model loaded
         if key != self._wanted:
             return  # the choice changed meanwhile: dropped
         if isinstance(outcome, str):
@@ -126,6 +135,8 @@ class ModelPicker:
 
     def _on_loader_finished(self) -> None:
         self._loader = None
+        if self._gone:
+            return
         wanted = self._wanted  # a choice made while the last load ran, not tried yet
         if wanted is not None and wanted != self._loaded_last:
             if self.models.loaded(wanted) is None:

@@ -108,7 +108,7 @@ class XTInferenceWidget(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.progress = QProgressBar()
-        self.status = wrapping_label("Ready")
+        self.status = wrapping_label("Ready", lines=2)  # "Done: ...; N of M regions skipped (...)"
 
         self.inspector = AttentionInspector(self.viewer, self.status)
         self.exports = ExportActions(self)  # Export..., Copy command, Copy Slurm script

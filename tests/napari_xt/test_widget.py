@@ -435,3 +435,18 @@ def test_precision_tooltip_names_slow_bf16_on_this_cpu(
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
     fast = _dock(make_napari_viewer(), qtbot).precision_combo.toolTip()  # a new dock
     assert "emulated" not in fast and fast.startswith("auto: bf16/fp16 autocast on CUDA")
+
+
+def test_a_dock_closed_while_its_model_loads_drops_the_result(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-xt", "xT inference")
+    picker = widget.model_picker
+    assert picker.loading  # the default model loads in a worker
+    with qtbot.waitSignal(picker.summary.destroyed, timeout=10_000):
+        viewer.window.remove_dock_widget(dock)
+        widget.deleteLater()
+    # pytest-qt fails the test on an exception in a slot: before the fix, the finished load set
+    # the text of the deleted summary label ("wrapped C/C++ object ... has been deleted")
+    qtbot.waitUntil(lambda: not picker.loading, timeout=60_000)
+    qtbot.wait(50)
+    assert picker.models.model is None  # dropped, not accepted into the gone widget

@@ -183,6 +183,9 @@ def test_shapes_and_labels_layers_choose_the_regions_that_run(
     widget.foreground_combo.setCurrentText("Shapes: tissue")
     assert _run(widget, qtbot) is False, widget.status.text()
     assert widget.status.text().endswith("; 12 of 16 regions skipped (no foreground, mask)")
+    qtbot.wait(50)  # the layout settles
+    for label in (widget.status, widget.model_summary):  # 2 lines each: neither is clipped
+        assert label.height() >= label.heightForWidth(label.width()), label.text()
     mask = np.zeros((512, 512), bool)
     mask[:200, :200] = True  # the same regions: 2 x 2 of 128 px
     expected = np.zeros((512, 512), np.uint8)
