@@ -53,7 +53,7 @@ class WrappingLabel(QLabel):
         needed = self.heightForWidth(self.width()) if self.width() > 0 else 0
         return QSize(hint.width(), max(hint.height(), reserved, needed))
 
-    def setText(self, text: str) -> None:  # noqa: N802 (Qt's name)
+    def setText(self, text: str | None) -> None:  # noqa: N802 (Qt's name)
         super().setText(text)
         self.updateGeometry()  # the new text may need another line: the layout asks again
 
