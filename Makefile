@@ -45,6 +45,7 @@ bench: setup
 	$(PY) benchmarks/export_memory.py --out out/bench
 	$(PY) benchmarks/fair_share.py --out out/bench
 	$(PY) benchmarks/cpu_precision.py --out out/bench
+	$(PY) benchmarks/feature_cache.py --out out/bench
 	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) benchmarks/napari_latency.py --out out/bench
 
 bench-context: setup

@@ -20,6 +20,7 @@ from xt_engine.cli_export import add_export_parser
 from xt_engine.cli_infer import _progress, add_resolution_arguments, cmd_infer
 from xt_engine.cli_train import add_train_parser
 from xt_engine.errors import XTError
+from xt_engine.runtime.feature_cache import DEFAULT_FEATURE_CACHE_MIB
 
 if TYPE_CHECKING:  # the engine itself is imported lazily, per command
     pass
@@ -191,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace an existing result store at --out (never anything else: other folders "
         "and the input are refused)",
+    )
+    p.add_argument(
+        "--feature-cache-mib",
+        type=int,
+        default=DEFAULT_FEATURE_CACHE_MIB,
+        help="a bidirectional model keeps the region features of the image's first regions "
+        "in this much memory between its two passes, encoding them once (the same results "
+        f"for any value; 0: none; default {DEFAULT_FEATURE_CACHE_MIB})",
     )
     p.add_argument(
         "--cache-dir",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from xt_engine.cli_infer import _resolution_target, add_resolution_arguments
+from xt_engine.runtime.feature_cache import DEFAULT_FEATURE_CACHE_MIB
 
 
 def add_batch_parser(sub: Any) -> None:
@@ -68,6 +69,12 @@ def add_batch_parser(sub: Any) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     p.add_argument(
         "--compile", action="store_true", help="as for xt infer (compiled once per worker)"
+    )
+    p.add_argument(
+        "--feature-cache-mib",
+        type=int,
+        default=DEFAULT_FEATURE_CACHE_MIB,
+        help="as for xt infer (per worker)",
     )
     p.add_argument("--foreground", default="auto", metavar="auto|none|otsu|nodata")
     p.add_argument("--overlap", type=int, default=0, help="as for xt infer")
@@ -130,6 +137,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         compile=args.compile,
+        feature_cache_mib=args.feature_cache_mib,
         foreground=str(Path(args.foreground).resolve())
         if Path(args.foreground).is_file()
         else args.foreground,

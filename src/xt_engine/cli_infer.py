@@ -230,6 +230,7 @@ def _infer(args: argparse.Namespace) -> int:
             resume=args.resume,
             overwrite=args.overwrite,
             cache_dir=args.cache_dir,
+            feature_cache_mib=args.feature_cache_mib,
             foreground=args.foreground,
             provenance=_model_provenance(args.model),
             precision=args.precision,

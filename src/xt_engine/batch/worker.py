@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from xt_engine.batch.inputs import ImageTask
 from xt_engine.batch.report import ImageResult
+from xt_engine.runtime.feature_cache import DEFAULT_FEATURE_CACHE_MIB
 
 if TYPE_CHECKING:
     from xt_engine.models import XTModel
@@ -61,6 +62,7 @@ class RunOptions:
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
+    feature_cache_mib: int = DEFAULT_FEATURE_CACHE_MIB
     foreground: str = "auto"
     overlap: int = 0
     blend: bool = True
@@ -217,6 +219,7 @@ def _run(
         provenance=model_info | {"batch": batch_record},
         precision=options.precision,
         compile=options.compile,
+        feature_cache_mib=options.feature_cache_mib,
         overlap=options.overlap,
         probabilities=options.probabilities,
         blend=options.blend,

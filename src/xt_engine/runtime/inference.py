@@ -23,6 +23,7 @@ from xt_engine.runtime.blending import SeamBlender
 from xt_engine.runtime.cancel import CancelToken
 from xt_engine.runtime.compiled import compiled_view
 from xt_engine.runtime.events import Event, Finished, Progress, RegionDone, Started
+from xt_engine.runtime.feature_cache import DEFAULT_FEATURE_CACHE_MIB
 from xt_engine.runtime.foreground import plan_foreground
 from xt_engine.runtime.input_values import (
     check_inputs,
@@ -72,6 +73,7 @@ def run_inference(
     pixel_size: float | None = None,
     pixel_unit: str | None = None,
     compile: bool = False,
+    feature_cache_mib: int = DEFAULT_FEATURE_CACHE_MIB,
 ) -> Iterator[Event]:
     """Yield events while running ``model`` over ``image`` (a path, array or ImageSource).
 
@@ -114,6 +116,10 @@ def run_inference(
             (:mod:`xt_engine.runtime.compiled`): faster once compiled (the first batches of
             each shape pay the compilation), the same labels as eager up to fp32 rounding;
             the model passed is not changed.
+        feature_cache_mib: a two-pass (bidirectional) model keeps the region features of the
+            image's first steps from pass 1 for pass 2 within this many MiB of memory, so the
+            region encoder runs once over them instead of twice (:mod:`.feature_cache`); the
+            results are the same for any value; 0 keeps none.
         overlap: px of real neighbouring pixels each region reads on every side beyond the tile
             it outputs (see :mod:`xt_engine.tiling`): no seams at region borders, at a cost of
             ``(R / (R - 2 overlap))^2`` times the regions. A multiple of half the token stride
@@ -155,6 +161,10 @@ def run_inference(
         )
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size} < 1", "use a batch size of 1 or more")
+    if feature_cache_mib < 0:
+        raise InputError(
+            f"feature_cache_mib={feature_cache_mib} < 0", "use 0 (no feature cache) or more"
+        )
     token_stride = model.region_size // model.token_grid[0]
     _check_overlap(overlap, token_stride, attention)
     grid = RegionGrid.for_image(source.shape_yx(level), config.tiling.region_size, roi, overlap)
@@ -210,7 +220,9 @@ def run_inference(
             store.mark_skipped(plan.skipped)
     if store is not None:
         merged: dict[str, Any] = {
-            **xt_attrs(store.root), "foreground": plan.to_dict(), **(provenance or {})
+            **xt_attrs(store.root),
+            "foreground": plan.to_dict(),
+            **(provenance or {}),
         }
         store.root.attrs["xt"] = merged
     skip |= set(plan.skipped)
@@ -245,6 +257,7 @@ def run_inference(
             skip=skip,
             autocast=autocast,
             cache_dir=cache_dir if cache_dir is not None else store.path if store else None,
+            feature_budget=feature_cache_mib * 2**20,
         )
         if bidirectional
         else causal_pass(

@@ -10,8 +10,9 @@ check.
 Two passes (bidirectional context): pass 1 runs the backward encoder over the chunks in
 *reverse* raster order and caches its outputs (L tokens x D per region, float32) in a temporary
 zarr array on disk; pass 2 runs in raster order: region encoder again, forward encoder, merge
-with the cached backward outputs, head. The region encoder thus runs twice; the cache costs
-``tokens per region x D x 4`` bytes per region on disk and nothing in RAM.
+with the cached backward outputs, head. The token cache costs ``tokens per region x D x 4``
+bytes per region on disk and nothing in RAM. The region encoder runs twice, except over the
+first steps, whose pass-1 outputs are kept in memory within a budget (:mod:`.feature_cache`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from xt_engine.io import ImageSource
 from xt_engine.models import RegionOutputs, XTModel, XTState
 from xt_engine.runtime.cancel import CancelToken
 from xt_engine.runtime.events import RegionDone
+from xt_engine.runtime.feature_cache import FeatureCache
 from xt_engine.runtime.schedule import (
     backward_chunk,
     causal_chunk,
@@ -333,11 +335,14 @@ def two_pass(
     skip: set[int] | None = None,
     autocast: Callable[[], AbstractContextManager[object]] = nullcontext,
     cache_dir: str | os.PathLike[str] | None = None,
+    feature_budget: int = 0,
 ) -> Iterator[tuple[list[Region], RegionOutputs | None]]:
     """Bidirectional context in two passes (see the module docstring); pass-1 steps are
     yielded as ``(regions, None)`` so callers can report progress. The token cache lives in
     a temporary folder under ``cache_dir`` (default: the system's), removed on every exit
-    but a kill; its size is checked against the free space there first."""
+    but a kill; its size is checked against the free space there first. Pass 1's encoder
+    outputs of the first steps are kept for pass 2 within ``feature_budget`` bytes
+    (:mod:`.feature_cache`): those steps are read and encoded once."""
     context = model.context_encoder
     per_region = model.token_grid[0] * model.token_grid[1]
     dim = model.config.context_encoder.dim
@@ -355,12 +360,15 @@ def two_pass(
             dtype="float32",
             compressors=None,
         )
+        kept = FeatureCache([len(o) for o in order], feature_budget)
         fwd_state, bwd_state = context.init_state(1, reader.device, torch.float32)
         for number, (step, (regions, pixels, rc)) in reversed_enumerate(
             steps, reader.batches(order[::-1], cancel)
         ):
             with torch.inference_mode(), autocast():
-                _, tokens, positions = _encode(model, pixels, rc, batch, reader.step_tokens)
+                features, tokens, positions = _encode(model, pixels, rc, batch, reader.step_tokens)
+                kept.offer(number, (regions, features, tokens, positions, reader.missing))
+                del features
                 valid = reader.valid_tokens(regions, model.token_grid, tokens)
                 outs: list[torch.Tensor] = []
                 at = len(regions)
@@ -377,12 +385,21 @@ def two_pass(
                 backward.float().reshape(len(regions), per_region, dim).cpu().numpy()
             )
             yield regions, None
-        for number, (step, (regions, pixels, rc)) in enumerate(
-            zip(steps, reader.batches(order, cancel), strict=True)
-        ):
+        fresh = reader.batches(order[kept.kept_steps :], cancel)  # the steps not kept
+        for number, step in enumerate(steps):
             first, last = starts[number], starts[number + 1]
+            taken = kept.take(number)
+            if taken is not None:
+                if cancel is not None and cancel.cancelled:
+                    raise Cancelled("run cancelled")
+                regions, features, tokens, positions, reader.missing = taken
+            else:
+                regions, pixels, rc = next(fresh)
             with torch.inference_mode(), autocast():
-                features, tokens, positions = _encode(model, pixels, rc, batch, reader.step_tokens)
+                if taken is None:
+                    features, tokens, positions = _encode(
+                        model, pixels, rc, batch, reader.step_tokens
+                    )
                 valid = reader.valid_tokens(regions, model.token_grid, tokens)
                 backward = torch.from_numpy(cache[first:last]).to(tokens.device)
                 backward = backward.reshape(1, -1, dim)
