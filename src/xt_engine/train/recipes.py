@@ -59,6 +59,9 @@ DEMO_SAR: dict[str, Any] = {
         "val_crops": 8,
         "seed": 0,
         "position_jitter": 256,
+        # what the bundled demo model was trained with (the defaults are 0.1 and true)
+        "context_aux_weight": 0.0,
+        "balance_classes": False,
     },
     "data": {"scenes": 6, "size": 2048, "vessels": 60},
 }
