@@ -167,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         "compiled; the first batches pay the compilation; needs a C++ compiler on CPU)",
     )
     p.add_argument(
+        "--quantize",
+        choices=("none", "int8"),
+        default="none",
+        help="int8: the region encoder's linear layers in int8 (with --compile; needs torchao: "
+        "pip install 'napari-xt[int8]'); labels close to fp32, not equal (docs/benchmarks.md)",
+    )
+    p.add_argument(
         "--probabilities",
         action="store_true",
         help="also write float16 per-class probabilities (segmentation models)",

@@ -70,6 +70,7 @@ def add_batch_parser(sub: Any) -> None:
     p.add_argument(
         "--compile", action="store_true", help="as for xt infer (compiled once per worker)"
     )
+    p.add_argument("--quantize", default="none", choices=("none", "int8"), help="as for xt infer")
     p.add_argument(
         "--feature-cache-mib",
         type=int,
@@ -108,6 +109,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from xt_engine.batch.runner import new_run_id, run_batch
     from xt_engine.batch.worker import ModelCache, RunOptions
     from xt_engine.errors import InputError
+    from xt_engine.runtime.quantized import check_quantize
 
     size, unit = _resolution_target(args)
     if (
@@ -119,6 +121,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         parse_cluster(args.cluster)
     if args.retries < 0 or args.batch_size < 1:
         raise InputError("--retries must be >= 0 and --batch-size >= 1", "e.g. --retries 2")
+    check_quantize(args.quantize, args.compile)
     resources = parse_resources(args.resources)
     out_dir = Path(args.out_dir)
     tasks = collect_inputs(args.inputs, out_dir)
@@ -137,6 +140,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         compile=args.compile,
+        quantize=args.quantize,
         feature_cache_mib=args.feature_cache_mib,
         foreground=str(Path(args.foreground).resolve())
         if Path(args.foreground).is_file()

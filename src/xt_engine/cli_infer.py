@@ -235,6 +235,7 @@ def _infer(args: argparse.Namespace) -> int:
             provenance=_model_provenance(args.model),
             precision=args.precision,
             compile=args.compile,
+            quantize=args.quantize,
             overlap=args.overlap,
             probabilities=args.probabilities,
             blend=args.blend,

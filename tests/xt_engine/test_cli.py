@@ -145,6 +145,7 @@ def test_infer_bad_inputs_exit_2_with_the_fix(
         capsys,
         "not a napari-xt checkpoint",
     )
+    _fails([*infer, str(small_tiff), "--quantize", "int8"], capsys, "add --compile")
     assert not (tmp_path / "o.zarr").exists()  # nothing half-written that looks complete
 
 

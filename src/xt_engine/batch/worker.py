@@ -62,6 +62,7 @@ class RunOptions:
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
+    quantize: str = "none"
     feature_cache_mib: int = DEFAULT_FEATURE_CACHE_MIB
     foreground: str = "auto"
     overlap: int = 0
@@ -219,6 +220,7 @@ def _run(
         provenance=model_info | {"batch": batch_record},
         precision=options.precision,
         compile=options.compile,
+        quantize=options.quantize,
         feature_cache_mib=options.feature_cache_mib,
         overlap=options.overlap,
         probabilities=options.probabilities,

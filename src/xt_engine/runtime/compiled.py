@@ -30,7 +30,7 @@ from xt_engine.models import XTModel
 
 COMPILED_PARTS = ("region_encoder", "input_proj", "head")
 BACKEND: Any = "inductor"  # torch.compile's backend (a test swaps in one that fails)
-_VIEWS: weakref.WeakKeyDictionary[XTModel, XTModel] = weakref.WeakKeyDictionary()
+_VIEWS: weakref.WeakKeyDictionary[XTModel, dict[str, XTModel]] = weakref.WeakKeyDictionary()
 
 
 class CompiledPart(nn.Module):
@@ -73,15 +73,28 @@ def _is_compile_failure(err: Exception) -> bool:
     return module.startswith(("torch._dynamo", "torch._inductor"))
 
 
-def compiled_view(model: XTModel) -> XTModel:
-    """``model`` with :data:`COMPILED_PARTS` compiled (cached per model; ``model`` unchanged)."""
-    view = _VIEWS.get(model)
+def compiled_view(model: XTModel, quantize: str = "none") -> XTModel:
+    """``model`` with :data:`COMPILED_PARTS` compiled (cached per model and ``quantize``;
+    ``model`` unchanged). ``quantize="int8"``: the region encoder compiled is an int8 copy
+    (:mod:`xt_engine.runtime.quantized`)."""
+    views = _VIEWS.setdefault(model, {})
+    view = views.get(quantize)
     if view is not None:
         return view
     view = copy.copy(model)
     # the view's own table of submodules; parameters, buffers and the parts stay shared
     view._modules = dict(model._modules)
+    parts = dict(model._modules)
+    if quantize == "int8":
+        from xt_engine.runtime.quantized import quantized_copy
+
+        encoder = model._modules["region_encoder"]
+        assert encoder is not None
+        first = next(encoder.parameters())
+        size, channels = model.region_size, model.config.region_encoder.in_chans
+        example = torch.zeros(1, channels, size, size, device=first.device)
+        parts["region_encoder"] = quantized_copy(encoder, example)
     for name in COMPILED_PARTS:
-        view._modules[name] = CompiledPart(model._modules[name], name)  # type: ignore[arg-type]
-    _VIEWS[model] = view
+        view._modules[name] = CompiledPart(parts[name], name)  # type: ignore[arg-type]
+    views[quantize] = view
     return view

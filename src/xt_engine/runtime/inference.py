@@ -40,6 +40,7 @@ from xt_engine.runtime.passes import (
 )
 from xt_engine.runtime.precision import PRECISIONS, resolve_precision
 from xt_engine.runtime.provenance import input_fingerprint, run_determinants
+from xt_engine.runtime.quantized import check_quantize
 from xt_engine.runtime.resolution import plan_resolution
 from xt_engine.runtime.resources import peak_rss_mb, write_error
 from xt_engine.runtime.schedule import ContextSchedule, two_pass_model
@@ -73,6 +74,7 @@ def run_inference(
     pixel_size: float | None = None,
     pixel_unit: str | None = None,
     compile: bool = False,
+    quantize: str = "none",
     feature_cache_mib: int = DEFAULT_FEATURE_CACHE_MIB,
 ) -> Iterator[Event]:
     """Yield events while running ``model`` over ``image`` (a path, array or ImageSource).
@@ -116,6 +118,10 @@ def run_inference(
             (:mod:`xt_engine.runtime.compiled`): faster once compiled (the first batches of
             each shape pay the compilation), the same labels as eager up to fp32 rounding;
             the model passed is not changed.
+        quantize: ``none`` or ``int8`` (with ``compile`` only): the region encoder's linear
+            layers as int8 (:mod:`xt_engine.runtime.quantized`, needs torchao); labels agree
+            with fp32 closely, not bit for bit, and the store records it (a resume must
+            quantise alike).
         feature_cache_mib: a two-pass (bidirectional) model keeps the region features of the
             image's first steps from pass 1 for pass 2 within this many MiB of memory, so the
             region encoder runs once over them instead of twice (:mod:`.feature_cache`); the
@@ -173,6 +179,7 @@ def run_inference(
     steps = ContextSchedule.for_model(model, len(grid), order).steps(batch_size)
     device = torch.device(device)
     amp_dtype = resolve_precision(precision, device)
+    check_quantize(quantize, compile)
     model = model.to(device).eval()
     store: OutputStore | None = None
     lock: StoreLock | None = None
@@ -182,6 +189,8 @@ def run_inference(
         "input_fingerprint": input_fingerprint(source, level, grid),
         "foreground": plan.digest,
     }
+    if quantize != "none":  # changes the numbers: recorded (absent: fp32 weights as stored)
+        determinants["quantize"] = quantize
     if read_source is not source:  # a value range (dB): offset and scale as the reader sees
         determinants["input_mapping"] = list(input_mapping(source.dtype, config.region_encoder))
     if output is not None:
@@ -245,7 +254,7 @@ def run_inference(
     bidirectional = two_pass_model(model)
     context_done = 0  # regions through the first (context) pass of a two-pass run
     final: list[XTState] = []  # the classification state after the last region
-    runner = compiled_view(model) if compile else model
+    runner = compiled_view(model, quantize) if compile else model
     passes = (
         two_pass(
             runner,

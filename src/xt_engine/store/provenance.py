@@ -17,12 +17,14 @@ from xt_engine.tiling import RegionGrid
 
 
 def check_determinants(path: Path, recorded: dict[str, Any], fresh: dict[str, Any]) -> None:
-    """An InputError naming the first field of ``fresh`` whose recorded value differs."""
+    """An InputError naming the first field whose recorded value differs from ``fresh``'s,
+    also a field recorded that this run has not (e.g. ``quantize``, present only when set)."""
 
     def short(v: object) -> str:
         return f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v)
 
-    for key, value in fresh.items():
+    extra = {key: None for key in sorted(recorded) if key not in fresh}
+    for key, value in (fresh | extra).items():
         if recorded.get(key) != json.loads(json.dumps(value)):  # attrs hold JSON
             raise InputError(
                 f"{path} was written by another run ({key} differs: recorded "
