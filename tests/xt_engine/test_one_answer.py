@@ -12,7 +12,7 @@ import zarr
 
 from xt_engine import CancelToken, Finished, InputError, RegionDone, create_model, run_inference
 from xt_engine.models import list_models, model_config
-from xt_engine.runtime.passes import RegionReader
+from xt_engine.runtime.region_reader import RegionReader
 from xt_engine.runtime.schedule import ContextSchedule, causal_chunk, content_tokens
 from xt_engine.store.result_store import LABELS_PATH
 from xt_engine.tiling import RegionGrid

@@ -31,16 +31,11 @@ from xt_engine.runtime.input_values import (
     modality_foreground,
     prepare_input,
 )
-from xt_engine.runtime.passes import (
-    TOKEN_CACHE_PREFIX,
-    RegionReader,
-    causal_pass,
-    mask_missing,
-    two_pass,
-)
+from xt_engine.runtime.passes import TOKEN_CACHE_PREFIX, causal_pass, two_pass
 from xt_engine.runtime.precision import PRECISIONS, resolve_precision
 from xt_engine.runtime.provenance import input_fingerprint, run_determinants
 from xt_engine.runtime.quantized import check_quantize
+from xt_engine.runtime.region_reader import RegionReader, mask_missing
 from xt_engine.runtime.resolution import plan_resolution
 from xt_engine.runtime.resources import peak_rss_mb, write_error
 from xt_engine.runtime.schedule import ContextSchedule, two_pass_model

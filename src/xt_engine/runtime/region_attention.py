@@ -26,7 +26,7 @@ from xt_engine.io import open_image
 from xt_engine.models import XTModel
 from xt_engine.models.context import BidirectionalContext, ContextEncoder
 from xt_engine.runtime.input_values import prepare_input
-from xt_engine.runtime.passes import RegionReader
+from xt_engine.runtime.region_reader import RegionReader
 from xt_engine.runtime.schedule import ContextSchedule
 from xt_engine.tiling import RegionGrid
 
