@@ -9,9 +9,13 @@ alone on in-memory batches: issue 16's target 1 asks >= 1.3x of it).
 
 Each model (``--models``, default: the bundled demo model; untrained architectures may be
 named for speed only) runs over a synthetic SAR scene (``--side`` px) in one process, options alternated,
-best of ``--repeats``. Agreement: the share of label pixels equal to the fp32 run (meaningful
-for the trained demo model; the untrained rows are speed only). Prints a table and writes
-``cpu_precision.json`` to ``--out``. Needs an otherwise quiet machine.
+best of ``--repeats``; ``--options`` picks a subset (fp32, the agreement's reference, always
+runs). Every repeat measures the backbone ceiling beside the options, so each option also gets
+the median over repeats of its rate against that repeat's ceiling (``median_x_backbone``): on a
+shared machine, a burst of load moves one repeat's figures, never the ratio's median; target 1's
+verdict reads that median. Agreement: the share of label pixels equal to the fp32 run
+(meaningful for the trained demo model; the untrained rows are speed only). Prints a table and
+writes ``cpu_precision.json`` to ``--out``. Needs an otherwise quiet machine.
 """
 
 from __future__ import annotations
@@ -94,7 +98,9 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=["xt_demo_sar"])
+    parser.add_argument("--options", nargs="+", choices=OPTIONS, default=list(OPTIONS))
     args = parser.parse_args()
+    options = tuple(o for o in OPTIONS if o == "fp32" or o in args.options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scene = make_sar_scene((args.side, args.side), seed=3)[0]
@@ -104,10 +110,11 @@ def main() -> None:
         image = scene if channels == 1 else np.repeat(scene[..., None], channels, axis=-1)
         rows: dict[str, dict[str, float]] = {}
         reference = None
-        ceiling = 0.0
+        ceilings: list[float] = []
+        ratios: dict[str, list[float]] = {}
         for repeat in range(args.repeats):
-            ceiling = max(ceiling, backbone_rate(name))
-            for option in OPTIONS if repeat % 2 == 0 else OPTIONS[::-1]:
+            ceilings.append(backbone_rate(name))
+            for option in options if repeat % 2 == 0 else options[::-1]:
                 try:
                     model, precision = prepare(name, option)
                     compiled = option.startswith("compile")
@@ -122,9 +129,15 @@ def main() -> None:
                     reference = labels
                 entry = rows.setdefault(option, {"regions_per_s": 0.0})
                 entry["regions_per_s"] = max(entry["regions_per_s"], round(rate, 2))
+                ratios.setdefault(option, []).append(rate / ceilings[-1])
+                entry["median_x_backbone"] = round(float(np.median(ratios[option])), 3)
                 if reference is not None:
                     entry["agreement"] = round(float((labels == reference).mean()), 5)
-        rows["backbone (eager, in memory)"] = {"regions_per_s": round(ceiling, 2)}
+        ceiling = max(ceilings)
+        rows["backbone (eager, in memory)"] = {
+            "regions_per_s": round(ceiling, 2),
+            "per_repeat": [round(c, 2) for c in ceilings],
+        }
         table[name] = rows
         report(name, rows, ceiling)
     (out / "cpu_precision.json").write_text(json.dumps(table, indent=2))
@@ -135,7 +148,8 @@ def report(name: str, rows: dict[str, dict[str, float]], ceiling: float) -> None
     base = rows["fp32"]["regions_per_s"]
     pad = " " * (len(name) + 2)
     print(
-        f"\n{name}: {'option':28s} {'regions/s':>10s} {'x fp32':>7s} {'x backbone':>11s} {'agree':>7s}"
+        f"\n{name}: {'option':28s} {'regions/s':>10s} {'x fp32':>7s} {'x backbone':>11s} "
+        f"{'median x bb':>12s} {'agree':>7s}"
     )
     for option, entry in rows.items():
         if "error" in entry:
@@ -143,19 +157,21 @@ def report(name: str, rows: dict[str, dict[str, float]], ceiling: float) -> None
             continue
         rate = entry["regions_per_s"]
         agree = entry.get("agreement", float("nan"))
+        median = entry.get("median_x_backbone", float("nan"))
         print(
-            f"{pad}{option:28s} {rate:10.1f} {rate / base:7.2f} {rate / ceiling:11.2f} {agree:7.4f}"
+            f"{pad}{option:28s} {rate:10.1f} {rate / base:7.2f} {rate / ceiling:11.2f} "
+            f"{median:12.2f} {agree:7.4f}"
         )
     kept = [
-        (entry["regions_per_s"], option)
+        (entry["median_x_backbone"], option)
         for option, entry in rows.items()
-        if entry.get("agreement", 0.0) >= AGREEMENT
+        if entry.get("agreement", 0.0) >= AGREEMENT and "median_x_backbone" in entry
     ]
-    rate, option = max(kept)
-    verdict = "PASS" if rate >= TARGET * ceiling else "FAIL"
+    ratio, option = max(kept)
+    verdict = "PASS" if ratio >= TARGET else "FAIL"
     print(
-        f"{pad}target 1 (>= {TARGET}x the eager backbone, agreement >= {AGREEMENT}): best "
-        f"{option} {rate / ceiling:.2f}x {verdict}"
+        f"{pad}target 1 (>= {TARGET}x the eager backbone, median over repeats, agreement >= "
+        f"{AGREEMENT}): best {option} {ratio:.2f}x {verdict}"
     )
 
 

@@ -152,8 +152,13 @@ def test_suite_recipes_are_valid_configs():
     for name in ("context-near-cue", "context-global-cue", "context-offset", "context-count"):
         data = copy.deepcopy(RECIPES[name])
         data.pop("data")
-        TrainConfig.from_dict(data.pop("train")).validate(64)
+        train_config = TrainConfig.from_dict(data.pop("train"))
+        train_config.validate(64)
         XTConfig.from_dict(data)
+        # the suite's table is measured with xt train's defaults of the probe and balancing
+        assert "context_aux_weight" not in RECIPES[name]["train"]
+        assert train_config.context_aux_weight == TrainConfig().context_aux_weight == 0.1
+        assert train_config.balance_classes and TrainConfig().balance_classes
     with pytest.raises(ConfigError, match="no context task"):
         context_task_recipe("nope")
 

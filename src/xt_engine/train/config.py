@@ -31,8 +31,9 @@ class TrainConfig:
     images are drawn uniformly). Both are on by default, the probe at weight 0.1: the context
     task suite needs them (without them its context encoder learns none of its tasks), and at
     0.1 the demo-sar recipe keeps its vessel macro-F1 (weight 1 lost 0.028 over seeds 0-2;
-    docs/benchmarks.md has the table). The demo-sar recipe still states the options the bundled
-    demo model was trained with (both off).
+    docs/benchmarks.md has the tables). The suite recipes (``--recipe context-*``) use both
+    defaults; the demo-sar recipe states the options the bundled demo model was trained with
+    (both off).
     """
 
     crop_size: int = 1024
