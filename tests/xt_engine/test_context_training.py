@@ -178,3 +178,19 @@ def test_class_balancer_mixes_the_classes_some_images_hold():
     # every scene of near_cue holds both A and B: images are drawn uniformly
     near = ClassBalancer(context_task_pairs("near_cue", range(4), {"size": 512, "region": 64}))
     assert near.batch_classes(3, rng) == [None, None, None]
+
+
+def test_demo_sar_recipe_states_the_bundled_models_recorded_training():
+    """The bundled checkpoint records the train section it was trained with; the recipe must
+    give the same values, and the probe and balancing (added after it) off."""
+    from xt_engine.weights.checkpoint import read_checkpoint_config
+    from xt_engine.weights.loading import bundled_checkpoint
+
+    path = bundled_checkpoint("xt_demo_sar")
+    assert path is not None
+    _, extra = read_checkpoint_config(path)
+    recipe = TrainConfig.from_dict(RECIPES["demo-sar"]["train"])
+    for key, value in extra["train"].items():
+        ours = getattr(recipe, key)
+        assert (list(ours) if isinstance(ours, tuple) else ours) == value, key
+    assert recipe.context_aux_weight == 0.0 and not recipe.balance_classes
