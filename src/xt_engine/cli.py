@@ -167,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         "compiled; the first batches pay the compilation; needs a C++ compiler on CPU)",
     )
     p.add_argument(
+        "--keep-denormals",
+        action="store_true",
+        help="compute with denormal floats as the CPU does by default (slower on flat content; "
+        "by default they are flushed to zero during the run, the same labels)",
+    )
+    p.add_argument(
         "--quantize",
         choices=("none", "int8"),
         default="none",

@@ -70,6 +70,7 @@ def add_batch_parser(sub: Any) -> None:
     p.add_argument(
         "--compile", action="store_true", help="as for xt infer (compiled once per worker)"
     )
+    p.add_argument("--keep-denormals", action="store_true", help="as for xt infer")
     p.add_argument("--quantize", default="none", choices=("none", "int8"), help="as for xt infer")
     p.add_argument(
         "--feature-cache-mib",
@@ -140,6 +141,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         compile=args.compile,
+        flush_denormal=not args.keep_denormals,
         quantize=args.quantize,
         feature_cache_mib=args.feature_cache_mib,
         foreground=str(Path(args.foreground).resolve())

@@ -235,6 +235,7 @@ def _infer(args: argparse.Namespace) -> int:
             provenance=_model_provenance(args.model),
             precision=args.precision,
             compile=args.compile,
+            flush_denormal=not args.keep_denormals,
             quantize=args.quantize,
             overlap=args.overlap,
             probabilities=args.probabilities,

@@ -62,6 +62,7 @@ class RunOptions:
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
+    flush_denormal: bool = True
     quantize: str = "none"
     feature_cache_mib: int = DEFAULT_FEATURE_CACHE_MIB
     foreground: str = "auto"
@@ -220,6 +221,7 @@ def _run(
         provenance=model_info | {"batch": batch_record},
         precision=options.precision,
         compile=options.compile,
+        flush_denormal=options.flush_denormal,
         quantize=options.quantize,
         feature_cache_mib=options.feature_cache_mib,
         overlap=options.overlap,

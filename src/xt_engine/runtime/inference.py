@@ -18,11 +18,12 @@ import torch
 
 from xt_engine.errors import Cancelled, ConfigError, InputError
 from xt_engine.io import open_image
-from xt_engine.models import RegionOutputs, XTModel, XTState
+from xt_engine.models import XTModel, XTState
 from xt_engine.runtime.blending import SeamBlender
 from xt_engine.runtime.cancel import CancelToken
 from xt_engine.runtime.compiled import compiled_view
-from xt_engine.runtime.events import Event, Finished, Progress, RegionDone, Started
+from xt_engine.runtime.denormals import flush_denormals, flushing
+from xt_engine.runtime.events import Event, Finished, Progress, Started
 from xt_engine.runtime.feature_cache import DEFAULT_FEATURE_CACHE_MIB
 from xt_engine.runtime.foreground import plan_foreground
 from xt_engine.runtime.input_values import (
@@ -35,6 +36,7 @@ from xt_engine.runtime.passes import TOKEN_CACHE_PREFIX, causal_pass, two_pass
 from xt_engine.runtime.precision import PRECISIONS, resolve_precision
 from xt_engine.runtime.provenance import input_fingerprint, run_determinants
 from xt_engine.runtime.quantized import check_quantize
+from xt_engine.runtime.region_events import region_events
 from xt_engine.runtime.region_reader import RegionReader, mask_missing
 from xt_engine.runtime.resolution import plan_resolution
 from xt_engine.runtime.resources import peak_rss_mb, write_error
@@ -43,7 +45,7 @@ from xt_engine.runtime.writer import BackgroundWriter
 from xt_engine.store.result_store import DETECTIONS_FILE, OutputStore, xt_attrs
 from xt_engine.store.safety import StoreLock, check_output, clear_store
 from xt_engine.tasks.detection import BorderSuppression
-from xt_engine.tiling import Region, RegionGrid
+from xt_engine.tiling import RegionGrid
 
 
 def run_inference(
@@ -71,6 +73,7 @@ def run_inference(
     compile: bool = False,
     quantize: str = "none",
     feature_cache_mib: int = DEFAULT_FEATURE_CACHE_MIB,
+    flush_denormal: bool = True,
 ) -> Iterator[Event]:
     """Yield events while running ``model`` over ``image`` (a path, array or ImageSource).
 
@@ -117,6 +120,9 @@ def run_inference(
             layers as int8 (:mod:`xt_engine.runtime.quantized`, needs torchao); labels agree
             with fp32 closely, not bit for bit, and the store records it (a resume must
             quantise alike).
+        flush_denormal: on the CPU, compute with denormal floats flushed to zero on every
+            thread torch uses, during the run's steps only (:mod:`.denormals`): much faster on
+            flat content, the same labels; the store records it (``cpu_denormals``).
         feature_cache_mib: a two-pass (bidirectional) model keeps the region features of the
             image's first steps from pass 1 for pass 2 within this many MiB of memory, so the
             region encoder runs once over them instead of twice (:mod:`.feature_cache`); the
@@ -174,6 +180,7 @@ def run_inference(
     steps = ContextSchedule.for_model(model, len(grid), order).steps(batch_size)
     device = torch.device(device)
     amp_dtype = resolve_precision(precision, device)
+    flush = flush_denormal and device.type == "cpu"
     check_quantize(quantize, compile)
     model = model.to(device).eval()
     store: OutputStore | None = None
@@ -226,6 +233,7 @@ def run_inference(
         merged: dict[str, Any] = {
             **xt_attrs(store.root),
             "foreground": plan.to_dict(),
+            "cpu_denormals": "flush" if flush else "keep",
             **(provenance or {}),
         }
         store.root.attrs["xt"] = merged
@@ -276,6 +284,7 @@ def run_inference(
             final_state=final,
         )
     )
+    passes = flushing(passes, flush)
     writer = BackgroundWriter(store) if store is not None else None
     segmentation = model.task.pixel_outputs
     blender = SeamBlender(grid) if overlap and blend and segmentation else None
@@ -289,7 +298,7 @@ def run_inference(
             if outputs is None:
                 context_done += len(regions)
             else:
-                events = _region_events(
+                events = region_events(
                     model, regions, outputs, attention, probabilities, blender, suppressor
                 )
                 mask_missing(events, reader)
@@ -316,7 +325,7 @@ def run_inference(
                 raise write_error(err, output) from err
     image_class = probs = None
     if classify and final and not cancelled:
-        with torch.inference_mode(), autocast():
+        with torch.inference_mode(), autocast(), flush_denormals(flush):
             probs = tuple(model.finish(final[0]).float().softmax(dim=-1)[0].tolist())
         image_class = max(range(len(probs)), key=probs.__getitem__)
         if store is not None:
@@ -357,52 +366,6 @@ def _check_overlap(overlap: int, token_stride: int, attention: bool) -> None:
             f"(token stride {token_stride} px)",
             f"use an overlap of 0, {unit}, {2 * unit}, ... px",
         )
-
-
-def _region_events(
-    model: XTModel,
-    regions: list[Region],
-    outputs: RegionOutputs,
-    attention: bool,
-    probabilities: bool = False,
-    blender: SeamBlender | None = None,
-    suppressor: BorderSuppression | None = None,
-) -> list[RegionDone]:
-    """Per-region results of one batch, cropped to each region's valid part: the task's
-    (:meth:`xt_engine.tasks.Task.region_results`: segmentation labels / probabilities, blended
-    with the earlier neighbours' predictions when a ``blender`` is given; detections, those
-    already reported by an earlier neighbouring region dropped when a ``suppressor`` is) and
-    the attention map of each region's tile when asked."""
-    stride = model.region_size // model.token_grid[0]
-    results = model.task.region_results(
-        model,
-        regions,
-        outputs,
-        probabilities=probabilities,
-        blender=blender,
-        suppressor=suppressor,
-    )
-    out = []
-    m = regions[0].margin if regions else 0  # overlap: outputs are the centre tiles
-    for i, (region, result) in enumerate(zip(regions, results, strict=True)):
-        region_map = None
-        if attention and outputs.attention is not None:
-            t = m // stride
-            region_map = outputs.attention[i].float().cpu().numpy()
-            region_map = region_map[
-                t : t + -(-region.height // stride), t : t + -(-region.width // stride)
-            ]
-        out.append(
-            RegionDone(
-                region,
-                result.labels,
-                region_map,
-                stride if attention else 0,
-                result.detections,
-                result.probabilities,
-            )
-        )
-    return out
 
 
 __all__ = ["PRECISIONS", "peak_rss_mb", "resolve_precision", "run_inference"]
