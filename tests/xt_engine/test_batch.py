@@ -206,6 +206,16 @@ def test_shards_cover_every_input_once_without_a_scheduler(
     assert main([*argv, "--shard", "2/2"]) == 2
 
 
+def test_keep_denormals_reaches_every_image(images: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = ["batch", str(images[0].parent), *MODEL, "--out-dir", str(out), "--device", "cpu"]
+    assert main([*argv, "--shard", "0/3", "--keep-denormals"]) == 0
+    stores = [out / r["store"] for r in read_report(out / "report.shard-0-of-3.csv")]
+    assert stores
+    modes = {zarr.open_group(str(s), mode="r").attrs["xt"]["cpu_denormals"] for s in stores}
+    assert modes == {"keep"}
+
+
 def _done_count(store: Path) -> int:
     try:
         return int(np.asarray(zarr.open_array(str(store / "xt_done"), mode="r")[:]).sum())

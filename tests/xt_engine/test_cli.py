@@ -110,6 +110,14 @@ def test_infer_writes_a_complete_store_for_a_level0_roi(
     assert root.attrs["xt"]["complete"] is True and root.attrs["xt"]["roi"] == [10, 20, 150, 180]
     assert root["attention/0"].shape == (10, 7)  # 300 x 200 px at one pixel per 32 px token
     assert "regions/s" in capsys.readouterr().out
+    assert root.attrs["xt"]["cpu_denormals"] == "flush"  # the default on the CPU
+
+
+def test_keep_denormals_reaches_the_run(small_tiff: Path, tmp_path: Path) -> None:
+    out = tmp_path / "kept.zarr"
+    args = ["infer", str(small_tiff), "--model", "xt_demo_sar", "--out", str(out)]
+    assert main([*args, "--keep-denormals"]) == 0
+    assert zarr.open_group(str(out), mode="r").attrs["xt"]["cpu_denormals"] == "keep"
 
 
 def test_infer_bad_inputs_exit_2_with_the_fix(

@@ -65,7 +65,7 @@ def test_probe_loss_is_balanced_and_ignores_padding():
     assert probe_loss(logits, padded, keep).item() < 1e-6
 
 
-def test_position_scale_one_is_xt_and_zero_removes_positions():
+def test_position_scale_zero_removes_positions_and_the_default_is_a_tenth():
     torch.manual_seed(0)
     base = create_model(MODEL).eval()
     scaled_cfg = copy.deepcopy(MODEL)
@@ -79,7 +79,7 @@ def test_position_scale_one_is_xt_and_zero_removes_positions():
         _, shifted, _ = unscaled.encode(pixels, rc + 7)
     assert not torch.allclose(with_pos, without)
     torch.testing.assert_close(without, shifted)  # no position left in the tokens
-    assert XTConfig.from_dict(MODEL).context_encoder.position_scale == 1.0
+    assert XTConfig.from_dict(MODEL).context_encoder.position_scale == 0.1
     bad = copy.deepcopy(MODEL)
     bad["context_encoder"]["position_scale"] = -1.0
     with pytest.raises(ConfigError, match="position_scale"):

@@ -62,8 +62,23 @@ def test_each_step_flushes_and_the_consumer_between_steps_does_not(two_threads: 
 
     seen = []
     for share in flushing(steps()):
-        seen.append((share, flushing_share()))
-    assert seen == [(1.0, 0.0)] * 3
+        seen.append((share, denormals._flushes_here()))
+    assert seen == [(1.0, False)] * 3  # the consumer's own thread: its mode between steps
+    assert flushing_share() == 0.0  # the workers too once the iteration ended
+
+
+def test_a_step_that_raises_or_a_closed_iteration_restores_the_threads(two_threads: None) -> None:
+    def failing() -> Iterator[int]:
+        yield 1
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        list(flushing(failing()))
+    assert flushing_share() == 0.0
+    closed = flushing(iter(range(5)))
+    assert next(closed) == 0
+    closed.close()  # type: ignore[attr-defined]
+    assert flushing_share() == 0.0
 
 
 def _run(image: np.ndarray, flush: bool, output: Path | None = None) -> tuple[np.ndarray, float]:

@@ -66,6 +66,10 @@ def _whole_sequence_model(kind: str = "transformer_xl", **context: object) -> to
         "token_order": "image",
         "position_order": "col_row",
         "final_norm": False,
+        # xT's position handling (this project's defaults add 2-D biases and scale positions)
+        "distance_bias": False,
+        "relative_range": 0,
+        "position_scale": 1.0,
     } | context
     config["head"]["pool"] = "cls"
     return create_model(XTConfig.from_dict(config)).eval()

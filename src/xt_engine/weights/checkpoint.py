@@ -16,10 +16,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from xt_engine.config import XTConfig
+from xt_engine.context_config import V1_DEFAULTS
 from xt_engine.errors import CheckpointError, ConfigError
 from xt_engine.models import XTModel, create_model
 
-FORMAT = "napari-xt/1"
+FORMAT = "napari-xt/2"
+V1 = "napari-xt/1"  # written before the context defaults moved (see :data:`V1_DEFAULTS`)
 
 
 def save_checkpoint(
@@ -54,16 +56,28 @@ def read_checkpoint_config(path: str | os.PathLike[str]) -> tuple[XTConfig, dict
             f"{path} is not a napari-xt checkpoint (not a safetensors file)",
             "pass a file written by `xt train` or save_checkpoint()",
         ) from err
-    if metadata.get("format") != FORMAT or "xt_config" not in metadata:
+    if metadata.get("format") not in (FORMAT, V1) or "xt_config" not in metadata:
         raise CheckpointError(
             f"{path} holds tensors but no napari-xt config",
             "for plain timm weights use region_encoder.weights; else re-save with save_checkpoint()",
         )
     try:
-        config = XTConfig.from_dict(json.loads(metadata["xt_config"]))
+        stored = json.loads(metadata["xt_config"])
+        if metadata["format"] == V1:
+            stored = with_v1_defaults(stored)
+        config = XTConfig.from_dict(stored)
     except (json.JSONDecodeError, ConfigError) as err:
         raise CheckpointError(f"config stored in {path} is invalid: {err}") from err
     return config, json.loads(metadata.get("extra", "{}"))
+
+
+def with_v1_defaults(stored: Any) -> Any:
+    """A ``napari-xt/1`` config dict with the context fields it leaves out set to the defaults
+    of that format (:data:`~xt_engine.context_config.V1_DEFAULTS`), not today's."""
+    if not isinstance(stored, dict) or not isinstance(stored.get("context_encoder", {}), dict):
+        return stored  # from_dict names the problem
+    context = stored.get("context_encoder") or {}
+    return stored | {"context_encoder": V1_DEFAULTS | context}
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> XTModel:

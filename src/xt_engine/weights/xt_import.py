@@ -109,6 +109,11 @@ def convert_xt_state_dict(
         "position_order": "col_row",
         "token_order": "image",
         "max_sequence_tokens": MAX_SEQUENCE_TOKENS,
+        # xT's: causal, sin-cos positions at 1, no 2-D biases (this project's defaults differ)
+        "bidirectional": False,
+        "position_scale": 1.0,
+        "distance_bias": False,
+        "relative_range": 0,
     }
     if is_mamba:
         context["layout"] = "xt"

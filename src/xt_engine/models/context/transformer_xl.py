@@ -167,17 +167,17 @@ class TransformerXL(ContextEncoder):
     def __init__(self, config: ContextEncoderConfig) -> None:
         super().__init__()
         self.memory_tokens = config.memory_tokens
-        self.distance_bias = config.distance_bias
-        self.relative_range = config.relative_range
+        self.distance_bias = bool(config.distance_bias)  # resolved by the config (never None)
+        self.relative_range = int(config.relative_range or 0)
         self.layers = nn.ModuleList(
             XLBlock(
                 config.dim,
                 config.num_heads,
                 config.mlp_ratio,
-                config.distance_bias,
+                self.distance_bias,
                 config.norm_eps,
                 config.mlp_activation,
-                config.relative_range,
+                self.relative_range,
             )
             for _ in range(config.depth)
         )
