@@ -35,14 +35,21 @@ def test_compiled_segmentation_equals_eager(name: str) -> None:
     eager = _run(model, probabilities=True)
     fast = _run(model, probabilities=True, compile=True)
     assert eager.keys() == fast.keys() and len(eager) == 25
+    compared = total = 0
     for index, done in eager.items():
-        np.testing.assert_array_equal(fast[index].labels, done.labels)
         assert done.probabilities is not None and fast[index].probabilities is not None
+        # equal labels wherever the eager run's top two classes are further apart than fp32
+        # rounding can move them (this untrained model's near-ties flipped one pixel of 78000)
+        top2 = np.sort(done.probabilities.astype(np.float32), axis=0)[-2:]
+        clear = top2[1] - top2[0] > 1e-3
+        np.testing.assert_array_equal(fast[index].labels[clear], done.labels[clear])
+        compared, total = compared + int(clear.sum()), total + clear.size
         np.testing.assert_allclose(
             fast[index].probabilities.astype(np.float32),
             done.probabilities.astype(np.float32),
             atol=2e-3,  # float16 probabilities: one step of their rounding
         )
+    assert compared > 0.8 * total  # most pixels are compared
 
 
 @pytest.mark.slow

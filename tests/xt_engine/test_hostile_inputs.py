@@ -436,7 +436,7 @@ OTHER_CASES = [
     Case(
         "checkpoint: 200-byte header naming a 100+ GB model",
         _infer_with(_tensors(lambda s: [s.clear(), s.update(w=torch_zeros(1))], HUGE_MODEL)),
-        "lacks 545 tensor(s) its config needs",
+        "tensor(s) its config needs",
         bounded=True,
     ),
     Case(
