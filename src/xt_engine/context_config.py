@@ -168,12 +168,14 @@ class ContextEncoderConfig:
             raise ConfigError(
                 f"context_encoder.relative_range={self.relative_range} is not available for "
                 f"kind {self.kind!r}",
-                "set relative_range to 0, or use kind 'transformer_xl' with a range >= 1",
+                "set relative_range to 0 or null (the kind's default), or use kind "
+                "'transformer_xl' with a range >= 1",
             )
         if self.distance_bias and self.kind != "transformer_xl":
             raise ConfigError(
                 f"context_encoder.distance_bias is not available for kind {self.kind!r}",
-                "set distance_bias to false, or use kind 'transformer_xl'",
+                "set distance_bias to false or null (the kind's default), or use kind "
+                "'transformer_xl'",
             )
 
 

@@ -55,6 +55,12 @@ def test_a_config_without_context_options_gets_the_suites(task: str) -> None:
     ("context", "head", "expected"),
     [
         ({"kind": "mamba"}, "segmentation", (True, False, 0)),
+        # null: the kind's default (what the refusal of a bias for another kind suggests)
+        (
+            {"kind": "mamba", "distance_bias": None, "relative_range": None},
+            "segmentation",
+            (True, False, 0),
+        ),
         ({"kind": "hyper"}, "detection", (True, False, 0)),
         ({"kind": "none"}, "segmentation", (False, False, 0)),
         ({"kind": "transformer_xl"}, "classification", (False, True, 6)),
