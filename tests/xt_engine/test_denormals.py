@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,3 +117,19 @@ def test_a_flushed_run_gives_the_same_labels_and_records_it(
         for name in ("keep", "flush")
     }
     assert attrs == {"keep": "keep", "flush": "flush"}
+
+
+def test_a_run_left_open_at_interpreter_exit_ends() -> None:
+    """A run's generator never closed is finalised while the interpreter shuts down; restoring
+    the workers then must not wait for them (a Python callback on them deadlocked there)."""
+    code = (
+        "import builtins, torch\n"
+        "torch.set_num_threads(2)\n"
+        "from xt_engine.runtime.denormals import flushing\n"
+        "steps = flushing(iter(range(3)))\n"
+        "next(steps)\n"
+        "torch.ones(1 << 20).mul_(2.0)\n"
+        "builtins.left_open = steps\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()[-500:]

@@ -9,10 +9,11 @@ fp32 rounding of any logit, so labels and stored float16 probabilities stay the 
 
 The modes are per thread (the MXCSR register). ``torch.set_flush_denormal`` sets the calling
 thread only, not torch's OpenMP worker threads that exist (tested), so :func:`set_everywhere`
-also runs it inside one OpenMP parallel region of the library torch loaded
-(``GOMP_parallel``, the entry point of GCC's ``#pragma omp parallel``, which libgomp, LLVM's
-libomp and Intel's libiomp5 provide): every thread of the calling thread's team takes the
-mode. Where no such library is loaded, the calling thread alone is set.
+also runs libm's ``fesetenv`` with the calling thread's float environment as the body of one
+OpenMP parallel region of the library torch loaded (``GOMP_parallel``, the entry point of
+GCC's ``#pragma omp parallel``, which libgomp, LLVM's libomp and Intel's libiomp5 provide):
+every thread of the calling thread's team takes the mode. Where no such library is loaded, or
+while the interpreter shuts down, the calling thread alone is set.
 :func:`flushing_share` measures which share of a parallel op's threads flush, so the reach is a
 test, not an assumption.
 
@@ -25,8 +26,10 @@ the iteration ends.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import functools
-from collections.abc import Iterator
+import sys
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +42,7 @@ DENORMAL_BITS = 1 << 20  # float32 1.47e-39, a denormal (smallest normal: 1.18e-
 GRAIN = 32768  # at::internal::GRAIN_SIZE: elements per thread of a parallel elementwise op
 _OPENMP_NAMES = ("libgomp", "libomp", "libiomp5")
 _CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+FENV_BYTES = 64  # >= sizeof(fenv_t) (28 bytes on x86-64 glibc)
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,15 +71,35 @@ def _openmp() -> Any | None:
 def set_everywhere(enabled: bool) -> bool:
     """FTZ/DAZ on (``enabled``) or off on the calling thread and its OpenMP team's threads.
 
-    Returns False where the CPU has no such mode (nothing changed)."""
+    The calling thread's whole float environment (``fegetenv``) is copied to every thread of
+    its team by running libm's ``fesetenv`` as the parallel region's body: no Python code runs
+    on the workers, so nothing there waits for the GIL (a Python callback deadlocked when it
+    ran during interpreter shutdown). Returns False where the CPU has no such mode (nothing
+    changed)."""
     if not torch.set_flush_denormal(enabled):
         return False
     threads = torch.get_num_threads()
-    parallel = _openmp() if threads > 1 else None
-    if parallel is not None:
-        callback = _CALLBACK(lambda _data: torch.set_flush_denormal(enabled))
-        parallel(callback, None, threads, 0)  # ctypes releases the GIL; each thread retakes it
+    parallel = _openmp() if threads > 1 and not sys.is_finalizing() else None
+    environment = _fenv()
+    if parallel is not None and environment is not None:
+        get, put = environment
+        env = ctypes.create_string_buffer(FENV_BYTES)
+        if get(env) == 0:
+            parallel(ctypes.cast(put, _CALLBACK), ctypes.cast(env, ctypes.c_void_p), threads, 0)
     return True
+
+
+@functools.lru_cache(maxsize=1)
+def _fenv() -> tuple[Any, Any] | None:
+    """libm's (fegetenv, fesetenv), or None."""
+    try:
+        libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+        get, put = libm.fegetenv, libm.fesetenv
+    except (OSError, AttributeError):
+        return None
+    get.argtypes = put.argtypes = [ctypes.c_void_p]
+    get.restype = put.restype = ctypes.c_int
+    return get, put
 
 
 def flushing_share() -> float:
@@ -116,7 +140,7 @@ def flush_denormals(enabled: bool = True) -> Iterator[bool]:
             torch.set_flush_denormal(here)
 
 
-def flushing(steps: Iterator[T], enabled: bool = True) -> Iterator[T]:
+def flushing(steps: Iterator[T], enabled: bool = True) -> Generator[T, None, None]:
     """``steps`` with each ``next`` computed with denormals flushed on every compute thread.
 
     The workers are set once (:func:`flush_denormals` around the whole iteration, restored when

@@ -318,6 +318,7 @@ def run_inference(
     except OSError as err:
         raise write_error(err, output) from err
     finally:
+        passes.close()  # now, not at garbage collection: its cleanup restores the threads
         if writer is not None:
             try:
                 writer.close()  # everything yielded so far is on disk before the store is marked
