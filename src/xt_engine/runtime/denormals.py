@@ -146,8 +146,8 @@ def flushing(steps: Iterator[T], enabled: bool = True) -> Generator[T, None, Non
     The workers are set once (:func:`flush_denormals` around the whole iteration, restored when
     it ends or is closed); the calling thread's own mode, a register write, is switched around
     each ``next``, so the consumer's code between steps runs in its own mode. (Setting the
-    workers costs a parallel region; doing it every step cost ~5 ms a step, a fifth of the demo
-    model's time.)"""
+    workers costs a parallel region: done at every step, it cost the demo model 7% of its
+    throughput, docs/benchmarks.md.)"""
     if not enabled:
         yield from steps
         return
