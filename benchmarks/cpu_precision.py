@@ -13,14 +13,16 @@ the ceiling with denormals flushed is measured beside it (``x_backbone_flush``),
 the gain that flushing alone gives the backbone is shown.
 
 Each model (``--models``, default: the bundled demo model; untrained architectures may be
-named for speed only) runs over a synthetic SAR scene (``--side`` px) in one process, options alternated,
-best of ``--repeats``; ``--options`` picks a subset (fp32, the agreement's reference, always
-runs). Every repeat measures the backbone ceiling beside the options, so each option also gets
-the median over repeats of its rate against that repeat's ceiling (``median_x_backbone``): on a
-shared machine, a burst of load moves one repeat's figures, never the ratio's median; target 1's
-verdict reads that median. Agreement: the share of label pixels equal to the fp32 run
-(meaningful for the trained demo model; the untrained rows are speed only). Prints a table and
-writes ``cpu_precision.json`` to ``--out``. Needs an otherwise quiet machine.
+named for speed only, and ``--set SECTION.KEY=VALUE`` changes their architecture, e.g.
+``head.decoder_dim=16``, the light head) runs over a synthetic SAR scene (``--side`` px) in one
+process, options alternated, best of ``--repeats``; ``--options`` picks a subset (fp32, the
+agreement's reference, always runs). Every repeat measures the backbone ceiling beside the
+options, so each option also gets the median over repeats of its rate against that repeat's
+ceiling (``median_x_backbone``): on a shared machine, a burst of load moves one repeat's
+figures, never the ratio's median; target 1's verdict reads that median. Agreement: the share of
+label pixels equal to the fp32 run (meaningful for the trained demo model; the untrained rows are
+speed only). Prints a table and writes ``cpu_precision.json`` to ``--out``. Needs an otherwise
+quiet machine.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ import numpy as np
 import torch
 import torch._dynamo
 
+from context_suite import parse_overrides  # benchmarks/ is on sys.path when run as a script
 from xt_engine import RegionDone, run_inference
+from xt_engine.models.registry import create_model, model_config
 from xt_engine.runtime.denormals import flush_denormals
 from xt_engine.synthetic import make_sar_scene
-from xt_engine.weights.loading import load_model
+from xt_engine.weights.loading import is_trained, load_model
 
 OPTIONS = (
     "fp32",
@@ -55,8 +59,27 @@ AGREEMENT = 0.995
 BATCH = 8
 
 
+# ``--set`` overrides of the architecture, {section: {key: value}} (untrained models only)
+OVERRIDES: dict[str, dict[str, object]] = {}
+
+
+def load(name: str) -> torch.nn.Module:
+    """``name``'s model; with ``--set`` overrides, its architecture changed (seeded, untrained)."""
+    if not OVERRIDES:
+        return load_model(name, allow_untrained=True).eval()
+    if is_trained(name):
+        raise SystemExit(
+            f"--set changes the architecture: {name} has trained weights; name an untrained one"
+        )
+    config = model_config(name).to_dict()
+    for section, values in OVERRIDES.items():
+        config[section] = config[section] | values
+    torch.manual_seed(0)
+    return create_model(config).eval()
+
+
 def prepare(name: str, option: str) -> tuple[torch.nn.Module, str]:
-    model = load_model(name, allow_untrained=True).eval()
+    model = load(name)
     precision = "bf16" if option == "bf16" else "fp32"
     if option == "channels_last":
         model = model.to(memory_format=torch.channels_last)
@@ -69,7 +92,7 @@ def prepare(name: str, option: str) -> tuple[torch.nn.Module, str]:
 
 def backbone_rate(name: str, seconds: float = 6.0, flush: bool = False) -> float:
     """Regions/s of the eager region encoder alone on in-memory batches (the ceiling)."""
-    model = load_model(name, allow_untrained=True).eval()
+    model = load(name)
     r, c = model.region_size, model.config.region_encoder.in_chans
     x = torch.rand(BATCH, c, r, r)
     with torch.inference_mode(), flush_denormals(flush):
@@ -117,14 +140,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=["xt_demo_sar"])
     parser.add_argument("--options", nargs="+", choices=OPTIONS, default=list(OPTIONS))
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="change every (untrained) model's architecture, e.g. head.decoder_dim=16",
+    )
     args = parser.parse_args()
+    OVERRIDES.update(parse_overrides(args.set))
     options = tuple(o for o in OPTIONS if o == "fp32" or o in args.options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scene = make_sar_scene((args.side, args.side), seed=3)[0]
     table: dict[str, dict[str, dict[str, float]]] = {}
     for name in args.models:
-        channels = load_model(name, allow_untrained=True).config.region_encoder.in_chans
+        channels = load(name).config.region_encoder.in_chans
         image = scene if channels == 1 else np.repeat(scene[..., None], channels, axis=-1)
         rows: dict[str, dict[str, float]] = {}
         reference = None
@@ -167,8 +198,8 @@ def main() -> None:
             "regions_per_s": round(max(flushed_ceilings), 2),
             "per_repeat": [round(c, 2) for c in flushed_ceilings],
         }
-        table[name] = rows
         report(name, rows, ceiling)
+        table[name] = rows | ({"architecture": {"set": args.set}} if args.set else {})
     (out / "cpu_precision.json").write_text(json.dumps(table, indent=2))
 
 

@@ -121,18 +121,18 @@ def test_a_v1_file_reads_what_it_leaves_out_with_that_formats_defaults(tmp_path:
         load_checkpoint(_rewritten(path, FORMAT, tuple(V1_DEFAULTS)))
 
 
-def test_the_bundled_model_is_v1_and_reads_as_trained() -> None:
-    """Its header predates relative_range and position_scale: they read as 0 and 1, what the
-    demo-sar recipe states, and the registered architecture is the file's."""
+def test_the_bundled_model_is_v2_and_trained_with_the_defaults() -> None:
+    """The bundled demo model states every context field (format 2), and they are the context
+    encoder's defaults: the demo-sar recipe states none of relative_range and position_scale,
+    and the registered architecture is the file's."""
     path = bundled_checkpoint("xt_demo_sar")
+    assert path is not None
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
-    assert metadata["format"] == V1
+    assert metadata["format"] == FORMAT
     stored = json.loads(metadata["xt_config"])["context_encoder"]
-    assert "position_scale" not in stored and "relative_range" not in stored
+    assert (stored["relative_range"], stored["position_scale"]) == (6, 0.1)
+    assert not {"relative_range", "position_scale"} & set(DEMO_SAR["context_encoder"])
     config, _ = read_checkpoint_config(path)
-    assert (config.context_encoder.position_scale, config.context_encoder.relative_range) == (
-        1.0,
-        0,
-    )
     assert _context(DEMO_SAR) == {name: getattr(config.context_encoder, name) for name in MEASURED}
+    assert _context(DEMO_SAR) == _context(MODEL)

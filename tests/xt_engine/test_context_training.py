@@ -182,7 +182,7 @@ def test_class_balancer_mixes_the_classes_some_images_hold():
 
 def test_demo_sar_recipe_states_the_bundled_models_recorded_training():
     """The bundled checkpoint records the train section it was trained with; the recipe must
-    give the same values, and the probe and balancing (added after it) off."""
+    give the same values (the probe and balancing off, recorded as such)."""
     from xt_engine.weights.checkpoint import read_checkpoint_config
     from xt_engine.weights.loading import bundled_checkpoint
 
@@ -194,3 +194,4 @@ def test_demo_sar_recipe_states_the_bundled_models_recorded_training():
         ours = getattr(recipe, key)
         assert (list(ours) if isinstance(ours, tuple) else ours) == value, key
     assert recipe.context_aux_weight == 0.0 and not recipe.balance_classes
+    assert extra["train"]["context_aux_weight"] == 0.0 and not extra["train"]["balance_classes"]
