@@ -134,7 +134,12 @@ def test_distance_bias_only_for_transformer_xl() -> None:
 def test_gradients_flow(kind: str) -> None:
     encoder = build_context_encoder(
         ContextEncoderConfig(
-            kind=kind, dim=32, depth=1, num_heads=4, distance_bias=kind == "transformer_xl"
+            kind=kind,
+            dim=32,
+            depth=1,
+            num_heads=4,
+            distance_bias=kind == "transformer_xl",
+            relative_range=2 if kind == "transformer_xl" else 0,
         )
     )
     tokens, positions = _sequence(length=12)
@@ -191,7 +196,7 @@ def test_bidirectional_context_reaches_earlier_tokens_from_later_ones() -> None:
 
 
 def test_relative_bias_reads_the_entry_of_each_offset() -> None:
-    from xt_engine.models.context.transformer_xl import CausalMemoryAttention
+    from xt_engine.models.context.transformer_xl import CausalMemoryAttention, ChunkKeys
 
     attn = CausalMemoryAttention(8, 1, relative_range=2).eval()
     with torch.no_grad():
@@ -200,9 +205,9 @@ def test_relative_bias_reads_the_entry_of_each_offset() -> None:
         attn.relative_bias.zero_()
         attn.relative_bias[0, 2 + 2, 2 + 0] = 30.0  # the key 2 rows above the query (dy = +2)
     positions = torch.tensor([[0, 0], [1, 0], [2, 0], [5, 0]])
-    offsets = positions[:, None] - positions[None]
+    keys = ChunkKeys.build(positions, positions, relative_range=2)
     x = torch.randn(1, 4, 8)
-    _, weights = attn(x, x[:, :0], need_weights=True, offsets=offsets)
+    _, weights = attn(x, x[:, :0], need_weights=True, keys=keys)
     assert weights is not None
     assert weights[0, 2, 0] > 0.99  # row 2 attends to row 0
     # row 5: offsets 5, 4, 3 (to rows 0-2) clip to 2 and share that entry; 0 to itself
@@ -215,8 +220,56 @@ def test_relative_bias_reads_the_entry_of_each_offset() -> None:
         attn.relative_bias.zero_()
         attn.relative_bias[0, 2 + 1, 2 + 0] = math.log(3) / RELATIVE_BIAS_GAIN
     two = torch.tensor([[0, 0], [1, 0]])
-    _, weights = attn(x[:, :2], x[:, :0], need_weights=True, offsets=two[:, None] - two[None])
+    keys = ChunkKeys.build(two, two, relative_range=2)
+    _, weights = attn(x[:, :2], x[:, :0], need_weights=True, keys=keys)
     assert weights is not None
     torch.testing.assert_close(weights[0, 1], torch.tensor([0.75, 0.25]))
     with pytest.raises(ConfigError, match="relative_range"):
         ContextEncoderConfig(kind="mamba", relative_range=2).validate()
+
+
+@pytest.mark.parametrize("distance_bias,relative_range", [(True, 0), (False, 2), (True, 2)])
+def test_score_bias_formed_once_per_chunk_equals_its_definition(
+    distance_bias: bool, relative_range: int
+) -> None:
+    """:class:`ChunkKeys` (built once per chunk) + a layer's ``score_bias`` equal the bias
+    written entry by entry: ``-slope_h * |p_i - p_j| + gain * table_h[clip(dy), clip(dx)]`` for
+    keys j <= M + i, ``-inf`` after."""
+    from xt_engine.models.context.transformer_xl import (
+        RELATIVE_BIAS_GAIN,
+        CausalMemoryAttention,
+        ChunkKeys,
+    )
+
+    heads, memory, length = 2, 3, 4
+    attn = CausalMemoryAttention(8, heads, distance_bias, relative_range)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        if attn.log_slopes is not None:
+            attn.log_slopes.copy_(torch.randn(heads, generator=generator))
+        if attn.relative_bias is not None:
+            attn.relative_bias.copy_(torch.randn(attn.relative_bias.shape, generator=generator))
+    key_positions = torch.randint(0, 6, (memory + length, 2), generator=generator)
+    keys = ChunkKeys.build(key_positions[memory:], key_positions, distance_bias, relative_range)
+    with torch.no_grad():
+        bias = attn.score_bias(keys)
+    assert bias is not None and bias.shape == (heads, length, memory + length)
+    reach = relative_range
+    for h in range(heads):
+        for i in range(length):
+            for j in range(memory + length):
+                if j > memory + i:
+                    assert bias[h, i, j] == float("-inf")
+                    continue
+                dy, dx = (key_positions[memory + i] - key_positions[j]).tolist()
+                want = 0.0
+                if distance_bias:
+                    slope = math.exp(attn.log_slopes[h].item())  # type: ignore[union-attr]
+                    want -= slope * math.hypot(dy, dx)
+                if relative_range:
+                    row, col = (
+                        min(max(dy, -reach), reach) + reach,
+                        min(max(dx, -reach), reach) + reach,
+                    )
+                    want += RELATIVE_BIAS_GAIN * attn.relative_bias[h, row, col].item()  # type: ignore[index]
+                assert bias[h, i, j].item() == pytest.approx(want, rel=1e-5, abs=1e-5)

@@ -113,17 +113,21 @@ def masked_attention(
     allowed: torch.Tensor,
     need_weights: bool,
     bias: torch.Tensor | None = None,
+    bias_is_masked: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Multi-head attention under a boolean mask, with an optional additive score bias.
 
-    ``q`` (B, H, L, Dh), ``k``/``v`` (B, H, K, Dh), ``allowed`` (L, K), ``bias`` (H, L, K) ->
+    ``q`` (B, H, L, Dh), ``k``/``v`` (B, H, K, Dh), ``allowed`` (L, K), ``bias`` (H, L, K) (with
+    ``bias_is_masked`` it already holds ``-inf`` wherever ``allowed`` is False) ->
     output (B, H, L, Dh), and with ``need_weights`` the softmax weights averaged over heads
     (B, L, K); without, the fused ``scaled_dot_product_attention`` kernel runs and no weights
     are formed (the explicit path is its reference; tested equal).
     """
     mask: torch.Tensor = allowed
     if bias is not None:
-        mask = bias.to(q.dtype).masked_fill(~allowed, float("-inf"))
+        mask = bias.to(q.dtype)
+        if not bias_is_masked:
+            mask = mask.masked_fill(~allowed, float("-inf"))
     if not need_weights:
         # a float mask of 3 dims sends CPU SDPA to its math path (torch 2.14: ~3.7x slower
         # than the flash kernel at L=256, K=1280); with a batch dim it takes the flash kernel

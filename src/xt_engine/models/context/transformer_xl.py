@@ -59,6 +59,53 @@ def initial_slopes(num_heads: int) -> torch.Tensor:
     return torch.logspace(-1, -7, num_heads, base=2.0)
 
 
+@dataclass
+class ChunkKeys:
+    """What every layer's attention reads about one chunk's queries and keys, formed once per
+    chunk (L queries, K = M + L keys: the memory, then the chunk).
+
+    ``allowed`` (L, K) bool: query i (at absolute offset M + i) sees keys j <= M + i;
+    ``blocked`` (L, K) float: 0 where allowed, ``-inf`` elsewhere (added to a score bias).
+    ``distance`` (L, K) float or None: the token-grid distance.
+    ``relative_index`` (L, K) int32 or None: the query-minus-key (row, col) offset clipped to
+    [-K, K], as a flat index into a (2K + 1) x (2K + 1) table.
+    """
+
+    allowed: torch.Tensor
+    blocked: torch.Tensor
+    distance: torch.Tensor | None = None
+    relative_index: torch.Tensor | None = None
+
+    @classmethod
+    def build(
+        cls,
+        query_positions: torch.Tensor,
+        key_positions: torch.Tensor,
+        distance_bias: bool = False,
+        relative_range: int = 0,
+    ) -> ChunkKeys:
+        """``query_positions`` (L, 2), ``key_positions`` (K, 2) long (the queries are the last
+        L keys)."""
+        length, keys = query_positions.shape[0], key_positions.shape[0]
+        device = query_positions.device
+        allowed = torch.ones(length, keys, dtype=torch.bool, device=device).tril(keys - length)
+        blocked = torch.full((length, keys), float("-inf"), device=device)
+        blocked = blocked.triu(keys - length + 1)
+        distance = relative_index = None
+        if distance_bias or relative_range:
+            # int32 offsets: half the memory traffic of int64 on these (L, K) tensors
+            qy, qx = query_positions.to(torch.int32).unbind(-1)
+            ky, kx = key_positions.to(torch.int32).unbind(-1)
+            dy, dx = qy[:, None] - ky[None, :], qx[:, None] - kx[None, :]
+            if distance_bias:
+                distance = torch.hypot(dy.float(), dx.float())
+            if relative_range:
+                reach = relative_range  # offsets beyond share the edge entries
+                row, col = dy.clamp(-reach, reach) + reach, dx.clamp(-reach, reach) + reach
+                relative_index = row * (2 * reach + 1) + col
+        return cls(allowed, blocked, distance, relative_index)
+
+
 class CausalMemoryAttention(nn.Module):
     """Multi-head attention of ``x`` over ``[memory, x]``, causal in absolute token order."""
 
@@ -76,36 +123,44 @@ class CausalMemoryAttention(nn.Module):
             nn.Parameter(torch.zeros(num_heads, side, side)) if relative_range else None
         )
 
+    def score_bias(self, keys: ChunkKeys) -> torch.Tensor | None:
+        """(H, L, K) additive score bias, ``-inf`` where a key is not allowed; None without
+        biases. Distance: ``-slope * distance``, a slope per head; relative: the table entry of
+        each clipped offset times :data:`RELATIVE_BIAS_GAIN`."""
+        bias = None
+        if self.log_slopes is not None and keys.distance is not None:
+            bias = -self.log_slopes.exp()[:, None, None] * keys.distance[None]
+        if self.relative_bias is not None and keys.relative_index is not None:
+            heads = self.num_heads
+            table = (RELATIVE_BIAS_GAIN * self.relative_bias).view(heads, -1)
+            gathered = table.index_select(1, keys.relative_index.flatten())
+            gathered = gathered.view(heads, *keys.relative_index.shape)
+            bias = gathered if bias is None else bias.add_(gathered)
+        # in place (each tensor here is fresh); adding -inf masks like masked_fill, ~5x faster
+        return None if bias is None else bias.add_(keys.blocked)
+
     def forward(
         self,
         x: torch.Tensor,
         memory: torch.Tensor,
         need_weights: bool = False,
-        distance: torch.Tensor | None = None,
-        offsets: torch.Tensor | None = None,
+        keys: ChunkKeys | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``x`` (B, L, D) normalised, ``memory`` (B, M, D) normalised, ``distance`` (L, M + L)
-        token-grid distances (used with ``distance_bias``), ``offsets`` (L, M + L, 2) long
-        query-minus-key (row, col) offsets (used with ``relative_range``) -> (B, L, D), and
-        with ``need_weights`` the head-averaged attention (B, L, M + L)."""
+        """``x`` (B, L, D) normalised, ``memory`` (B, M, D) normalised, ``keys`` the chunk's
+        :class:`ChunkKeys` (default: causal mask only) -> (B, L, D), and with ``need_weights``
+        the head-averaged attention (B, L, M + L)."""
         b, length, dim = x.shape
         heads = self.num_heads
         mem = memory.shape[1]
+        if keys is None:
+            keys = ChunkKeys.build(x.new_zeros(length, 2), x.new_zeros(mem + length, 2))
         qkv = self.qkv(torch.cat([memory, x], dim=1)).view(b, mem + length, 3, heads, dim // heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, M + L, Dh)
         q = q[:, :, mem:]
-        # query i (at absolute offset mem + i) sees keys j <= mem + i
-        allowed = torch.ones(length, mem + length, dtype=torch.bool, device=x.device).tril(mem)
-        bias = None
-        if self.log_slopes is not None and distance is not None:
-            bias = -self.log_slopes.exp()[:, None, None] * distance[None]  # (H, L, M + L)
-        if self.relative_bias is not None and offsets is not None:
-            reach = self.relative_range
-            dy, dx = (offsets.clamp(-reach, reach) + reach).unbind(-1)
-            # (H, L, M + L): offsets beyond k share the edge
-            table = RELATIVE_BIAS_GAIN * self.relative_bias[:, dy, dx]
-            bias = table if bias is None else bias + table
-        out, weights = masked_attention(q, k, v, allowed, need_weights, bias)
+        bias = self.score_bias(keys)
+        out, weights = masked_attention(
+            q, k, v, keys.allowed, need_weights, bias, bias_is_masked=True
+        )
         return self.proj(out.transpose(1, 2).reshape(b, length, dim)), weights
 
 
@@ -150,11 +205,10 @@ class XLBlock(nn.Module):
         x: torch.Tensor,
         memory: torch.Tensor,
         need_weights: bool = False,
-        distance: torch.Tensor | None = None,
-        offsets: torch.Tensor | None = None,
+        keys: ChunkKeys | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attended, weights = self.attn(
-            self.input_layernorm(x), self.input_layernorm(memory), need_weights, distance, offsets
+            self.input_layernorm(x), self.input_layernorm(memory), need_weights, keys
         )
         x = x + attended
         return x + self.mlp(self.post_attention_layernorm(x)), weights
@@ -202,15 +256,17 @@ class TransformerXL(ContextEncoder):
         x = tokens
         keep = self.memory_tokens
         key_positions = torch.cat([state.positions, positions.to(state.positions.device)])
-        distance = offsets = None
-        if self.distance_bias or self.relative_range:
-            offsets = positions[:, None, :] - key_positions[None, :, :]  # (L, M + L, 2)
-            distance = offsets.float().norm(dim=-1) if self.distance_bias else None
+        # masks, distances and offsets once per chunk; each layer reads them with its own
+        # slopes and table
+        query_positions = positions.to(key_positions.device)
+        keys = ChunkKeys.build(
+            query_positions, key_positions, self.distance_bias, self.relative_range
+        )
         memories = []
         weights = None
         for index, (layer, memory) in enumerate(zip(self.layers, state.memory, strict=True)):
             memories.append(torch.cat([memory, x], dim=1)[:, -keep:] if keep else memory[:, :0])
             last = index == len(self.layers) - 1
-            x, weights = layer(x, memory, need_weights and last, distance, offsets)
+            x, weights = layer(x, memory, need_weights and last, keys)
         next_positions = key_positions[-keep:] if keep else key_positions[:0]
         return self.norm(x), XLState(memories, next_positions), weights
