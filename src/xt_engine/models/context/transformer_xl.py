@@ -255,10 +255,10 @@ class TransformerXL(ContextEncoder):
         ``[memory, chunk]``."""
         x = tokens
         keep = self.memory_tokens
-        key_positions = torch.cat([state.positions, positions.to(state.positions.device)])
+        query_positions = positions.to(state.positions.device)
+        key_positions = torch.cat([state.positions, query_positions])
         # masks, distances and offsets once per chunk; each layer reads them with its own
         # slopes and table
-        query_positions = positions.to(key_positions.device)
         keys = ChunkKeys.build(
             query_positions, key_positions, self.distance_bias, self.relative_range
         )
