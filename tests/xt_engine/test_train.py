@@ -262,3 +262,35 @@ def test_cuda_training_with_bf16_autocast(data_dirs: tuple[Path, Path], tmp_path
     assert main(args) == 0
     model = load_checkpoint(out)
     assert all(p.dtype == torch.float32 and p.isfinite().all() for p in model.parameters())
+
+
+def test_mamba_a_log_and_d_are_trained_without_weight_decay(
+    data_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """mamba-ssm marks ``A_log`` and ``D`` ``_no_weight_decay``; the trainer honours it, and
+    models without such parameters keep one group (train states saved before still resume)."""
+    from xt_engine.config import XTConfig
+    from xt_engine.models import create_model
+    from xt_engine.train.config import TrainConfig
+    from xt_engine.train.state import load_state
+    from xt_engine.train.trainer import parameter_groups, train
+
+    spec = {k: v for k, v in TINY_CONFIG.items() if k != "train"}
+    txl = create_model(spec)
+    assert [g["weight_decay"] for g in parameter_groups(list(txl.parameters()), 0.05)] == [0.05]
+
+    spec["context_encoder"] = {"kind": "mamba", "dim": 32, "depth": 2, "chunk_regions": 2}
+    config = XTConfig.from_dict(spec)
+    model = create_model(config)  # bidirectional by default: two stacks of two layers
+    exempt = {n for n, p in model.named_parameters() if getattr(p, "_no_weight_decay", False)}
+    assert len(exempt) == 8 and {n.rsplit(".", 1)[1] for n in exempt} == {"A_log", "D"}
+
+    images, masks = data_dirs
+    pairs = load_pairs(find_pairs(images, masks, None), 4, seed=0)
+    out = tmp_path / "mamba.safetensors"
+    cfg = TrainConfig.from_dict({**TINY_CONFIG["train"], "max_steps": 2, "val_every": 2})
+    for _ in train(config, cfg, pairs, [], out):
+        pass
+    groups = load_state(out, torch.device("cpu"))["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [cfg.weight_decay, 0.0]
+    assert len(groups[1]["params"]) == len(exempt)

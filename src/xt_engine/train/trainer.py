@@ -44,6 +44,18 @@ class TrainEvent:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+def parameter_groups(params: list[torch.nn.Parameter], weight_decay: float) -> list[dict]:
+    """AdamW's parameter groups: those marked ``_no_weight_decay`` (Mamba's ``A_log`` and ``D``,
+    as mamba-ssm marks them: decaying ``A_log`` pulls every state's decay rate towards one) in a
+    group without weight decay, the rest with ``weight_decay``; one group when none is marked."""
+    exempt = [p for p in params if getattr(p, "_no_weight_decay", False)]
+    decayed = [p for p in params if not getattr(p, "_no_weight_decay", False)]
+    groups: list[dict] = [{"params": decayed, "weight_decay": weight_decay}]
+    if exempt:
+        groups.append({"params": exempt, "weight_decay": 0.0})
+    return groups
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -198,7 +210,7 @@ def train(
         probe = ContextProbe(model_config.context_encoder.dim, model_config.head.num_classes)
         probe = probe.to(dev).train()
         params += list(probe.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(params, cfg.weight_decay), lr=cfg.lr)
 
     def lr_factor(step: int) -> float:
         if step < cfg.warmup_steps:
