@@ -42,6 +42,22 @@ def _exact_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offset: int
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
 
 
+def test_hyper_and_sliding_window_are_one_function_below_threshold_and_window() -> None:
+    """While the keys fit hyper's exact threshold and the sliding window (the context task
+    suite: 256 tokens a scene, memory_tokens 1024), both kinds are exact causal attention over
+    every earlier token in the same blocks: with the same weights, the same outputs."""
+    torch.manual_seed(0)
+    window = SlidingWindowContext(_config("sliding_window", 64)).eval()
+    hyper = HyperContext(_config("hyper", 64)).eval()
+    missing, unexpected = hyper.load_state_dict(window.state_dict(), strict=False)
+    assert unexpected == [] and all(key.endswith("lsh_projection") for key in missing)
+    tokens, positions = _sequence()
+    for chunk in (48, 16):
+        got, _ = _run_chunked(hyper, tokens, positions, chunk)
+        want, _ = _run_chunked(window, tokens, positions, chunk)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
 # --- sliding window ----------------------------------------------------------------------------
 
 
