@@ -46,8 +46,8 @@ class TrainEvent:
 
 def parameter_groups(params: list[torch.nn.Parameter], weight_decay: float) -> list[dict]:
     """AdamW's parameter groups: those marked ``_no_weight_decay`` (Mamba's ``A_log`` and ``D``,
-    as mamba-ssm marks them: decaying ``A_log`` pulls every state's decay rate towards one) in a
-    group without weight decay, the rest with ``weight_decay``; one group when none is marked."""
+    as mamba-ssm marks them) in a group without weight decay, the rest with ``weight_decay``;
+    one group when none is marked."""
     exempt = [p for p in params if getattr(p, "_no_weight_decay", False)]
     decayed = [p for p in params if not getattr(p, "_no_weight_decay", False)]
     groups: list[dict] = [{"params": decayed, "weight_decay": weight_decay}]
