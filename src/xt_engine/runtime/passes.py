@@ -9,7 +9,7 @@ check.
 
 Two passes (bidirectional context): pass 1 runs the backward encoder over the chunks in
 *reverse* raster order and caches its outputs (L tokens x D per region, float32) in a temporary
-zarr array on disk; pass 2 runs in raster order: region encoder again, forward encoder, merge
+file on disk (:mod:`.token_cache`); pass 2 runs in raster order: region encoder again, forward encoder, merge
 with the cached backward outputs, head. The token cache costs ``tokens per region x D x 4``
 bytes per region on disk and nothing in RAM. The region encoder runs twice, except over the
 first steps, whose pass-1 outputs are kept in memory within a budget (:mod:`.feature_cache`).
@@ -25,7 +25,6 @@ from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
-import zarr
 
 from xt_engine.errors import Cancelled, InputError
 from xt_engine.models import RegionOutputs, XTModel, XTState
@@ -37,6 +36,7 @@ from xt_engine.runtime.schedule import (
     causal_chunk,
     forward_chunk,
 )
+from xt_engine.runtime.token_cache import TokenCache
 from xt_engine.tiling import Region
 
 Step = list[Sequence[int]]  # whole context chunks (grid indices of their regions)
@@ -209,15 +209,10 @@ def two_pass(
     starts = np.cumsum([0] + [len(o) for o in order]).tolist()
     length = starts[-1]
     check_cache_space(cache_dir, length * per_region * dim * 4)
-    with tempfile.TemporaryDirectory(prefix=TOKEN_CACHE_PREFIX, dir=cache_dir) as tmp:
-        per_step = max(len(order[0]), 1) if order else 1  # steps: aligned runs of positions
-        cache = zarr.create_array(  # one uncompressed chunk per step: one zarr call each way
-            store=tmp,
-            shape=(max(length, 1), per_region, dim),
-            chunks=(per_step, per_region, dim),
-            dtype="float32",
-            compressors=None,
-        )
+    with (
+        tempfile.TemporaryDirectory(prefix=TOKEN_CACHE_PREFIX, dir=cache_dir) as tmp,
+        TokenCache(tmp, length, per_region, dim) as cache,
+    ):
         kept = FeatureCache([len(o) for o in order], feature_budget)
         fwd_state, bwd_state = context.init_state(1, reader.device, torch.float32)
         for number, (step, (regions, pixels, rc)) in reversed_enumerate(
@@ -239,8 +234,8 @@ def two_pass(
                     at -= len(chunk)
                 backward = torch.cat(outs, dim=1)
             first, last = starts[number], starts[number + 1]
-            cache[first:last] = (
-                backward.float().reshape(len(regions), per_region, dim).cpu().numpy()
+            cache.write(
+                first, backward.float().reshape(len(regions), per_region, dim).cpu().numpy()
             )
             yield regions, None
         fresh = reader.batches(order[kept.kept_steps :], cancel)  # the steps not kept
@@ -259,7 +254,7 @@ def two_pass(
                         model, pixels, rc, batch, reader.step_tokens
                     )
                 valid = reader.valid_tokens(regions, model.token_grid, tokens)
-                backward = torch.from_numpy(cache[first:last]).to(tokens.device)
+                backward = torch.from_numpy(cache.read(first, last)).to(tokens.device)
                 backward = backward.reshape(1, -1, dim)
                 merged_parts = []
                 at = 0
