@@ -57,3 +57,43 @@ def test_the_engine_installs_without_the_gui_stack() -> None:
     import torch
 
     assert hasattr(datetime, "UTC") and hasattr(torch.nn, "RMSNorm")
+
+
+def test_the_command_line_starts_without_torch_and_the_public_names_resolve() -> None:
+    """`xt --help` and usage errors answer without importing torch, timm or numpy (~9 s of
+    imports on a 2-core CPU); every public name of `xt_engine` and `xt_engine.runtime` is
+    still importable from the package, and an unknown one is an AttributeError."""
+    code = (
+        "import sys, xt_engine.cli\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'timm', 'numpy'})\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "", f"`import xt_engine.cli` imported {result.stdout}"
+    helped = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "xt_engine.cli", "infer", "--help"],
+        capture_output=True,
+        text=True,
+    )
+    assert helped.returncode == 0 and "--feature-cache-mib" in helped.stdout
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in helped.stderr.splitlines()}
+    assert not imported & {"torch", "timm"}, "xt infer --help imported torch"
+
+    import pytest
+
+    import xt_engine
+    import xt_engine.runtime
+
+    for package in (xt_engine, xt_engine.runtime):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, name
+        assert set(package.__all__) <= set(dir(package))
+        assert set(package.__all__) - {"__version__"} == set(package._HOMES)
+        with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+            package.nonexistent  # noqa: B018
+    from xt_engine import run_inference
+    from xt_engine.runtime.inference import run_inference as defined
+
+    assert run_inference is defined

@@ -15,15 +15,19 @@ allocator's overhead: ``benchmarks/feature_cache.py``). Budget 0 keeps nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported by the passes that use this; `xt --help` need not
+    import torch
 
-from xt_engine.tiling import Region
+    from xt_engine.tiling import Region
 
 # what pass 1 keeps of a step: its regions, features (one (N, C, h, w) per level), tokens
 # (1, N * tokens, D), token positions (N * tokens, 2) and the reader's masks of pixels without
 # data (region index -> (R, R) bool, :attr:`RegionReader.missing`)
-Kept = tuple[list[Region], list[torch.Tensor], torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]
+Kept = tuple[
+    "list[Region]", "list[torch.Tensor]", "torch.Tensor", "torch.Tensor", "dict[int, torch.Tensor]"
+]
 DEFAULT_FEATURE_CACHE_MIB = 512
 
 

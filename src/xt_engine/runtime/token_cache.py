@@ -39,7 +39,7 @@ class TokenCache:
             raise ValueError(
                 f"rows {first}+{values.shape} do not fit {self.rows} x {self.row_shape}"
             )
-        data = memoryview(np.ascontiguousarray(values, dtype=np.float32)).cast("B")
+        data = np.ascontiguousarray(values, dtype=np.float32).data.cast("B")
         offset = first * self.row_bytes
         while data:  # a short write (a signal, a nearly full disk) continues where it stopped
             written = os.pwrite(self._fd, data, offset)
@@ -55,7 +55,7 @@ class TokenCache:
         if not self._written[first:last].all():  # a bug in the caller's order, never zeros
             raise ValueError(f"token cache rows {first}..{last} were not all written")
         out = np.empty((last - first, *self.row_shape), dtype=np.float32)
-        view, offset = memoryview(out).cast("B"), first * self.row_bytes
+        view, offset = out.data.cast("B"), first * self.row_bytes
         while view:
             got = os.preadv(self._fd, [view], offset)
             if got == 0:
