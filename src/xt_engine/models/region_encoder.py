@@ -20,6 +20,7 @@ from torch import nn
 
 from xt_engine.config import RegionEncoderConfig
 from xt_engine.errors import CheckpointError, ConfigError
+from xt_engine.models.depthwise import use_fast_depthwise_backward
 
 
 class RegionEncoder(nn.Module):
@@ -45,6 +46,7 @@ class RegionEncoder(nn.Module):
         self.channels: list[int] = list(info.channels())
         self.reductions: list[int] = list(info.reduction())
         self._channels_last = getattr(self.backbone, "output_fmt", "NCHW") == "NHWC"
+        use_fast_depthwise_backward(self.backbone)  # training on the CPU; forward unchanged
         if config.weights:
             load_backbone_weights(self.backbone, config.weights)
 
