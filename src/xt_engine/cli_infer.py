@@ -173,14 +173,16 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def _infer(args: argparse.Namespace) -> int:
     from xt_engine.errors import InputError
     from xt_engine.io import open_image
+
+    size, unit = _resolution_target(args)
+    source = open_image(args.image)  # before torch is imported: a wrong path answers at once
+
     from xt_engine.runtime import run_inference
     from xt_engine.runtime.input_values import check_inputs
     from xt_engine.runtime.resolution import plan_resolution
     from xt_engine.tiling import box_at_level
     from xt_engine.weights.loading import load_model
 
-    size, unit = _resolution_target(args)
-    source = open_image(args.image)
     model = load_model(args.model, allow_untrained=args.allow_untrained)
     _detection_overrides(model, args)
     check_inputs(source, model.config)  # the model's channels and value type, before the plan

@@ -80,6 +80,28 @@ def test_the_command_line_starts_without_torch_and_the_public_names_resolve() ->
     assert helped.returncode == 0 and "--feature-cache-mib" in helped.stdout
     imported = {line.split("|")[-1].strip().split(".")[0] for line in helped.stderr.splitlines()}
     assert not imported & {"torch", "timm"}, "xt infer --help imported torch"
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "xt_engine.cli",
+            "infer",
+            "/no/such.tif",
+            "--model",
+            "xt_demo_sar",
+            "--out",
+            "/no/such.zarr",
+        ],
+        capture_output=True,
+        text=True,
+    )  # a wrong input path answers before the model (and torch) is loaded
+    said = [line for line in missing.stderr.splitlines() if not line.startswith("import time")]
+    assert missing.returncode == 2 and said == [
+        "xt infer: error: image /no/such.tif does not exist (fix: check the path)"
+    ]
+    assert "torch" not in {line.split("|")[-1].strip() for line in missing.stderr.splitlines()}
 
     import pytest
 
