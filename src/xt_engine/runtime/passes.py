@@ -9,8 +9,8 @@ check.
 
 Two passes (bidirectional context): pass 1 runs the backward encoder over the chunks in
 *reverse* raster order and caches its outputs (L tokens x D per region, float32) in a temporary
-file on disk (:mod:`.token_cache`); pass 2 runs in raster order: region encoder again, forward encoder, merge
-with the cached backward outputs, head. The token cache costs ``tokens per region x D x 4``
+file on disk (:mod:`.token_cache`); pass 2 runs in raster order: region encoder again, forward
+encoder, merge with the cached backward outputs, head. The token cache costs ``tokens per region x D x 4``
 bytes per region on disk and nothing in RAM. The region encoder runs twice, except over the
 first steps, whose pass-1 outputs are kept in memory within a budget (:mod:`.feature_cache`).
 """

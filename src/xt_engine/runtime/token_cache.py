@@ -1,13 +1,13 @@
 """The two-pass token cache: pass 1's backward-context outputs on disk until pass 2 reads them.
 
 One flat file of float32 rows, ``(rows, tokens per region, dim)`` in C order, written and read
-at byte offsets with ``os.pwrite`` / ``os.preadv``: a step's rows are one contiguous run, so a
-step is one system call each way. (A zarr array cost ~5 ms a call on a 2-core CPU, through its
-event loop, against ~0.05 ms here; the file holds the same bytes.) The file is sparse until
+at byte offsets through an unbuffered file: a step's rows are one contiguous run, so a step is
+a seek and one ``write`` or ``readinto`` each way (~0.03 ms a step on a 2-core CPU, against
+~1.9 ms through a zarr array's event loop: ``docs/benchmarks.md``). The file is sparse until
 written and costs nothing in RAM beyond the page cache, which the OS may evict; its size is
-checked against the free space before the run (:func:`xt_engine.runtime.passes.check_cache_space`)
-and a full disk raises the ``OSError`` that :func:`xt_engine.runtime.resources.write_error` turns
-into one line.
+checked against the free space before the run
+(:func:`xt_engine.runtime.passes.check_cache_space`) and a full disk raises the ``OSError``
+that :func:`xt_engine.runtime.resources.write_error` turns into one line.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class TokenCache:
         self.row_bytes = per_region * dim * 4
         self.rows = rows
         self._written = np.zeros(rows, dtype=bool)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self._file = open(self.path, "x+b", buffering=0)  # noqa: SIM115 (closed by close())
 
     def write(self, first: int, values: np.ndarray) -> None:
         """Rows ``first .. first + len(values) - 1`` (``values``: ``(n, per_region, dim)``)."""
@@ -41,11 +41,12 @@ class TokenCache:
             )
         data = np.ascontiguousarray(values, dtype=np.float32).data.cast("B")
         offset = first * self.row_bytes
+        self._file.seek(offset)
         while data:  # a short write (a signal, a nearly full disk) continues where it stopped
-            written = os.pwrite(self._fd, data, offset)
-            if written == 0:
+            written = self._file.write(data)
+            if not written:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
-            data, offset = data[written:], offset + written
+            data = data[written:]
         self._written[first : first + len(values)] = True
 
     def read(self, first: int, last: int) -> np.ndarray:
@@ -55,20 +56,19 @@ class TokenCache:
         if not self._written[first:last].all():  # a bug in the caller's order, never zeros
             raise ValueError(f"token cache rows {first}..{last} were not all written")
         out = np.empty((last - first, *self.row_shape), dtype=np.float32)
-        view, offset = out.data.cast("B"), first * self.row_bytes
+        view = out.data.cast("B")
+        self._file.seek(first * self.row_bytes)
         while view:
-            got = os.preadv(self._fd, [view], offset)
-            if got == 0:
+            got = self._file.readinto(view)
+            if not got:
                 raise OSError(
                     errno.EIO, "the token cache file is shorter than written", str(self.path)
                 )
-            view, offset = view[got:], offset + got
+            view = view[got:]
         return out
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._file.close()
 
     def __enter__(self) -> TokenCache:
         return self
