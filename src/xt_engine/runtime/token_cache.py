@@ -3,7 +3,7 @@
 One flat file of float32 rows, ``(rows, tokens per region, dim)`` in C order, written and read
 at byte offsets through an unbuffered file: a step's rows are one contiguous run, so a step is
 a seek and one ``write`` or ``readinto`` each way (~0.03 ms a step on a 2-core CPU, against
-~1.9 ms through a zarr array's event loop: ``docs/benchmarks.md``). The file is sparse until
+1.7-3.4 ms through a zarr array's event loop: ``docs/benchmarks.md``). The file is sparse until
 written and costs nothing in RAM beyond the page cache, which the OS may evict; its size is
 checked against the free space before the run
 (:func:`xt_engine.runtime.passes.check_cache_space`) and a full disk raises the ``OSError``
