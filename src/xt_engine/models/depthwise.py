@@ -1,10 +1,10 @@
 """A faster CPU backward for depthwise convolutions (ConvNeXt's 7 x 7), with nn.Conv2d's forward.
 
-torch's CPU backward of a depthwise ``nn.Conv2d`` (``groups`` = channels) is slow: 25-80x its
-forward at the region encoder's shapes (e.g. 30 ms against 0.4 ms at (128, 48, 4, 4), one
-thread), ~14% of a training step of the context suite. :class:`DepthwiseConv2d` computes the
-same gradients with ordinary convolutions, 3-20x faster there
-(``benchmarks/depthwise_backward.py``):
+torch's CPU backward of a depthwise ``nn.Conv2d`` (``groups`` = channels) is slow: forward +
+backward take 6-32x the forward at the region encoder's shapes (11 ms against 0.34 ms at
+(128, 48, 4, 4)), ~14% of a training step of the context suite. :class:`DepthwiseConv2d`
+computes the same gradients with ordinary convolutions; forward + backward are 2-5x faster
+there, a suite training step ~1.1x (``benchmarks/depthwise_backward.py``, docs/benchmarks.md):
 
 - grad input: the convolution of grad output with the kernel flipped (stride 1, same padding);
 - grad weight: per channel, the correlation of the padded input with grad output, one grouped
