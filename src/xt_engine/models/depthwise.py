@@ -38,7 +38,6 @@ class _DepthwiseConv(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.padding = padding
-        ctx.has_bias = bias is not None
         return F.conv2d(x, weight, bias, 1, padding, 1, x.shape[1])
 
     @staticmethod
@@ -57,8 +56,8 @@ class _DepthwiseConv(torch.autograd.Function):
             rows = x.transpose(0, 1).reshape(1, c * n, h, w)  # channel-major: (c, n) pairs
             kernels = grad.transpose(0, 1).reshape(c * n, 1, h, w)
             grad_w = F.conv2d(rows, kernels, None, 1, pad, 1, c * n)  # (1, C * N, k, k)
-            grad_w = grad_w.view(c, n, k, k).sum(1, keepdim=True).to(weight.dtype)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_w = grad_w.view(c, n, k, k).sum(1, keepdim=True)
+        if ctx.needs_input_grad[2]:  # False without a bias
             grad_b = grad.sum((0, 2, 3))
         return grad_x, grad_w, grad_b, None
 
@@ -76,8 +75,7 @@ class DepthwiseConv2d(nn.Conv2d):
             or torch.is_autocast_enabled("cpu")
         ):
             return super().forward(input)
-        padding = self.padding[0] if isinstance(self.padding, tuple) else self.padding
-        return _DepthwiseConv.apply(input, self.weight, self.bias, padding)  # type: ignore[no-any-return]
+        return _DepthwiseConv.apply(input, self.weight, self.bias, self.padding[0])  # type: ignore[no-any-return]
 
 
 def qualifies(module: nn.Module) -> bool:
